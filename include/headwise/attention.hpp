@@ -1,0 +1,52 @@
+// headwise/attention.hpp — the public attention() entry.
+//
+//   attention(q, k, v, out, options)
+//   q [B, Hq, Nq, Dk]  k [B, Hkv, Nk, Dk]  v [B, Hkv, Nk, Dv]  out [B, Hq, Nq, Dv]
+//
+// Flow: validate every argument (nothing is written before this passes) →
+// resolve options into score_rules → choose a kernel → run it on threads.
+// Semantics are documented in options.hpp; reference.hpp is the oracle with the
+// same signature.
+#pragma once
+
+#ifndef HEADWISE_INTERNAL
+#define HEADWISE_INTERNAL 1
+#endif
+
+#include <type_traits>
+
+#include "headwise/detail/checks.hpp"
+#include "headwise/detail/score_rules.hpp"
+#include "headwise/kernels/plain.hpp"
+#include "headwise/options.hpp"
+#include "headwise/tensor.hpp"
+
+namespace headwise {
+
+template <class TQ, class TK, class TV, class TO>
+void attention(const tensor_view<TQ>& q, const tensor_view<TK>& k, const tensor_view<TV>& v,
+               const tensor_view<TO>& out, const attention_options& opt = {}) {
+  using T = std::remove_const_t<TQ>;
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                "q must hold float or double (the compute type)");
+  static_assert(std::is_same_v<TO, T>, "out must be a mutable view of q's element type");
+  static_assert(std::is_same_v<std::remove_const_t<TK>, std::remove_const_t<TV>>,
+                "k and v must share one storage type");
+  detail::check_attention("attention", q, k, v, out, opt);
+  if (q.batch() == 0 || q.seq() == 0) return;
+
+  const detail::score_rules<T> rules(opt, q.seq(), k.seq(), q.dim());
+  const tensor_view<const T> cq = q;
+  const tensor_view<const std::remove_const_t<TK>> ck = k;
+  const tensor_view<const std::remove_const_t<TV>> cv = v;
+  switch (opt.kernel) {
+    case kernel_mode::automatic:
+    case kernel_mode::flash:
+    case kernel_mode::plain:
+    case kernel_mode::decode:
+      kernels::plain_attention<T>(cq, ck, cv, out, opt.lse, rules, opt.threads);
+      break;
+  }
+}
+
+}  // namespace headwise

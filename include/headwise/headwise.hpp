@@ -1,0 +1,8 @@
+// headwise/headwise.hpp — umbrella header: includes the public headers, nothing else.
+#pragma once
+
+#include "headwise/error.hpp"
+#include "headwise/tensor.hpp"
+#include "headwise/options.hpp"
+#include "headwise/reference.hpp"
+#include "headwise/attention.hpp"

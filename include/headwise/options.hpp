@@ -1,0 +1,104 @@
+// headwise/options.hpp — what attention() computes, fixed in one place.
+//
+// Shapes (tensor_view axes are [batch, heads, seq, dim]):
+//   q   [B, Hq,  Nq, Dk]      k [B, Hkv, Nk, Dk]      v [B, Hkv, Nk, Dv]
+//   out [B, Hq,  Nq, Dv]      lse (optional) [B, Hq, Nq, 1]
+//   GQA/MQA: Hq % Hkv == 0; query head h reads kv head h / (Hq / Hkv). K/V are
+//   never copied or repeated.
+//
+// The logit of query i and key j, in this order:
+//   s  = scale · (q_i · k_j)                 scale defaults to 1/sqrt(Dk)
+//   s  = c · tanh(s / c)                     when softcap c > 0 (Gemma-2 style)
+//   s += -slope[h] · |i + off − j|           when ALiBi slopes are given
+//   s += additive_mask[b, h, i, j]           when an additive mask is given
+// and key j is visible to query i when every rule below allows it:
+//   causal none:         all keys
+//   causal top_left:     j <= i              (diagonal offset off = 0)
+//   causal bottom_right: j <= i + Nk − Nq    (off = Nk − Nq, the KV-cache convention:
+//                                            the last query sees the last key)
+//   window (left, right): i + off − left <= j <= i + off + right, measured from the
+//                        same diagonal (off = Nk − Nq when causal is none, as in
+//                        FlashAttention); an absent bound is unbounded
+//   sink tokens S:       keys j < S ignore the *window* (StreamingLLM attention
+//                        sinks); they still obey causality and the masks
+//   boolean_mask:        key visible only where boolean_mask[b, h, i, j] is true
+//   additive_mask:       a -inf entry hides the key
+// Masks are [B|1, H|1, Nq, Nk]: an axis of size 1 broadcasts.
+//
+// Softmax over the visible keys: p_ij = exp(s_ij − lse_i), lse_i = log Σ_j exp(s_ij),
+// out_i = Σ_j p_ij v_j. A row with no visible key gives out_i = 0 and lse_i = −inf,
+// never NaN.
+//
+// Heads: head_scale[h] multiplies the output of query head h; a head whose scale
+// is 0 is pruned: it costs no FLOPs, writes zeros and its LSE is −inf.
+//
+// Numerics: compute type is q's element type (float or double); K/V may be stored
+// narrower (see the decode header); accumulation is at least fp32. Results are
+// bitwise identical for every thread count.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "headwise/tensor.hpp"
+
+namespace headwise {
+
+enum class causal_mode {
+  none,          ///< every key visible
+  top_left,      ///< key j visible to query i when j <= i
+  bottom_right,  ///< key j visible to query i when j <= i + Nk - Nq
+};
+
+/// Which kernel runs. `automatic` chooses decode for small Nq and flash prefill
+/// otherwise; the others force one (tests, benchmarks).
+enum class kernel_mode {
+  automatic,
+  plain,   ///< one query row at a time, scores in a row buffer; the simple path
+  flash,   ///< tiled online-softmax prefill kernel
+  decode,  ///< split-KV decode kernel
+};
+
+struct attention_options {
+  /// Multiplies q·k. Empty means 1/sqrt(Dk). Must be finite.
+  std::optional<double> scale;
+
+  causal_mode causal = causal_mode::none;
+
+  /// Sliding window bounds in keys, from the diagonal; empty = unbounded.
+  /// Negative values are an error.
+  std::optional<std::int64_t> window_left;
+  std::optional<std::int64_t> window_right;
+
+  /// The first sink_tokens keys stay visible whatever the window.
+  std::size_t sink_tokens = 0;
+
+  /// Added to the logits; [B|1, H|1, Nq, Nk]. Empty view = none.
+  tensor_view<const float> additive_mask;
+
+  /// true = visible; [B|1, H|1, Nq, Nk]. Empty view = none.
+  tensor_view<const bool> boolean_mask;
+
+  /// One slope per query head (Hq entries). Empty = no ALiBi.
+  span<const float> alibi_slopes;
+
+  /// Logit soft-capping value c > 0; 0 disables it.
+  double softcap = 0.0;
+
+  /// One multiplier per query head (Hq entries); 0 prunes the head. Empty = all 1.
+  span<const float> head_scale;
+
+  /// Optional output: natural-log LSE per query row, [B, Hq, Nq, 1].
+  tensor_view<float> lse;
+
+  /// Worker threads; 0 = std::thread::hardware_concurrency().
+  unsigned threads = 0;
+
+  kernel_mode kernel = kernel_mode::automatic;
+
+  /// Run the portable scalar build of the chosen kernel instead of the SIMD one.
+  bool force_scalar = false;
+};
+
+}  // namespace headwise

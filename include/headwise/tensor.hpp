@@ -1,0 +1,133 @@
+// headwise/tensor.hpp — non-owning views over user memory.
+//
+// tensor_view<T> is a 4-D strided view [batch, heads, seq, dim] with element
+// (not byte) strides for the first three axes; the last axis is contiguous, so
+// every (b, h, s) row is a dense run of dim() elements that SIMD loads can read.
+// Strides may be zero (broadcast) or any positive value, which covers both
+// memory orders attention code meets in practice:
+//   BSHD  [batch, seq, heads, dim]  FlashAttention, llama.cpp, most model code
+//   BHSD  [batch, heads, seq, dim]  PyTorch SDPA
+// A view never allocates and never copies; it is as cheap to pass as a pointer.
+//
+// span<T> is the 1-D counterpart used for per-head parameters (ALiBi slopes,
+// head scales): a pointer and a length, C++17 having no std::span.
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+
+namespace headwise {
+
+template <class T>
+class span {
+ public:
+  constexpr span() noexcept = default;
+  constexpr span(T* data, std::size_t size) noexcept : data_(data), size_(size) {}
+  template <class U, class = std::enable_if_t<std::is_convertible_v<U (*)[], T (*)[]>>>
+  constexpr span(const span<U>& other) noexcept : data_(other.data()), size_(other.size()) {}
+  /// Any contiguous container with data() and size() (std::vector, std::array).
+  template <class C, class = decltype(std::declval<C&>().data()),
+            class = std::enable_if_t<std::is_convertible_v<
+                std::remove_pointer_t<decltype(std::declval<C&>().data())> (*)[], T (*)[]>>>
+  constexpr span(C& c) noexcept : data_(c.data()), size_(c.size()) {}
+
+  constexpr T* data() const noexcept { return data_; }
+  constexpr std::size_t size() const noexcept { return size_; }
+  constexpr bool empty() const noexcept { return size_ == 0; }
+  constexpr T& operator[](std::size_t i) const noexcept { return data_[i]; }
+  constexpr T* begin() const noexcept { return data_; }
+  constexpr T* end() const noexcept { return data_ + size_; }
+
+ private:
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+template <class T>
+class tensor_view {
+ public:
+  using element_type = T;
+  using value_type = std::remove_cv_t<T>;
+  using index = std::ptrdiff_t;
+
+  constexpr tensor_view() noexcept = default;
+
+  /// data points at element [0, 0, 0, 0]; shape is {batch, heads, seq, dim};
+  /// strides are element strides of the batch, head and seq axes.
+  constexpr tensor_view(T* data, std::size_t batch, std::size_t heads, std::size_t seq,
+                        std::size_t dim, index batch_stride, index head_stride,
+                        index seq_stride) noexcept
+      : data_(data),
+        batch_(batch),
+        heads_(heads),
+        seq_(seq),
+        dim_(dim),
+        batch_stride_(batch_stride),
+        head_stride_(head_stride),
+        seq_stride_(seq_stride) {}
+
+  /// A view of mutable data converts to a view of const data.
+  template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
+  constexpr tensor_view(const tensor_view<U>& other) noexcept
+      : tensor_view(other.data(), other.batch(), other.heads(), other.seq(), other.dim(),
+                    other.batch_stride(), other.head_stride(), other.seq_stride()) {}
+
+  constexpr T* data() const noexcept { return data_; }
+  constexpr std::size_t batch() const noexcept { return batch_; }
+  constexpr std::size_t heads() const noexcept { return heads_; }
+  constexpr std::size_t seq() const noexcept { return seq_; }
+  constexpr std::size_t dim() const noexcept { return dim_; }
+  constexpr index batch_stride() const noexcept { return batch_stride_; }
+  constexpr index head_stride() const noexcept { return head_stride_; }
+  constexpr index seq_stride() const noexcept { return seq_stride_; }
+  constexpr bool empty() const noexcept { return data_ == nullptr; }
+
+  /// Pointer to the contiguous row (b, h, s, 0..dim-1).
+  constexpr T* row(std::size_t b, std::size_t h, std::size_t s) const noexcept {
+    return data_ + static_cast<index>(b) * batch_stride_ + static_cast<index>(h) * head_stride_ +
+           static_cast<index>(s) * seq_stride_;
+  }
+  constexpr T& operator()(std::size_t b, std::size_t h, std::size_t s, std::size_t d) const noexcept {
+    return row(b, h, s)[d];
+  }
+
+ private:
+  T* data_ = nullptr;
+  std::size_t batch_ = 0, heads_ = 0, seq_ = 0, dim_ = 0;
+  index batch_stride_ = 0, head_stride_ = 0, seq_stride_ = 0;
+};
+
+/// View of dense memory laid out [batch, seq, heads, dim] (FlashAttention, llama-style).
+template <class T>
+constexpr tensor_view<T> bshd(T* data, std::size_t batch, std::size_t seq, std::size_t heads,
+                              std::size_t dim) noexcept {
+  using index = std::ptrdiff_t;
+  const auto d = static_cast<index>(dim), h = static_cast<index>(heads), s = static_cast<index>(seq);
+  return tensor_view<T>(data, batch, heads, seq, dim, s * h * d, d, h * d);
+}
+
+/// View of dense memory laid out [batch, heads, seq, dim] (PyTorch SDPA).
+template <class T>
+constexpr tensor_view<T> bhsd(T* data, std::size_t batch, std::size_t heads, std::size_t seq,
+                              std::size_t dim) noexcept {
+  using index = std::ptrdiff_t;
+  const auto d = static_cast<index>(dim), h = static_cast<index>(heads), s = static_cast<index>(seq);
+  return tensor_view<T>(data, batch, heads, seq, dim, h * s * d, s * d, d);
+}
+
+/// View of a dense row-major [batch|1, heads|1, Nq, Nk] attention mask; an
+/// axis of size 1 broadcasts over the batches or heads of the attention call.
+template <class T>
+constexpr tensor_view<T> mask_view(T* data, std::size_t batch, std::size_t heads, std::size_t rows,
+                                   std::size_t cols) noexcept {
+  return bhsd(data, batch, heads, rows, cols);
+}
+
+/// View of a dense [batch, heads, seq] log-sum-exp buffer (dim() == 1).
+template <class T>
+constexpr tensor_view<T> lse_view(T* data, std::size_t batch, std::size_t heads,
+                                  std::size_t seq) noexcept {
+  return bhsd(data, batch, heads, seq, 1);
+}
+
+}  // namespace headwise

@@ -1,0 +1,258 @@
+// checks_test: bad input throws headwise::error naming the argument, and the
+// output is untouched when it does.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using namespace headwise;
+using hwtest::tensor;
+
+struct fixture {
+  tensor<float> q{1, 4, 5, 8}, k{1, 2, 6, 8}, v{1, 2, 6, 3}, out{1, 4, 5, 3};
+  fixture() {
+    hwtest::fill_uniform(q, 1);
+    hwtest::fill_uniform(k, 2);
+    hwtest::fill_uniform(v, 3);
+    for (float& x : out.storage) x = 1234.f;  // sentinel: must survive a rejected call
+  }
+  bool out_untouched() const {
+    for (float x : out.storage)
+      if (x != 1234.f) return false;
+    return true;
+  }
+};
+
+/// Runs `call` with both attention() and reference::attention() and expects a
+/// headwise::error whose message contains every fragment, with out untouched.
+void expect_rejected(const std::function<void(fixture&, bool use_reference)>& call,
+                     std::initializer_list<const char*> fragments) {
+  for (bool use_reference : {false, true}) {
+    fixture f;
+    try {
+      call(f, use_reference);
+      ADD_FAILURE() << "no headwise::error thrown (reference=" << use_reference << ")";
+    } catch (const headwise::error& e) {
+      const std::string msg = e.what();
+      for (const char* frag : fragments)
+        EXPECT_NE(msg.find(frag), std::string::npos) << "message: " << msg << "\nmissing: " << frag;
+    }
+    EXPECT_TRUE(f.out_untouched()) << "output written before the checks passed";
+  }
+}
+
+template <class Q, class K, class V, class O>
+void run(bool use_reference, const tensor_view<Q>& q, const tensor_view<K>& k, const tensor_view<V>& v,
+         const tensor_view<O>& out, const attention_options& opt = {}) {
+  if (use_reference)
+    reference::attention(q, k, v, out, opt);
+  else
+    attention(q, k, v, out, opt);
+}
+
+TEST(Checks, ErrorIsAnInvalidArgument) {
+  static_assert(std::is_base_of_v<std::invalid_argument, headwise::error>);
+  fixture f;
+  tensor<float> bad_k(1, 2, 6, 7);
+  EXPECT_THROW(attention(f.q.view, bad_k.view, f.v.view, f.out.view), std::invalid_argument);
+}
+
+TEST(Checks, DkMismatch) {
+  expect_rejected([](fixture& f, bool r) { tensor<float> k(1, 2, 6, 7); run(r, f.q.view, k.view, f.v.view, f.out.view); },
+                  {"k.dim()", "expected 8", "got 7"});
+}
+
+TEST(Checks, BatchMismatch) {
+  expect_rejected([](fixture& f, bool r) { tensor<float> k(2, 2, 6, 8); run(r, f.q.view, k.view, f.v.view, f.out.view); },
+                  {"k.batch()", "expected 1", "got 2"});
+}
+
+TEST(Checks, KvSeqMismatch) {
+  expect_rejected([](fixture& f, bool r) { tensor<float> v(1, 2, 7, 3); run(r, f.q.view, f.k.view, v.view, f.out.view); },
+                  {"v.seq()", "expected 6", "got 7"});
+}
+
+TEST(Checks, KvHeadsMismatch) {
+  expect_rejected([](fixture& f, bool r) { tensor<float> v(1, 1, 6, 3); run(r, f.q.view, f.k.view, v.view, f.out.view); },
+                  {"v.heads()", "expected 2", "got 1"});
+}
+
+TEST(Checks, OutShapeMismatch) {
+  expect_rejected([](fixture& f, bool r) { tensor<float> o(1, 4, 5, 4); run(r, f.q.view, f.k.view, f.v.view, o.view); },
+                  {"out.dim()", "expected 3", "got 4"});
+  expect_rejected([](fixture& f, bool r) { tensor<float> o(1, 4, 6, 3); run(r, f.q.view, f.k.view, f.v.view, o.view); },
+                  {"out.seq()", "expected 5", "got 6"});
+  expect_rejected([](fixture& f, bool r) { tensor<float> o(1, 3, 5, 3); run(r, f.q.view, f.k.view, f.v.view, o.view); },
+                  {"out.heads()", "expected 4", "got 3"});
+}
+
+TEST(Checks, HqNotDivisibleByHkv) {
+  expect_rejected(
+      [](fixture& f, bool r) {
+        tensor<float> q(1, 3, 5, 8), o(1, 3, 5, 3);
+        for (float& x : o.storage) x = 1234.f;
+        f.out = o;
+        run(r, q.view, f.k.view, f.v.view, f.out.view);
+      },
+      {"q.heads()", "multiple of 2", "got 3"});
+}
+
+TEST(Checks, MaskThatDoesNotBroadcast) {
+  expect_rejected(
+      [](fixture& f, bool r) {
+        std::vector<float> m(4 * 5 * 5);
+        attention_options opt;
+        opt.additive_mask = mask_view<const float>(m.data(), 1, 4, 5, 5);  // Nk is 6
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+      },
+      {"options.additive_mask", "[1|1, 4|1, 5, 6]", "got [1, 4, 5, 5]"});
+  expect_rejected(
+      [](fixture& f, bool r) {
+        std::vector<char> m(2 * 5 * 6);
+        attention_options opt;
+        opt.boolean_mask = mask_view<const bool>(reinterpret_cast<const bool*>(m.data()), 1, 2, 5, 6);
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+      },
+      {"options.boolean_mask", "got [1, 2, 5, 6]"});
+}
+
+TEST(Checks, NullData) {
+  expect_rejected(
+      [](fixture& f, bool r) {
+        const tensor_view<const float> null_k(nullptr, 1, 2, 6, 8, 96, 48, 8);
+        run(r, f.q.view, null_k, f.v.view, f.out.view);
+      },
+      {"k: data is null"});
+}
+
+TEST(Checks, NegativeWindow) {
+  expect_rejected(
+      [](fixture& f, bool r) {
+        attention_options opt;
+        opt.window_left = -1;
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+      },
+      {"options.window_left", "got -1"});
+  expect_rejected(
+      [](fixture& f, bool r) {
+        attention_options opt;
+        opt.window_right = -3;
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+      },
+      {"options.window_right", "got -3"});
+}
+
+TEST(Checks, NonFiniteScaleAndSoftcap) {
+  for (double bad : {std::nan(""), std::numeric_limits<double>::infinity()}) {
+    expect_rejected(
+        [bad](fixture& f, bool r) {
+          attention_options opt;
+          opt.scale = bad;
+          run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+        },
+        {"options.scale must be finite"});
+    expect_rejected(
+        [bad](fixture& f, bool r) {
+          attention_options opt;
+          opt.softcap = bad;
+          run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+        },
+        {"options.softcap"});
+  }
+}
+
+TEST(Checks, SizesWhoseProductOverflows) {
+  expect_rejected(
+      [](fixture& f, bool r) {
+        const std::size_t huge = std::size_t(1) << 40;
+        const tensor_view<const float> k(f.k.view.data(), huge, huge, 6, 8, 1, 1, 8);
+        run(r, f.q.view, k, f.v.view, f.out.view);
+      },
+      {"k", "overflows"});
+  expect_rejected(
+      [](fixture& f, bool r) {
+        // Sizes fit, but the offset of the last element does not.
+        const auto big = std::numeric_limits<std::ptrdiff_t>::max() / 2;
+        const tensor_view<const float> k(f.k.view.data(), 1, 2, 6, 8, 0, big, 8);
+        run(r, f.q.view, k, f.v.view, f.out.view);
+      },
+      {"k", "overflows"});
+}
+
+TEST(Checks, NegativeStride) {
+  expect_rejected(
+      [](fixture& f, bool r) {
+        const tensor_view<const float> k(f.k.view.row(0, 1, 5), 1, 2, 6, 8, 0, -48, -8);
+        run(r, f.q.view, k, f.v.view, f.out.view);
+      },
+      {"k", "strides must be >= 0"});
+}
+
+TEST(Checks, OutputWhoseRowsOverlap) {
+  expect_rejected(
+      [](fixture& f, bool r) {
+        const tensor_view<float> o(f.out.view.data(), 1, 4, 5, 3, 60, 15, 1);  // seq stride 1 < dim 3
+        run(r, f.q.view, f.k.view, f.v.view, o);
+      },
+      {"out", "overlap"});
+}
+
+TEST(Checks, OutputAliasingAnInput) {
+  expect_rejected(
+      [](fixture& f, bool r) {
+        const tensor_view<float> o = bhsd(f.q.view.data(), 1, 4, 5, 3);
+        run(r, f.q.view, f.k.view, f.v.view, o);
+      },
+      {"out overlaps the memory of q"});
+}
+
+TEST(Checks, PerHeadParameterSizes) {
+  expect_rejected(
+      [](fixture& f, bool r) {
+        const float slopes[3] = {1, 1, 1};
+        attention_options opt;
+        opt.alibi_slopes = span<const float>(slopes, 3);
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+      },
+      {"options.alibi_slopes.size()", "expected 4", "got 3"});
+  expect_rejected(
+      [](fixture& f, bool r) {
+        const float scales[4] = {1, NAN, 1, 1};
+        attention_options opt;
+        opt.head_scale = span<const float>(scales, 4);
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+      },
+      {"options.head_scale[1] must be finite"});
+}
+
+TEST(Checks, LseShape) {
+  expect_rejected(
+      [](fixture& f, bool r) {
+        std::vector<float> lse(4 * 4);
+        attention_options opt;
+        opt.lse = lse_view(lse.data(), 1, 4, 4);
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+      },
+      {"options.lse", "got [1, 4, 4, 1]"});
+}
+
+TEST(Checks, EmptyKeysAreValidAndGiveZeros) {
+  fixture f;
+  tensor<float> k(1, 2, 0, 8), v(1, 2, 0, 3);
+  std::vector<float> lse(4 * 5, 0.f);
+  attention_options opt;
+  opt.lse = lse_view(lse.data(), 1, 4, 5);
+  attention(f.q.view, k.view, v.view, f.out.view, opt);
+  for (std::size_t i = 1; i < f.out.storage.size(); ++i) EXPECT_EQ(f.out.storage[i], 0.f);
+  for (float l : lse) EXPECT_EQ(l, -INFINITY);
+}
+
+}  // namespace
