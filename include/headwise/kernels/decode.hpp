@@ -1,0 +1,309 @@
+// headwise/kernels/decode.hpp — split-KV decode: few queries against a long KV cache.
+//
+//   q [B, Hq, Nq, Dk] (float|double)   k [B, Hkv, Nk, Dk], v [B, Hkv, Nk, Dv] (S = T, half,
+//   bfloat16)   out [B, Hq, Nq, Dv]   lse [B, Hq, Nq, 1] (optional)
+//
+// Why this shape of kernel. A decode step does 2·(Dk + Dv) flops per key and query
+// row but must stream all of K and V from DRAM: at Hq 32, Hkv 8, d 128, Nk 32768 the
+// step reads 8·32768·256·4 B = 256 MiB of fp32 K/V (128 MiB in fp16) for 537 MFLOP,
+// about 2 flops per byte. One core here reads ~31 GB/s and does ~94 GFLOPS of FMA,
+// so fp32 is memory bound only if the K/V bytes are read *once* per step and the
+// arithmetic runs at >50% of FMA peak; fp16 halves the bytes and becomes FMA bound.
+//   - GQA: a task is (batch, kv head, chunk) and computes every query row of the
+//     group at once: rows G = (Hq/Hkv)·Nq. Each K/V row is loaded from DRAM once and
+//     reused from L1 for the G rows, instead of Hq/Hkv times by per-head kernels.
+//   - Split-KV: the keys are cut into chunks of decode_chunk_keys (fixed, never from
+//     the thread count, so every thread count gives the same bits). B·Hkv·chunks
+//     tasks keep both cores busy at B = 1. Chunks that no row can see do not exist.
+//   - Per chunk, exactly (no online rescaling): pass 1 scores s = (scale·q)·k for G
+//     rows in register tiles of R rows × W/R keys (one horizontal sum per W dot
+//     products); masks; max, exp, sum per row; pass 2 O_c = P·V / l in tiles of R rows
+//     × 2 packs of Dv held in registers across the chunk's keys. The chunk's partial
+//     (O_c, lse_c) goes to a scratch buffer: B·Hq·Nq·chunks·(Dv+1) floats, 1.6% of the
+//     K/V bytes at the shape above.
+//   - Merge: a second parallel pass folds the partials of each row in chunk order with
+//     detail::merge_row (merge.hpp, the same code as the public merge_states), then
+//     applies head_scale.
+// Bytes per step ≈ B·Hkv·Nk_visible·(Dk + Dv)·sizeof(S) + 2·B·Hq·Nq·chunks·(Dv+1)·4.
+// K and V are widened on load (simd/convert.hpp); scores and sums are fp32 (or
+// double for double K/V). Masks, softcap, ALiBi and window come from score_rules;
+// a pruned head (head_scale 0) is never computed: zeros and LSE −inf.
+#pragma once
+
+#ifndef HEADWISE_INTERNAL
+#error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "headwise/detail/parallel.hpp"
+#include "headwise/detail/score_rules.hpp"
+#include "headwise/merge.hpp"
+#include "headwise/simd/convert.hpp"
+#include "headwise/simd/exp.hpp"
+#include "headwise/simd/pack.hpp"
+#include "headwise/tensor.hpp"
+
+namespace headwise::kernels {
+
+/// Keys per split-KV task. 256 keys of d 128 fp32 K are 128 KiB (L2-resident for the
+/// second row tile); the partial state per chunk costs 1/256 of its K/V traffic.
+inline constexpr std::size_t decode_chunk_keys = 256;
+
+/// attention() with kernel_mode::automatic takes this kernel when it holds:
+/// few query rows per kv head, so the K/V stream dominates (measured: see bench).
+inline bool decode_preferred(std::size_t nq, std::size_t group) { return nq <= 4 && nq * group <= 32; }
+
+namespace decode_impl {
+
+template <class P>
+using value_t = typename simd::ops<P>::value_type;
+
+/// dots[r·ld + t] = q_r · k_t for R query rows (stride ldq) and the W/R keys k[t],
+/// writing the first `valid` keys. One horizontal sum (haddp) per W dot products.
+template <class P, std::size_t R, class S>
+inline void dot_tile(const value_t<P>* q, std::size_t ldq, const S* const* k, std::size_t dk,
+                     value_t<P>* dots, std::size_t ld, std::size_t valid) {
+  using O = simd::ops<P>;
+  using T = value_t<P>;
+  constexpr std::size_t W = O::width, KT = W / R;
+  P acc[W];
+  for (P& a : acc) a = P(T(0));
+  std::size_t d = 0;
+  for (; d + W <= dk; d += W) {
+    P kv[KT];
+    for (std::size_t t = 0; t < KT; ++t) kv[t] = simd::load_as<P>(k[t] + d);
+    for (std::size_t r = 0; r < R; ++r) {
+      const P qv = O::load(q + r * ldq + d);
+      for (std::size_t t = 0; t < KT; ++t) acc[r * KT + t] = O::fma(qv, kv[t], acc[r * KT + t]);
+    }
+  }
+  alignas(64) T sums[W];
+  if constexpr (W == 1)
+    sums[0] = acc[0];
+  else
+    xsimd::haddp(acc).store_aligned(sums);
+  for (; d < dk; ++d)
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t t = 0; t < KT; ++t) sums[r * KT + t] += q[r * ldq + d] * simd::widen<T>(k[t][d]);
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t t = 0; t < valid; ++t) dots[r * ld + t] = sums[r * KT + t];
+}
+
+/// o[r·ldo + d0 ..] = inv_l[r] · Σ_j p[r·ldp + j] · v_j[d0 ..] over n keys, for R rows
+/// and DT packs of Dv; the R·DT accumulators stay in registers for all n keys.
+template <class P, std::size_t R, std::size_t DT, class S>
+inline void pv_tile(const value_t<P>* p, std::size_t ldp, const S* v0, std::ptrdiff_t v_stride,
+                    std::size_t n, std::size_t d0, const value_t<P>* inv_l, value_t<P>* o, std::size_t ldo) {
+  using O = simd::ops<P>;
+  using T = value_t<P>;
+  constexpr std::size_t W = O::width;
+  P acc[R][DT];
+  for (auto& row : acc)
+    for (P& a : row) a = P(T(0));
+  const S* v_row = v0 + d0;
+  for (std::size_t j = 0; j < n; ++j, v_row += v_stride) {
+    P vv[DT];
+    for (std::size_t t = 0; t < DT; ++t) vv[t] = simd::load_as<P>(v_row + t * W);
+    for (std::size_t r = 0; r < R; ++r) {
+      const P pr(p[r * ldp + j]);
+      for (std::size_t t = 0; t < DT; ++t) acc[r][t] = O::fma(pr, vv[t], acc[r][t]);
+    }
+  }
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t t = 0; t < DT; ++t) O::store(o + r * ldo + d0 + t * W, acc[r][t] * P(inv_l[r]));
+}
+
+/// Runs pv_tile over all of Dv for R rows: pairs of packs, one pack, then a scalar tail.
+template <class P, std::size_t R, class S>
+inline void pv_rows(const value_t<P>* p, std::size_t ldp, const S* v0, std::ptrdiff_t v_stride,
+                    std::size_t n, std::size_t dv, const value_t<P>* inv_l, value_t<P>* o, std::size_t ldo) {
+  using T = value_t<P>;
+  constexpr std::size_t W = simd::ops<P>::width;
+  std::size_t d = 0;
+  for (; d + 2 * W <= dv; d += 2 * W) pv_tile<P, R, 2>(p, ldp, v0, v_stride, n, d, inv_l, o, ldo);
+  if (d + W <= dv) pv_tile<P, R, 1>(p, ldp, v0, v_stride, n, d, inv_l, o, ldo), d += W;
+  for (; d < dv; ++d)
+    for (std::size_t r = 0; r < R; ++r) {
+      T acc = 0;
+      const S* v_row = v0;
+      for (std::size_t j = 0; j < n; ++j, v_row += v_stride) acc += p[r * ldp + j] * simd::widen<T>(v_row[d]);
+      o[r * ldo + d] = acc * inv_l[r];
+    }
+}
+
+/// Keys [begin, end) of one chunk that at least one query row can see.
+struct chunk_span {
+  std::int64_t begin, end;
+};
+
+template <class T>
+std::vector<chunk_span> visible_chunks(const detail::score_rules<T>& rules) {
+  std::vector<chunk_span> chunks;
+  const auto C = static_cast<std::int64_t>(decode_chunk_keys);
+  for (std::int64_t c0 = 0; c0 < rules.Nk; c0 += C) {
+    const std::int64_t c1 = std::min(rules.Nk, c0 + C);
+    chunk_span s{c1, c0};
+    for (std::int64_t i = 0; i < rules.Nq; ++i) {
+      const detail::row_ranges rr = rules.ranges(i);
+      for (const detail::key_range& r : {rr.sinks, rr.band}) {
+        const std::int64_t lo = std::max(r.begin, c0), hi = std::min(r.end, c1);
+        if (lo < hi) s = {std::min(s.begin, lo), std::max(s.end, hi)};
+      }
+    }
+    if (s.begin < s.end) chunks.push_back(s);
+  }
+  return chunks;
+}
+
+template <class P, class T, class S>
+void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const tensor_view<const S>& v,
+         const tensor_view<T>& out, const tensor_view<float>& lse, const detail::score_rules<T>& rules,
+         unsigned threads) {
+  using O = simd::ops<P>;
+  constexpr std::size_t W = O::width, R = W < 4 ? W : 4;  // score rows per tile
+  constexpr T neg_inf = -std::numeric_limits<T>::infinity();
+  const std::size_t B = q.batch(), Hq = q.heads(), Hkv = k.heads(), Nq = q.seq();
+  const std::size_t Dk = q.dim(), Dv = v.dim(), group = Hq / Hkv, G = group * Nq;
+  const std::vector<chunk_span> chunks = visible_chunks(rules);
+  const std::size_t nc = chunks.size(), lds = decode_chunk_keys + W;
+  const bool elementwise = rules.has_elementwise();
+
+  // Active rows a of each kv head: g = hh·Nq + i for the unpruned heads hh of its group.
+  std::vector<std::vector<std::size_t>> active(Hkv);
+  for (std::size_t hk = 0; hk < Hkv; ++hk)
+    for (std::size_t g = 0; g < G; ++g)
+      if (rules.head_multiplier(hk * group + g / Nq) != T(0)) active[hk].push_back(g);
+
+  std::vector<T> part_o(B * Hkv * nc * G * Dv), part_lse(B * Hkv * nc * G);
+  const std::size_t tasks = B * Hkv * nc;
+  const unsigned workers = detail::resolve_threads(threads, tasks);
+  struct scratch {
+    std::vector<T> qs, s, inv_l;
+  };
+  std::vector<scratch> pool(workers);
+  for (scratch& w : pool) w = {std::vector<T>(G * Dk), std::vector<T>(G * lds), std::vector<T>(G)};
+
+  detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned w) {
+    const std::size_t ci = task % nc, hk = task / nc % Hkv, b = task / (nc * Hkv);
+    const std::vector<std::size_t>& rows = active[hk];
+    const std::size_t A = rows.size();
+    if (A == 0) return;
+    T* qs = pool[w].qs.data();
+    T* s = pool[w].s.data();
+    T* inv_l = pool[w].inv_l.data();
+    T* o_part = part_o.data() + task * G * Dv;
+    T* lse_part = part_lse.data() + task * G;
+    const chunk_span cs = chunks[ci];
+    const std::size_t n = std::size_t(cs.end - cs.begin), npad = (n + W - 1) / W * W;
+
+    // q rows, pre-multiplied by the scale unless the logit rules need the raw dot.
+    const T qscale = elementwise ? T(1) : rules.scale;
+    for (std::size_t a = 0; a < A; ++a) {
+      const T* q_row = q.row(b, hk * group + rows[a] / Nq, rows[a] % Nq);
+      for (std::size_t d = 0; d < Dk; ++d) qs[a * Dk + d] = q_row[d] * qscale;
+    }
+
+    // pass 1: scores, keys outer so a W-key block of K stays in L1 across row tiles.
+    const S* kp[W];
+    for (std::size_t j = 0; j < n; j += W) {
+      for (std::size_t t = 0; t < W; ++t)
+        kp[t] = k.row(b, hk, std::size_t(cs.begin) + std::min(j + t, n - 1));
+      std::size_t a = 0;
+      for (; a + R <= A; a += R)
+        for (std::size_t t = 0; t < W; t += W / R)
+          dot_tile<P, R>(qs + a * Dk, Dk, kp + t, Dk, s + a * lds + j + t, lds,
+                         std::min(W / R, n - std::min(n, j + t)));
+      for (; a < A; ++a) dot_tile<P, 1>(qs + a * Dk, Dk, kp, Dk, s + a * lds + j, lds, std::min(W, n - j));
+    }
+
+    // masks, then exact softmax of the chunk per row: p = exp(s − m), l = Σ p.
+    for (std::size_t a = 0; a < A; ++a) {
+      const std::size_t h = hk * group + rows[a] / Nq;
+      const auto i = std::int64_t(rows[a] % Nq);
+      T* s_row = s + a * lds;
+      const detail::row_ranges rr = rules.ranges(i);
+      for (std::size_t j = 0; j < npad; ++j) {
+        const std::int64_t key = cs.begin + std::int64_t(j);
+        const bool visible = j < n && ((key >= rr.sinks.begin && key < rr.sinks.end) ||
+                                       (key >= rr.band.begin && key < rr.band.end));
+        if (!visible)
+          s_row[j] = neg_inf;
+        else if (elementwise)
+          s_row[j] = rules.logit(b, h, i, key, s_row[j]);
+      }
+      P mv(neg_inf);
+      for (std::size_t j = 0; j < npad; j += W) mv = O::max(mv, O::load(s_row + j));
+      const T m = O::reduce_max(mv);
+      if (m == neg_inf) {
+        for (std::size_t j = 0; j < npad; ++j) s_row[j] = T(0);
+        inv_l[a] = T(0);
+        lse_part[a] = neg_inf;
+        continue;
+      }
+      P lv(T(0));
+      for (std::size_t j = 0; j < npad; j += W) {
+        const P e = simd::exp<P>(O::load(s_row + j) - P(m));
+        O::store(s_row + j, e);
+        lv = lv + e;
+      }
+      const T l = O::reduce_add(lv);
+      inv_l[a] = T(1) / l;
+      lse_part[a] = m + std::log(l);
+    }
+
+    // pass 2: O_c = P·V / l, R rows at a time.
+    const S* v0 = v.row(b, hk, std::size_t(cs.begin));
+    const std::ptrdiff_t vs = v.seq_stride();
+    std::size_t a = 0;
+    for (; a + 4 <= A; a += 4) pv_rows<P, 4>(s + a * lds, lds, v0, vs, n, Dv, inv_l + a, o_part + a * Dv, Dv);
+    for (; a + 2 <= A; a += 2) pv_rows<P, 2>(s + a * lds, lds, v0, vs, n, Dv, inv_l + a, o_part + a * Dv, Dv);
+    for (; a < A; ++a) pv_rows<P, 1>(s + a * lds, lds, v0, vs, n, Dv, inv_l + a, o_part + a * Dv, Dv);
+  });
+
+  // merge: fold each row's chunk partials in chunk order, then apply head_scale.
+  const unsigned merge_workers = detail::resolve_threads(threads, B * Hkv);
+  detail::parallel_for(B * Hkv, merge_workers, [&](std::size_t task, unsigned) {
+    const std::size_t b = task / Hkv, hk = task % Hkv;
+    const std::vector<std::size_t>& rows = active[hk];
+    for (std::size_t g = 0, a = 0; g < G; ++g) {
+      const std::size_t h = hk * group + g / Nq, i = g % Nq;
+      T* out_row = out.row(b, h, i);
+      T row_lse = neg_inf;
+      if (nc > 0 && a < rows.size() && rows[a] == g) {
+        const T* o_part = part_o.data() + task * nc * G * Dv + a * Dv;
+        const T* lse_part = part_lse.data() + task * nc * G + a;
+        std::copy(o_part, o_part + Dv, out_row);
+        row_lse = lse_part[0];
+        for (std::size_t c = 1; c < nc; ++c)
+          row_lse = detail::merge_row<T>(out_row, row_lse, o_part + c * G * Dv, lse_part[c * G], out_row, Dv);
+        const T mult = rules.head_multiplier(h);
+        for (std::size_t d = 0; d < Dv; ++d) out_row[d] *= mult;
+        ++a;
+      } else {
+        std::fill(out_row, out_row + Dv, T(0));
+      }
+      if (!lse.empty()) lse(b, h, i, 0) = static_cast<float>(row_lse);
+    }
+  });
+}
+
+}  // namespace decode_impl
+
+/// Split-KV decode; force_scalar runs the same code 1-wide (simd/pack.hpp).
+template <class T, class S>
+void decode_attention(const tensor_view<const T>& q, const tensor_view<const S>& k,
+                      const tensor_view<const S>& v, const tensor_view<T>& out, const tensor_view<float>& lse,
+                      const detail::score_rules<T>& rules, unsigned threads, bool force_scalar) {
+  if (force_scalar)
+    decode_impl::run<T>(q, k, v, out, lse, rules, threads);
+  else
+    decode_impl::run<simd::vector_pack<T>>(q, k, v, out, lse, rules, threads);
+}
+
+}  // namespace headwise::kernels

@@ -1,0 +1,113 @@
+// headwise/kv_cache.hpp — an owning K/V cache for decode.
+//
+//   kv_cache<T> cache(B, Hkv, capacity, Dk, Dv);    T: float, double, half, bfloat16
+//   cache.append(k_new, v_new);   k_new [B, Hkv, n, Dk], v_new [B, Hkv, n, Dv], any layout
+//                                 and any element type convertible to T (float → half
+//                                 rounds to nearest even, as half(float) does)
+//   attention(q, cache.keys(), cache.values(), out, opts);   keys() [B, Hkv, size, Dk]
+//
+// Storage is [B, Hkv, capacity, D] (BHSD) for K and for V, allocated once: each
+// (batch, kv head) owns a contiguous run of capacity rows, so keys() / values() of the
+// filled part are plain strided views whose rows the decode kernel streams in order,
+// and appending n tokens copies B·Hkv·n rows without moving old ones. Decode with
+// the cache uses causal_mode::bottom_right: query i of an n-token step sits at
+// position size − n + i, the convention that makes prefill + steps equal one call.
+// append() checks everything first and throws headwise::error (nothing written) on a
+// shape mismatch or when size + n would exceed capacity; the cache never reallocates,
+// so views taken earlier stay valid (their seq() is the size when taken).
+#pragma once
+
+#ifndef HEADWISE_INTERNAL
+#define HEADWISE_INTERNAL 1
+#endif
+
+#include <cstddef>
+#include <type_traits>
+#include <vector>
+
+#include "headwise/detail/checks.hpp"
+#include "headwise/storage.hpp"
+#include "headwise/tensor.hpp"
+
+namespace headwise {
+
+template <class T>
+class kv_cache {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> || is_storage_16<T>,
+                "kv_cache holds float, double, half or bfloat16");
+
+ public:
+  using value_type = T;
+
+  kv_cache(std::size_t batch, std::size_t kv_heads, std::size_t capacity, std::size_t key_dim,
+           std::size_t value_dim)
+      : batch_(batch), heads_(kv_heads), capacity_(capacity), dk_(key_dim), dv_(value_dim) {
+    if (kv_heads == 0) detail::fail("kv_cache", "kv_heads must be >= 1 (got 0)");
+    if (key_dim == 0) detail::fail("kv_cache", "key_dim must be >= 1 (got 0)");
+    if (value_dim == 0) detail::fail("kv_cache", "value_dim must be >= 1 (got 0)");
+    keys_.resize(std::size_t(detail::checked_product("kv_cache", "keys", {batch, kv_heads, capacity, key_dim})));
+    values_.resize(
+        std::size_t(detail::checked_product("kv_cache", "values", {batch, kv_heads, capacity, value_dim})));
+  }
+  kv_cache(std::size_t batch, std::size_t kv_heads, std::size_t capacity, std::size_t dim)
+      : kv_cache(batch, kv_heads, capacity, dim, dim) {}
+
+  std::size_t size() const noexcept { return size_; }
+  std::size_t capacity() const noexcept { return capacity_; }
+  std::size_t batch() const noexcept { return batch_; }
+  std::size_t heads() const noexcept { return heads_; }
+  std::size_t key_dim() const noexcept { return dk_; }
+  std::size_t value_dim() const noexcept { return dv_; }
+
+  /// Forgets every token (capacity and memory are kept).
+  void clear() noexcept { size_ = 0; }
+
+  tensor_view<const T> keys() const noexcept { return view(keys_.data(), dk_); }
+  tensor_view<const T> values() const noexcept { return view(values_.data(), dv_); }
+
+  /// Appends n = k.seq() tokens; throws (and changes nothing) on bad shapes or overflow.
+  template <class K, class V>
+  void append(const tensor_view<K>& k, const tensor_view<V>& v) {
+    constexpr const char* where = "kv_cache::append";
+    detail::check_view(where, "k", k);
+    detail::check_view(where, "v", v);
+    detail::check_broadcast(where, "k", k, batch_, heads_, k.seq(), dk_, false);
+    detail::check_broadcast(where, "v", v, batch_, heads_, k.seq(), dv_, false);
+    const std::size_t n = k.seq();
+    if (n > capacity_ - size_)
+      detail::fail(where, "appending ", n, " tokens exceeds the capacity (size ", size_, ", capacity ",
+                   capacity_, ")");
+    copy_rows(k, keys_.data(), dk_);
+    copy_rows(v, values_.data(), dv_);
+    size_ += n;
+  }
+
+ private:
+  tensor_view<const T> view(const T* data, std::size_t dim) const noexcept {
+    const auto d = std::ptrdiff_t(dim), cap = std::ptrdiff_t(capacity_);
+    return tensor_view<const T>(data, batch_, heads_, size_, dim, std::ptrdiff_t(heads_) * cap * d, cap * d, d);
+  }
+
+  template <class U>
+  void copy_rows(const tensor_view<U>& src, T* dst, std::size_t dim) {
+    for (std::size_t b = 0; b < batch_; ++b)
+      for (std::size_t h = 0; h < heads_; ++h)
+        for (std::size_t s = 0; s < src.seq(); ++s) {
+          const U* from = src.row(b, h, s);
+          T* to = dst + ((b * heads_ + h) * capacity_ + size_ + s) * dim;
+          for (std::size_t d = 0; d < dim; ++d) {
+            if constexpr (std::is_same_v<std::remove_const_t<U>, T>)
+              to[d] = from[d];
+            else if constexpr (is_storage_16<std::remove_const_t<U>>)
+              to[d] = static_cast<T>(static_cast<float>(from[d]));
+            else
+              to[d] = static_cast<T>(from[d]);
+          }
+        }
+  }
+
+  std::size_t batch_, heads_, capacity_, dk_, dv_, size_ = 0;
+  std::vector<T> keys_, values_;
+};
+
+}  // namespace headwise

@@ -1,0 +1,119 @@
+// headwise/merge.hpp — merge two partial attention results over disjoint key sets.
+//
+//   merge_states(o_a, lse_a, o_b, lse_b, out, lse_out)
+//   o_a, o_b, out       [B, H, N, Dv]   float or double (one type for all three)
+//   lse_a, lse_b        [B, H, N, 1]    float, natural log
+//   lse_out             [B, H, N, 1]    float, or an empty view when not wanted
+//
+// If o_a, lse_a is attention of queries over keys K_a (options.lse gives the LSE)
+// and o_b, lse_b over a disjoint K_b, the result is attention over K_a ∪ K_b:
+//   lse = log(e^lse_a + e^lse_b)
+//   out = e^(lse_a − lse) · o_a + e^(lse_b − lse) · o_b
+// This is the primitive of sequence-parallel and ring attention: each process (or
+// KV chunk, as in kernels/decode.hpp, which folds its chunks with the same row
+// merge below) attends to its own slice of the keys, and the partials are merged in
+// any fixed order. It is exact up to rounding: the weights are computed in double
+// around the larger LSE (no overflow, no ∞ − ∞), then each element takes two
+// products and one sum in the output type. A side with LSE −inf (no visible key)
+// has weight 0; if both are −inf the row is 0 and lse −inf, never NaN.
+// Head scaling (options.head_scale) is not undone: merge unscaled partials.
+//
+// out may be o_a or o_b itself (same data and strides), and lse_out lse_a or lse_b,
+// to accumulate in place; any other overlap of an output with an input is an error.
+// Cost: one pass over the rows, 3 flops per element; no threads, no allocation.
+#pragma once
+
+#ifndef HEADWISE_INTERNAL
+#define HEADWISE_INTERNAL 1
+#endif
+
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <type_traits>
+
+#include "headwise/detail/checks.hpp"
+#include "headwise/tensor.hpp"
+
+namespace headwise {
+
+namespace detail {
+
+/// Merges one row: out[0..n) and the returned LSE from (o_a, lse_a) and (o_b, lse_b).
+/// out may alias o_a or o_b (element d is read before it is written).
+template <class T>
+T merge_row(const T* o_a, T lse_a, const T* o_b, T lse_b, T* out, std::size_t n) noexcept {
+  constexpr T neg_inf = -std::numeric_limits<T>::infinity();
+  if (lse_a == neg_inf && lse_b == neg_inf) {
+    for (std::size_t d = 0; d < n; ++d) out[d] = T(0);
+    return neg_inf;
+  }
+  const double m = std::max<double>(lse_a, lse_b);
+  const double ea = std::exp(double(lse_a) - m), eb = std::exp(double(lse_b) - m);  // one is 1
+  const double sum = ea + eb;
+  const T wa = static_cast<T>(ea / sum), wb = static_cast<T>(eb / sum);
+  for (std::size_t d = 0; d < n; ++d) out[d] = wa * o_a[d] + wb * o_b[d];
+  return static_cast<T>(m + std::log(sum));
+}
+
+template <class A, class B>
+bool same_view(const tensor_view<A>& a, const tensor_view<B>& b) {
+  return static_cast<const void*>(a.data()) == static_cast<const void*>(b.data()) &&
+         a.batch_stride() == b.batch_stride() && a.head_stride() == b.head_stride() &&
+         a.seq_stride() == b.seq_stride();
+}
+
+}  // namespace detail
+
+template <class OA, class LA, class OB, class LB, class OO>
+void merge_states(const tensor_view<OA>& o_a, const tensor_view<LA>& lse_a, const tensor_view<OB>& o_b,
+                  const tensor_view<LB>& lse_b, const tensor_view<OO>& out,
+                  const tensor_view<float>& lse_out = {}) {
+  using T = std::remove_const_t<OA>;
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "o_a must hold float or double");
+  static_assert(std::is_same_v<std::remove_const_t<OB>, T> && std::is_same_v<OO, T>,
+                "o_b and out must hold o_a's element type (out mutable)");
+  static_assert(std::is_same_v<std::remove_const_t<LA>, float> && std::is_same_v<std::remove_const_t<LB>, float>,
+                "lse_a and lse_b must hold float");
+  constexpr const char* where = "merge_states";
+  const detail::extent ea = detail::check_view(where, "o_a", o_a), eb = detail::check_view(where, "o_b", o_b),
+                       ela = detail::check_view(where, "lse_a", lse_a),
+                       elb = detail::check_view(where, "lse_b", lse_b),
+                       eo = detail::check_view(where, "out", out);
+  const std::size_t B = o_a.batch(), H = o_a.heads(), N = o_a.seq(), D = o_a.dim();
+  detail::check_broadcast(where, "o_b", o_b, B, H, N, D, false);
+  detail::check_broadcast(where, "out", out, B, H, N, D, false);
+  detail::check_broadcast(where, "lse_a", lse_a, B, H, N, 1, false);
+  detail::check_broadcast(where, "lse_b", lse_b, B, H, N, 1, false);
+  detail::check_no_self_overlap(where, "out", out);
+  const bool has_lse = !detail::is_unset(lse_out);
+  detail::extent el;
+  if (has_lse) {
+    el = detail::check_view(where, "lse_out", lse_out);
+    detail::check_broadcast(where, "lse_out", lse_out, B, H, N, 1, false);
+    detail::check_no_self_overlap(where, "lse_out", lse_out);
+  }
+  const bool out_in_place = detail::same_view(out, o_a) || detail::same_view(out, o_b);
+  const bool lse_in_place = has_lse && (detail::same_view(lse_out, lse_a) || detail::same_view(lse_out, lse_b));
+  for (const auto& [e, name] : {std::pair{ea, "o_a"}, std::pair{eb, "o_b"}}) {
+    if (!out_in_place && eo.overlaps(e))
+      detail::fail(where, "out overlaps the memory of ", name, " without being the same view");
+    if (el.overlaps(e)) detail::fail(where, "lse_out overlaps the memory of ", name);
+  }
+  for (const auto& [e, name] : {std::pair{ela, "lse_a"}, std::pair{elb, "lse_b"}}) {
+    if (eo.overlaps(e)) detail::fail(where, "out overlaps the memory of ", name);
+    if (!lse_in_place && el.overlaps(e))
+      detail::fail(where, "lse_out overlaps the memory of ", name, " without being the same view");
+  }
+  if (eo.overlaps(el)) detail::fail(where, "lse_out overlaps the memory of out");
+
+  for (std::size_t b = 0; b < B; ++b)
+    for (std::size_t h = 0; h < H; ++h)
+      for (std::size_t i = 0; i < N; ++i) {
+        const T lse = detail::merge_row<T>(o_a.row(b, h, i), T(lse_a(b, h, i, 0)), o_b.row(b, h, i),
+                                           T(lse_b(b, h, i, 0)), out.row(b, h, i), D);
+        if (has_lse) lse_out(b, h, i, 0) = static_cast<float>(lse);
+      }
+}
+
+}  // namespace headwise

@@ -1,0 +1,76 @@
+// headwise/simd/convert.hpp — load K/V storage elements widened to the compute type.
+//
+//   load_as<P>(const S* p): reads ops<P>::width elements of storage type S at p
+//   (unaligned) and returns them as a pack P of float or double (see pack.hpp).
+//     S = T            a plain load
+//     S = half         F16C vcvtph2ps (8 or 4 lanes, 1 uop, exact) when __F16C__ is
+//                      defined, else the portable bit converter of storage.hpp per lane
+//     S = bfloat16     zero-extend 16 → 32 bits and shift left by 16 (exact; AVX2 or
+//                      SSE2 integer ops), else the portable converter per lane
+// Decode streams K and V through this once per step, so the widening must cost less
+// than the memory it saves: vcvtph2ps reads 16 bytes and issues one uop where the
+// fp32 load would read 32; the bf16 path is two integer uops. Both are exact, so the
+// vector and portable paths agree bit for bit (tests check all 65536 patterns).
+#pragma once
+
+#ifndef HEADWISE_INTERNAL
+#error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
+#endif
+
+#include <cstddef>
+#include <type_traits>
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+#include "headwise/simd/pack.hpp"
+#include "headwise/storage.hpp"
+
+namespace headwise::simd {
+
+/// One element of storage S widened to T (the portable path, and the scalar pack's).
+template <class T, class S>
+inline T widen(const S& x) noexcept {
+  if constexpr (std::is_same_v<S, half>)
+    return static_cast<T>(detail::half_bits_to_float(x.bits));
+  else if constexpr (std::is_same_v<S, bfloat16>)
+    return static_cast<T>(detail::bfloat16_bits_to_float(x.bits));
+  else
+    return static_cast<T>(x);
+}
+
+template <class P, class S>
+inline P load_as(const S* p) noexcept {
+  using O = ops<P>;
+  using T = typename O::value_type;
+  if constexpr (std::is_same_v<S, T>) {
+    return O::load(p);
+  } else if constexpr (O::width == 1) {
+    return widen<T>(*p);
+  } else {
+    static_assert(std::is_same_v<T, float> && is_storage_16<S>,
+                  "16-bit K/V storage widens to float only");
+#if defined(__F16C__)
+    if constexpr (std::is_same_v<S, half> && O::width == 8)
+      return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    if constexpr (std::is_same_v<S, half> && O::width == 4)
+      return _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<S, bfloat16> && O::width == 8)
+      return _mm256_castsi256_ps(
+          _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+#endif
+#if defined(__SSE2__)
+    if constexpr (std::is_same_v<S, bfloat16> && O::width == 4)  // (0, b) pairs = b << 16
+      return _mm_castsi128_ps(
+          _mm_unpacklo_epi16(_mm_setzero_si128(), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#endif
+    alignas(64) T tmp[O::width];
+    for (std::size_t i = 0; i < O::width; ++i) tmp[i] = widen<T>(p[i]);
+    return P::load_aligned(tmp);
+  }
+}
+
+}  // namespace headwise::simd

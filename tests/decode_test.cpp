@@ -1,0 +1,300 @@
+// Tests of the split-KV decode kernel (kernels/decode.hpp) against the oracle.
+//
+// For K/V stored as S (float, double, half, bfloat16) the inputs are generated in
+// double, rounded once to S, and two questions are asked:
+//   1. Arithmetic: against reference::attention on the *rounded* K/V (the storage
+//      rounding is input quantisation, identical for both) the error is within the
+//      compute type's bound, attention_tolerance<float or double>.
+//   2. Storage (16-bit only): against the reference on the unrounded K/V, the error
+//      is at most 2× that of a naive computation in the same precision: q, K, V,
+//      the scaled scores, the probabilities and the output each rounded to S (with
+//      fp32 accumulation in between), the usual "same-precision naive path" of
+//      FlashAttention's tests.
+// Every case runs SIMD at 1, 2 and 3 threads (bitwise identical: memcmp) and the
+// 1-wide build (force_scalar). Nk straddles the chunk size (decode_chunk_keys) and
+// the pack width; MHA, GQA, MQA; Nq 1, 2, 4; every mask kind.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using namespace hwtest;
+
+enum class storage { f32, f64, f16, bf16 };
+const char* storage_name(storage s) {
+  static const char* names[] = {"f32", "f64", "f16", "bf16"};
+  return names[int(s)];
+}
+
+enum class mask_kind { none, top_left, bottom_right, window, window_sinks, boolean, additive, alibi, softcap,
+                       head_scale, everything };
+const char* mask_name(mask_kind m) {
+  static const char* names[] = {"none",     "causal_tl", "causal_br", "window",     "window_sinks", "boolean",
+                                "additive", "alibi",     "softcap",   "head_scale", "everything"};
+  return names[int(m)];
+}
+
+struct decode_case {
+  storage st;
+  std::size_t B, Hq, Hkv, Nq, Nk, Dk, Dv;
+  layout lay;
+  mask_kind mask;
+};
+
+std::string case_name(const ::testing::TestParamInfo<decode_case>& info) {
+  const decode_case& c = info.param;
+  std::ostringstream os;
+  os << storage_name(c.st) << "_B" << c.B << "_Hq" << c.Hq << "_Hkv" << c.Hkv << "_Nq" << c.Nq << "_Nk" << c.Nk
+     << "_Dk" << c.Dk << "_Dv" << c.Dv << "_" << layout_name(c.lay) << "_" << mask_name(c.mask);
+  return os.str();
+}
+
+/// The options of a mask kind and the memory they point to; extra_logit bounds
+/// the magnitude of what the element-wise rules add to a logit (for tolerances).
+struct mask_options {
+  attention_options opt;
+  std::unique_ptr<bool[]> boolean;
+  std::vector<float> additive, slopes, head_scale;
+  double extra_logit = 0, max_head_scale = 1;
+
+  explicit mask_options(const decode_case& c) {
+    const mask_kind m = c.mask;
+    const bool all = m == mask_kind::everything;
+    std::mt19937 gen(7);
+    std::uniform_real_distribution<float> unit(0, 1);
+    if (m == mask_kind::top_left) opt.causal = causal_mode::top_left;
+    if (m == mask_kind::bottom_right || m == mask_kind::window_sinks || all) opt.causal = causal_mode::bottom_right;
+    if (m == mask_kind::window) opt.window_left = 300, opt.window_right = 2;
+    if (m == mask_kind::window_sinks || all) opt.window_left = 20, opt.sink_tokens = 5;
+    if (m == mask_kind::boolean || all) {
+      const std::size_t n = c.Hq * c.Nq * c.Nk;
+      boolean.reset(new bool[n]);
+      for (std::size_t e = 0; e < n; ++e) boolean[e] = unit(gen) < 0.6f;
+      for (std::size_t j = 0; j < c.Nk; ++j) boolean[j] = false;  // head 0, row 0 sees nothing
+      opt.boolean_mask = mask_view<const bool>(boolean.get(), 1, c.Hq, c.Nq, c.Nk);
+    }
+    if (m == mask_kind::additive || all) {
+      additive.resize(c.B * c.Nq * c.Nk);
+      for (float& a : additive) a = unit(gen) < 0.1f ? -INFINITY : 2 * unit(gen) - 1;
+      opt.additive_mask = mask_view<const float>(additive.data(), c.B, 1, c.Nq, c.Nk);
+      extra_logit += 1;
+    }
+    if (m == mask_kind::alibi || all) {
+      for (std::size_t h = 0; h < c.Hq; ++h) slopes.push_back(std::pow(0.5f, float(h + 3)));
+      opt.alibi_slopes = slopes;
+      extra_logit += double(c.Nk) / 8;
+    }
+    if (m == mask_kind::softcap || all) {
+      opt.softcap = 0.6;
+      extra_logit += 0.6;
+    }
+    if (m == mask_kind::head_scale || all) {
+      for (std::size_t h = 0; h < c.Hq; ++h) head_scale.push_back(h == 1 % c.Hq ? 0.0f : 0.5f + float(h));
+      for (float s : head_scale) max_head_scale = std::max(max_head_scale, double(s));
+      opt.head_scale = head_scale;
+    }
+  }
+};
+
+/// A copy of t with every element rounded to S.
+template <class S, class T>
+tensor<S> rounded(const tensor<T>& t, layout lay) {
+  const auto& v = t.view;
+  tensor<S> r(v.batch(), v.heads(), v.seq(), v.dim(), lay);
+  for (std::size_t b = 0; b < v.batch(); ++b)
+    for (std::size_t h = 0; h < v.heads(); ++h)
+      for (std::size_t s = 0; s < v.seq(); ++s)
+        for (std::size_t d = 0; d < v.dim(); ++d) r(b, h, s, d) = static_cast<S>(v(b, h, s, d));
+  return r;
+}
+
+template <class S>
+double round_to(double x) {
+  return double(static_cast<float>(S(static_cast<float>(x))));
+}
+
+/// The naive same-precision path (no masks; causal none or bottom_right): q, K, V,
+/// scores, probabilities and the output rounded to S, sums in fp32.
+template <class S>
+tensor<float> naive_low_precision(const tensor<float>& q, const tensor<float>& k, const tensor<float>& v,
+                                  bool bottom_right, layout lay) {
+  const std::size_t B = q.view.batch(), Hq = q.view.heads(), Nq = q.view.seq(), Dk = q.view.dim();
+  const std::size_t Nk = k.view.seq(), Dv = v.view.dim(), group = Hq / k.view.heads();
+  const auto scale = float(1 / std::sqrt(double(Dk)));
+  tensor<float> out(B, Hq, Nq, Dv, lay);
+  std::vector<float> p(Nk);
+  for (std::size_t b = 0; b < B; ++b)
+    for (std::size_t h = 0; h < Hq; ++h)
+      for (std::size_t i = 0; i < Nq; ++i) {
+        const std::size_t visible = bottom_right ? std::min(Nk, i + 1 + Nk - Nq) : Nk;
+        float m = -INFINITY, l = 0;
+        for (std::size_t j = 0; j < visible; ++j) {
+          float dot = 0;
+          for (std::size_t d = 0; d < Dk; ++d)
+            dot += float(round_to<S>(q.view(b, h, i, d)) * round_to<S>(k.view(b, h / group, j, d)));
+          p[j] = float(round_to<S>(scale * dot));
+          m = std::max(m, p[j]);
+        }
+        for (std::size_t j = 0; j < visible; ++j) l += (p[j] = std::exp(p[j] - m));
+        for (std::size_t j = 0; j < visible; ++j) p[j] = float(round_to<S>(p[j] / l));
+        for (std::size_t d = 0; d < Dv; ++d) {
+          float acc = 0;
+          for (std::size_t j = 0; j < visible; ++j) acc += p[j] * float(round_to<S>(v.view(b, h / group, j, d)));
+          out(b, h, i, d) = float(round_to<S>(acc));
+        }
+      }
+  return out;
+}
+
+template <class T, class S>
+void check_case(const decode_case& c) {
+  tensor<T> q(c.B, c.Hq, c.Nq, c.Dk, c.lay), k(c.B, c.Hkv, c.Nk, c.Dk, c.lay), v(c.B, c.Hkv, c.Nk, c.Dv, c.lay);
+  fill_uniform(q, 1);
+  fill_uniform(k, 2);
+  fill_uniform(v, 3);
+  const tensor<S> ks = rounded<S>(k, c.lay), vs = rounded<S>(v, c.lay);
+  const mask_options mo(c);
+
+  tensor<T> ref(c.B, c.Hq, c.Nq, c.Dv, c.lay);
+  std::vector<float> ref_lse(c.B * c.Hq * c.Nq);
+  attention_options opt = mo.opt;
+  opt.lse = lse_view(ref_lse.data(), c.B, c.Hq, c.Nq);
+  reference::attention(q.cview(), ks.cview(), vs.cview(), ref.view, opt);
+
+  const double u = unit_roundoff<T>(), scale = 1 / std::sqrt(double(c.Dk)), extra = 4 * u * mo.extra_logit;
+  const double tol = mo.max_head_scale * (attention_tolerance<T>(c.Dk, c.Nk, scale, 1, 1, 1) + 2 * extra);
+  const double lse_tol = (double(c.Dk) + 2) * u * scale * double(c.Dk) + extra + (double(c.Nk) + 16) * u +
+                         8 * unit_roundoff<float>();
+
+  struct variant {
+    bool scalar;
+    unsigned threads;
+  };
+  std::vector<T> first_bits[2];
+  tensor<T> simd_out;
+  for (const variant var : {variant{false, 1}, variant{false, 2}, variant{false, 3}, variant{true, 1}}) {
+    tensor<T> out(c.B, c.Hq, c.Nq, c.Dv, c.lay);
+    std::fill(out.storage.begin(), out.storage.end(), T(7));  // every element must be written
+    std::vector<float> lse(ref_lse.size(), 7.0f);
+    opt = mo.opt;
+    opt.kernel = kernel_mode::decode;
+    opt.force_scalar = var.scalar;
+    opt.threads = var.threads;
+    opt.lse = lse_view(lse.data(), c.B, c.Hq, c.Nq);
+    attention(q.cview(), ks.cview(), vs.cview(), out.view, opt);
+
+    const std::string what = std::string(var.scalar ? "scalar" : "simd") + " threads " + std::to_string(var.threads);
+    const double err = max_abs_diff(out.view, ref.view);
+    EXPECT_TRUE(err <= tol) << what << ": max |out - ref| = " << err << " > " << tol;
+    double lse_err = 0;
+    for (std::size_t e = 0; e < lse.size(); ++e) {
+      const double a = lse[e], r = ref_lse[e];
+      if (a == r) continue;  // equal, including both -inf
+      lse_err = std::isfinite(a) && std::isfinite(r) ? std::max(lse_err, std::fabs(a - r) / std::max(1.0, std::fabs(r)))
+                                                     : std::numeric_limits<double>::quiet_NaN();
+    }
+    EXPECT_TRUE(lse_err <= lse_tol) << what << ": lse relative error " << lse_err << " > " << lse_tol;
+    std::vector<T>& bits = first_bits[var.scalar];
+    if (bits.empty())
+      bits = out.storage;
+    else
+      EXPECT_EQ(0, std::memcmp(bits.data(), out.storage.data(), bits.size() * sizeof(T)))
+          << what << ": result differs from 1 thread";
+    if (!var.scalar && var.threads == 1) simd_out = out;
+  }
+
+  if constexpr (is_storage_16<S>) {
+    if (c.mask != mask_kind::none && c.mask != mask_kind::bottom_right) return;
+    tensor<T> exact(c.B, c.Hq, c.Nq, c.Dv, c.lay);
+    reference::attention(q.cview(), k.cview(), v.cview(), exact.view, mo.opt);
+    const tensor<float> naive = naive_low_precision<S>(q, k, v, c.mask == mask_kind::bottom_right, c.lay);
+    const double naive_err = max_abs_diff(naive.view, exact.view), err = max_abs_diff(simd_out.view, exact.view);
+    EXPECT_TRUE(err <= 2 * naive_err) << storage_name(c.st) << ": error vs unrounded K/V " << err
+                                      << " > 2 × naive same-precision error " << naive_err;
+  }
+}
+
+class decode_test : public ::testing::TestWithParam<decode_case> {};
+
+TEST_P(decode_test, matches_reference_and_is_thread_count_invariant) {
+  const decode_case& c = GetParam();
+  switch (c.st) {
+    case storage::f32: return check_case<float, float>(c);
+    case storage::f64: return check_case<double, double>(c);
+    case storage::f16: return check_case<float, half>(c);
+    case storage::bf16: return check_case<float, bfloat16>(c);
+  }
+}
+
+struct heads {
+  std::size_t Hq, Hkv;
+};
+const heads mha{2, 2}, gqa{4, 2}, mqa{3, 1};
+constexpr std::size_t C = kernels::decode_chunk_keys;
+
+/// Nk around the chunk size and the pack width × heads × Nq × storage, no mask.
+std::vector<decode_case> shape_cases() {
+  std::vector<decode_case> cases;
+  const std::size_t W = simd::vector_width<float>;
+  for (storage st : {storage::f32, storage::f16, storage::bf16})
+    for (heads h : {mha, gqa, mqa})
+      for (std::size_t nq : {1, 2, 4})
+        for (std::size_t nk : {std::size_t(1), W + 1, C - 1, C, C + 1, 3 * C + 5})
+          cases.push_back({st, 1, h.Hq, h.Hkv, nq, nk, 64, 64, nq == 2 ? layout::bshd : layout::bhsd,
+                           mask_kind::none});
+  return cases;
+}
+
+/// Every mask kind, storage types, across chunk boundaries (window_sinks at 3C+5
+/// leaves the middle chunks with no visible key, so they do not exist).
+std::vector<decode_case> mask_cases() {
+  std::vector<decode_case> cases;
+  for (int m = 0; m <= int(mask_kind::everything); ++m)
+    for (storage st : {storage::f32, storage::f16, storage::f64})
+      for (std::size_t nq : {1, 4}) {
+        const std::size_t nk = nq == 1 ? 3 * C + 5 : C + 1;
+        cases.push_back({st, 2, 4, 2, nq, nk, 16, 24, layout::bshd, mask_kind(m)});
+      }
+  return cases;
+}
+
+/// Head dims straddling the pack width (1, W-1, W, W+1), Dk != Dv, and d = 128.
+std::vector<decode_case> dim_cases() {
+  std::vector<decode_case> cases;
+  const std::size_t W = simd::vector_width<float>;
+  for (storage st : {storage::f32, storage::f64, storage::bf16, storage::f16})
+    for (std::size_t d : {std::size_t(1), W - 1, W, W + 1, std::size_t(128)})
+      for (std::size_t dv : {d, std::size_t(2 * W + 3)})
+        cases.push_back({st, 1, 8, 2, 2, C + 3, d, dv, layout::bhsd, mask_kind::bottom_right});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(shapes, decode_test, ::testing::ValuesIn(shape_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(masks, decode_test, ::testing::ValuesIn(mask_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(dims, decode_test, ::testing::ValuesIn(dim_cases()), case_name);
+
+// automatic picks decode for one query token and gives the same bits as forcing it.
+TEST(decode_dispatch, automatic_takes_decode_for_few_queries) {
+  tensor<float> q(1, 8, 1, 32), k(1, 2, 300, 32), v(1, 2, 300, 32), a(1, 8, 1, 32), d(1, 8, 1, 32);
+  fill_uniform(q, 4);
+  fill_uniform(k, 5);
+  fill_uniform(v, 6);
+  ASSERT_TRUE(kernels::decode_preferred(1, 4));
+  attention_options opt;
+  attention(q.cview(), k.cview(), v.cview(), a.view, opt);
+  opt.kernel = kernel_mode::decode;
+  attention(q.cview(), k.cview(), v.cview(), d.view, opt);
+  EXPECT_EQ(0, std::memcmp(a.storage.data(), d.storage.data(), a.storage.size() * sizeof(float)));
+}
+
+}  // namespace
