@@ -17,6 +17,7 @@
 
 #include "headwise/detail/checks.hpp"
 #include "headwise/detail/score_rules.hpp"
+#include "headwise/kernels/flash_prefill.hpp"
 #include "headwise/kernels/plain.hpp"
 #include "headwise/options.hpp"
 #include "headwise/tensor.hpp"
@@ -42,6 +43,8 @@ void attention(const tensor_view<TQ>& q, const tensor_view<TK>& k, const tensor_
   switch (opt.kernel) {
     case kernel_mode::automatic:
     case kernel_mode::flash:
+      kernels::flash_attention<T>(cq, ck, cv, out, opt.lse, rules, opt.threads, opt.force_scalar);
+      break;
     case kernel_mode::plain:
     case kernel_mode::decode:
       kernels::plain_attention<T>(cq, ck, cv, out, opt.lse, rules, opt.threads);

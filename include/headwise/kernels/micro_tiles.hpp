@@ -1,0 +1,156 @@
+// headwise/kernels/micro_tiles.hpp — packing and the two register-blocked
+// micro-kernels of the flash kernel.
+//
+//   pack_k_panels: K rows j0..j0+n → panels [n_pad / KB][Dk][KB] (key-minor), zero padded
+//   pack_v_rows:   V rows j0..j0+n → [n][Dv_pad], zero padded to the pack width
+//   score_tile<P, MR>:     S[MR][n_pad]  = Qs[MR][Dk] · Kᵀ        (Qs pre-scaled)
+//   accumulate_tile<P, MR>: O[MR][Dv_pad] = alpha ⊙ O + P[MR][n] · V[n][Dv_pad]
+// KB = tile_vectors · W keys per panel (W = pack width: 8 floats on AVX2).
+//
+// Register block (AVX2 + FMA, 16 ymm registers of W = 8 floats): both kernels
+// keep MR × NR = 6 × 2 accumulators, plus NR = 2 vector loads (K panel / V row)
+// and 1 broadcast (q or p) = 15 registers. Zen 4/5 and Haswell..Golden Cove issue
+// 2 FMAs per cycle with 4–5 cycles latency, so ≥ 8–10 independent accumulators
+// are needed to keep both ports busy: 12 leaves slack. Per step of the reduction
+// loop: 12 FMAs (6 cycles at 2/cycle) against 2 vector loads + 6 broadcast loads,
+// within the 2–3 loads/cycle of these cores. The same code instantiated with
+// P = T (the scalar path) keeps 12 scalar accumulators.
+//
+// Why pack: the K tile is read once per MR-row block (Bq·group / MR times per
+// tile), so transposing it once into contiguous KB-wide panels turns every read
+// into a streaming vector load; V rows are copied into a dense buffer for the
+// same reason. Packing is where the storage type TK/TV is converted to the
+// compute type (convert_row: vector widening of half/bfloat16 via simd/convert.hpp).
+#pragma once
+
+#ifndef HEADWISE_INTERNAL
+#error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
+#endif
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+#include "headwise/simd/convert.hpp"
+#include "headwise/simd/pack.hpp"
+#include "headwise/tensor.hpp"
+
+namespace headwise::kernels {
+
+inline constexpr std::size_t tile_rows = 6;     // MR: query rows per micro-tile
+inline constexpr std::size_t tile_vectors = 2;  // NR: packs per micro-tile row
+
+/// Converts one stored row of n elements to the compute type: W at a time with
+/// the widening loads of simd/convert.hpp (F16C for half), then a scalar tail.
+template <class P, class T, class S>
+void convert_row(const S* src, std::size_t n, T* dst) {
+  using O = simd::ops<P>;
+  std::size_t i = 0;
+  for (; i + O::width <= n; i += O::width) O::store(dst + i, simd::load_as<P>(src + i));
+  for (; i < n; ++i) dst[i] = simd::widen<T>(src[i]);
+}
+
+/// Calls fn(std::integral_constant<size_t, MR>) for MR = rows in [1, tile_rows].
+template <class Fn>
+void with_tile_rows(std::size_t rows, Fn&& fn) {
+  switch (rows) {
+    case 1: fn(std::integral_constant<std::size_t, 1>{}); break;
+    case 2: fn(std::integral_constant<std::size_t, 2>{}); break;
+    case 3: fn(std::integral_constant<std::size_t, 3>{}); break;
+    case 4: fn(std::integral_constant<std::size_t, 4>{}); break;
+    case 5: fn(std::integral_constant<std::size_t, 5>{}); break;
+    default: fn(std::integral_constant<std::size_t, tile_rows>{}); break;
+  }
+}
+
+/// K rows [j0, j0 + n) of (b, hk) → panels of kb keys: dst[p][d][c] = k[j0 + p·kb + c][d];
+/// keys n..n_pad are zero. tmp holds one converted row (Dk elements).
+template <class P, class T, class TK>
+void pack_k_panels(const tensor_view<const TK>& k, std::size_t b, std::size_t hk, std::size_t j0,
+                   std::size_t n, std::size_t n_pad, std::size_t kb, T* dst, T* tmp) {
+  const std::size_t dk = k.dim();
+  for (std::size_t c = 0; c < n_pad; ++c) {
+    T* col = dst + (c / kb) * dk * kb + c % kb;
+    if (c < n) {
+      convert_row<P>(k.row(b, hk, j0 + c), dk, tmp);
+      for (std::size_t d = 0; d < dk; ++d) col[d * kb] = tmp[d];
+    } else {
+      for (std::size_t d = 0; d < dk; ++d) col[d * kb] = T(0);
+    }
+  }
+}
+
+/// V rows [j0, j0 + n) of (b, hk) → dst[c][0..dv_pad), zero past Dv.
+template <class P, class T, class TV>
+void pack_v_rows(const tensor_view<const TV>& v, std::size_t b, std::size_t hk, std::size_t j0,
+                 std::size_t n, std::size_t dv_pad, T* dst) {
+  const std::size_t dv = v.dim();
+  for (std::size_t c = 0; c < n; ++c) {
+    T* row = dst + c * dv_pad;
+    convert_row<P>(v.row(b, hk, j0 + c), dv, row);
+    for (std::size_t d = dv; d < dv_pad; ++d) row[d] = T(0);
+  }
+}
+
+/// s[r][0..n_pad) = Σ_d q[r][d] · K[d][·] for MR query rows (row stride dk) over
+/// n_pad / KB packed panels; s has row stride s_stride.
+template <class P, std::size_t MR, class T>
+void score_tile(const T* q, std::size_t dk, const T* panels, std::size_t n_pad, T* s,
+                std::size_t s_stride) {
+  using O = simd::ops<P>;
+  constexpr std::size_t W = O::width, NR = tile_vectors, KB = NR * W;
+  for (std::size_t p0 = 0; p0 < n_pad; p0 += KB) {
+    const T* kp = panels + p0 * dk;
+    P acc[MR][NR];
+    for (std::size_t r = 0; r < MR; ++r)
+      for (std::size_t c = 0; c < NR; ++c) acc[r][c] = P(T(0));
+    for (std::size_t d = 0; d < dk; ++d) {
+      P kv[NR];
+      for (std::size_t c = 0; c < NR; ++c) kv[c] = O::load(kp + d * KB + c * W);
+      for (std::size_t r = 0; r < MR; ++r) {
+        const P qb(q[r * dk + d]);
+        for (std::size_t c = 0; c < NR; ++c) acc[r][c] = O::fma(qb, kv[c], acc[r][c]);
+      }
+    }
+    for (std::size_t r = 0; r < MR; ++r)
+      for (std::size_t c = 0; c < NR; ++c) O::store(s + r * s_stride + p0 + c * W, acc[r][c]);
+  }
+}
+
+/// One column block of NC packs: o[r][col..] = alpha[r]·o[r][col..] + Σ_j p[r][j]·v[j][col..].
+template <class P, std::size_t MR, std::size_t NC, class T>
+void accumulate_columns(const T* p, std::size_t p_stride, const T* alpha, const T* v,
+                        std::size_t v_stride, std::size_t n, T* o, std::size_t o_stride,
+                        std::size_t col) {
+  using O = simd::ops<P>;
+  constexpr std::size_t W = O::width;
+  P acc[MR][NC];
+  for (std::size_t r = 0; r < MR; ++r) {
+    const P a(alpha[r]);
+    for (std::size_t c = 0; c < NC; ++c) acc[r][c] = O::load(o + r * o_stride + col + c * W) * a;
+  }
+  for (std::size_t j = 0; j < n; ++j) {
+    P vv[NC];
+    for (std::size_t c = 0; c < NC; ++c) vv[c] = O::load(v + j * v_stride + col + c * W);
+    for (std::size_t r = 0; r < MR; ++r) {
+      const P pb(p[r * p_stride + j]);
+      for (std::size_t c = 0; c < NC; ++c) acc[r][c] = O::fma(pb, vv[c], acc[r][c]);
+    }
+  }
+  for (std::size_t r = 0; r < MR; ++r)
+    for (std::size_t c = 0; c < NC; ++c) O::store(o + r * o_stride + col + c * W, acc[r][c]);
+}
+
+/// O[MR][dv_pad] = alpha ⊙ O + P[MR][n] · V[n][dv_pad]; dv_pad is a multiple of W.
+template <class P, std::size_t MR, class T>
+void accumulate_tile(const T* p, std::size_t p_stride, const T* alpha, const T* v,
+                     std::size_t dv_pad, std::size_t n, T* o, std::size_t o_stride) {
+  constexpr std::size_t W = simd::ops<P>::width, NR = tile_vectors;
+  std::size_t col = 0;
+  for (; col + NR * W <= dv_pad; col += NR * W)
+    accumulate_columns<P, MR, NR>(p, p_stride, alpha, v, dv_pad, n, o, o_stride, col);
+  for (; col < dv_pad; col += W)
+    accumulate_columns<P, MR, 1>(p, p_stride, alpha, v, dv_pad, n, o, o_stride, col);
+}
+
+}  // namespace headwise::kernels

@@ -1,0 +1,78 @@
+// headwise/kernels/online_softmax.hpp — the running softmax state of one query row.
+//
+//   softmax_row<T>::absorb<P>(s, n): s[0..n) are the logits of one key tile
+//   (−inf = hidden; n a multiple of the pack width). On return s holds the
+//   unnormalised probabilities p_j = exp(s_j − m) for the updated running max m,
+//   and the returned factor alpha = exp(m_old − m) must rescale the row's output
+//   accumulator before p·V is added (the flash kernel folds it into the P·V load).
+//   finish(): out = acc · out_scale(), lse = lse().
+//
+// Scalar form of one step (what the vector loops compute):
+//   m_new = max(m, max_j s_j)
+//   alpha = exp(m − m_new);  p_j = exp(s_j − m_new);  l = alpha·l + Σ_j p_j;  m = m_new
+// Normalisation is deferred to the end (one division per row, not per tile).
+// No ∞−∞: while every logit seen so far is −inf, m stays −inf and the tile's
+// probabilities are written as 0 without evaluating s − m; once m is finite,
+// exp(−inf − m) = 0 and exp(m_old − m) with m_old = −inf is 0. A row that never
+// sees a visible key ends with l = 0: output 0 and LSE −inf, never NaN.
+// Cost per tile and row: n/W max + n/W exp + n/W add (W = pack width), plus one
+// scalar exp and two horizontal reductions.
+#pragma once
+
+#ifndef HEADWISE_INTERNAL
+#error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+
+#include "headwise/simd/exp.hpp"
+#include "headwise/simd/pack.hpp"
+
+namespace headwise::kernels {
+
+template <class T>
+struct softmax_row {
+  T m = -std::numeric_limits<T>::infinity();  // running max of the logits seen
+  T l = 0;                                     // running Σ exp(s − m)
+
+  /// Turns the logits s[0..n) into probabilities relative to the new running
+  /// max and returns the factor that rescales the accumulated output.
+  template <class P>
+  T absorb(T* s, std::size_t n) {
+    using O = simd::ops<P>;
+    constexpr std::size_t W = O::width;
+    const T neg_inf = -std::numeric_limits<T>::infinity();
+    P mx(neg_inf);
+    for (std::size_t j = 0; j < n; j += W) mx = O::max(mx, O::load(s + j));
+    const T m_new = std::max(m, O::reduce_max(mx));
+    if (m_new == neg_inf) {  // nothing visible yet: p = 0, accumulators stay 0
+      for (std::size_t j = 0; j < n; j += W) O::store(s + j, P(T(0)));
+      return T(1);
+    }
+    const T alpha = simd::exp<T>(m - m_new);
+    const P shift(m_new);
+    P sum(T(0));
+    for (std::size_t j = 0; j < n; j += W) {
+      const P p = simd::exp<P>(O::load(s + j) - shift);
+      O::store(s + j, p);
+      sum = sum + p;
+    }
+    l = alpha * l + O::reduce_add(sum);
+    m = m_new;
+    return alpha;
+  }
+
+  /// Factor turning the accumulated Σ p_j v_j into the output row (times the
+  /// head multiplier); 0 for a row with no visible key.
+  T out_scale(T head_multiplier) const { return l > 0 ? head_multiplier / l : T(0); }
+
+  /// Natural-log LSE of the row's visible logits; −inf when none is visible.
+  float lse() const {
+    return l > 0 ? static_cast<float>(m + std::log(l)) : -std::numeric_limits<float>::infinity();
+  }
+};
+
+}  // namespace headwise::kernels

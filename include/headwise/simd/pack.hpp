@@ -1,0 +1,140 @@
+// headwise/simd/pack.hpp — the thin layer between kernels and xsimd.
+//
+//   ops<P>: the operations a kernel needs on a "pack" P of value_type T, where P is
+//   either xsimd::batch<T, arch> (vector path) or plain T (the 1-wide scalar path).
+//   Kernels are written once against ops<P>; force_scalar instantiates them with
+//   P = T, as Eigen treats a scalar as a packet of size 1.
+//
+// Arch: the widest of AVX2+FMA, AVX2, AVX, SSE*, NEON that the compiler enables.
+// AVX-512 is deliberately not chosen even when enabled: the micro-kernels are
+// register-blocked for 16 vector registers (see kernels/micro_tiles.hpp). When no
+// SIMD ISA is enabled at all, vector_pack<T> is T and everything runs 1-wide.
+//
+// xsimd 8.1 shims live here and nowhere else: 8.1 spells the horizontal sum
+// `hadd` (later `reduce_add`) and has no `reduce_max`.
+#pragma once
+
+#ifndef HEADWISE_INTERNAL
+#error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
+#endif
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+namespace headwise::simd {
+
+#if defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+#define HEADWISE_SIMD_NONE 1
+#elif XSIMD_WITH_FMA3_AVX2
+using arch = xsimd::fma3<xsimd::avx2>;
+#elif XSIMD_WITH_AVX2
+using arch = xsimd::avx2;
+#elif XSIMD_WITH_FMA3_AVX
+using arch = xsimd::fma3<xsimd::avx>;
+#elif XSIMD_WITH_AVX
+using arch = xsimd::avx;
+#else
+using arch = xsimd::default_arch;  // SSE2..SSE4.2 or NEON
+#endif
+
+#if defined(HEADWISE_SIMD_NONE)
+template <class T>
+using vector_pack = T;
+#else
+template <class T>
+using vector_pack = xsimd::batch<T, arch>;
+#endif
+
+/// Unsigned integer of the same width as T (bit manipulation in exp).
+template <class T>
+using bits_of = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+
+template <class P>
+struct ops;
+
+/// The 1-wide pack: P is the scalar itself.
+template <class T>
+struct scalar_ops {
+  using value_type = T;
+  using bits = bits_of<T>;
+  static constexpr std::size_t width = 1;
+
+  static T load(const T* p) { return *p; }
+  static void store(T* p, T x) { *p = x; }
+  /// Loads n < width elements (never for width 1, kept for a uniform interface).
+  static T load_partial(const T* p, std::size_t n, T fill) { return n ? *p : fill; }
+  static T fma(T a, T b, T c) { return a * b + c; }
+  static T max(T a, T b) { return a < b ? b : a; }
+  static T reduce_add(T x) { return x; }
+  static T reduce_max(T x) { return x; }
+  static T select_less(T x, T bound, T if_less, T otherwise) { return x < bound ? if_less : otherwise; }
+  static T select_greater(T x, T bound, T if_greater, T otherwise) {
+    return x > bound ? if_greater : otherwise;
+  }
+  static bits to_bits(T x) {
+    bits b;
+    std::memcpy(&b, &x, sizeof b);
+    return b;
+  }
+  static T from_bits(bits b) {
+    T x;
+    std::memcpy(&x, &b, sizeof x);
+    return x;
+  }
+  static bits shift_left(bits b, int n) { return b << n; }
+};
+
+template <>
+struct ops<float> : scalar_ops<float> {};
+template <>
+struct ops<double> : scalar_ops<double> {};
+
+#if !defined(HEADWISE_SIMD_NONE)
+template <class T, class A>
+struct ops<xsimd::batch<T, A>> {
+  using value_type = T;
+  using pack = xsimd::batch<T, A>;
+  using bits = xsimd::batch<bits_of<T>, A>;
+  static constexpr std::size_t width = pack::size;
+
+  static pack load(const T* p) { return pack::load_unaligned(p); }
+  static void store(T* p, const pack& x) { x.store_unaligned(p); }
+  /// Loads p[0..n) for n < width, lanes n.. get `fill`; reads nothing past p + n.
+  static pack load_partial(const T* p, std::size_t n, T fill) {
+    alignas(64) T tmp[width];
+    for (std::size_t i = 0; i < width; ++i) tmp[i] = i < n ? p[i] : fill;
+    return pack::load_aligned(tmp);
+  }
+  static pack fma(const pack& a, const pack& b, const pack& c) { return xsimd::fma(a, b, c); }
+  static pack max(const pack& a, const pack& b) { return xsimd::max(a, b); }
+  static T reduce_add(const pack& x) { return xsimd::hadd(x); }  // xsimd >= 9: reduce_add
+  static T reduce_max(const pack& x) {                            // absent in xsimd 8.1
+    alignas(64) T tmp[width];
+    x.store_aligned(tmp);
+    T m = tmp[0];
+    for (std::size_t i = 1; i < width; ++i) m = tmp[i] > m ? tmp[i] : m;
+    return m;
+  }
+  static pack select_less(const pack& x, const pack& bound, const pack& if_less, const pack& otherwise) {
+    return xsimd::select(x < bound, if_less, otherwise);
+  }
+  static pack select_greater(const pack& x, const pack& bound, const pack& if_greater,
+                             const pack& otherwise) {
+    return xsimd::select(x > bound, if_greater, otherwise);
+  }
+  static bits to_bits(const pack& x) { return xsimd::bitwise_cast<bits>(x); }
+  static pack from_bits(const bits& b) { return xsimd::bitwise_cast<pack>(b); }
+  static bits shift_left(const bits& b, int n) { return b << n; }
+};
+#endif
+
+/// Number of lanes of the vector path for T (1 without SIMD).
+template <class T>
+inline constexpr std::size_t vector_width = ops<vector_pack<T>>::width;
+
+}  // namespace headwise::simd
