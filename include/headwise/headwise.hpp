@@ -6,3 +6,6 @@
 #include "headwise/options.hpp"
 #include "headwise/reference.hpp"
 #include "headwise/attention.hpp"
+#include "headwise/inspect.hpp"
+#include "headwise/diagnostics.hpp"
+#include "headwise/heatmap.hpp"
