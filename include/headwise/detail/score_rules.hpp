@@ -124,14 +124,14 @@ struct score_rules {
 
   /// The element-wise rules of logit() (softcap, ALiBi, boolean, additive), in
   /// its order, applied in place to the already scaled scores s[0..n) of keys
-  /// j0.. of row (b, h, i). Entries that are -inf (hidden) stay -inf. One pass
-  /// per rule, so the ALiBi and additive passes vectorise.
+  /// j0.. of row (b, h, i), before hide_invisible: a score that overflowed to
+  /// ±inf is capped to ±softcap like any other. One pass per rule, so the ALiBi
+  /// and additive passes vectorise.
   void apply_elementwise(std::size_t b, std::size_t h, std::int64_t i, std::int64_t j0, std::size_t n,
                          T* s) const {
     const T neg_inf = -std::numeric_limits<T>::infinity();
     if (softcap > 0)
-      for (std::size_t c = 0; c < n; ++c)
-        if (s[c] != neg_inf) s[c] = softcap * std::tanh(s[c] * inv_softcap);
+      for (std::size_t c = 0; c < n; ++c) s[c] = softcap * std::tanh(s[c] * inv_softcap);
     if (!alibi.empty()) {
       const T slope = T(alibi[h]);
       for (std::size_t c = 0; c < n; ++c) s[c] -= slope * T(std::abs(i + off - j0 - std::int64_t(c)));

@@ -196,8 +196,8 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
           std::fill(s_row + n, s_row + n_pad, neg_inf);
           const std::size_t h = active[(r0 + r) / nq];
           const std::int64_t i = std::int64_t(i0 + (r0 + r) % nq);
-          if (!full) rules.hide_invisible(rules.ranges(i), j0, n, s_row);
           if (elementwise) rules.apply_elementwise(b, h, i, j0, n, s_row);
+          if (!full) rules.hide_invisible(rules.ranges(i), j0, n, s_row);
           alpha[r] = w.state[r0 + r].template absorb<P>(s_row, n_pad);
         }
         with_tile_rows(mr, [&](auto rows_c) {
