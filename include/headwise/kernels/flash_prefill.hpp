@@ -63,15 +63,15 @@ inline std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) /
 /// Tile sizes for element type T and pack width W (see the header comment).
 inline flash_tiling make_flash_tiling(std::size_t elem_bytes, std::size_t W, std::size_t Nq,
                                       std::size_t group, std::size_t Dk, std::size_t Dv) {
-  constexpr std::size_t max_rows = 256, kv_tile_bytes = 32 * 1024;
+  constexpr std::size_t max_rows = 256, kv_tile_bytes = 64 * 1024;
   flash_tiling t;
-  t.bq = std::max<std::size_t>(1, std::min<std::size_t>(64, Nq));
+  t.bq = std::max<std::size_t>(1, std::min<std::size_t>(128, Nq));
   t.heads = std::max<std::size_t>(1, std::min(group, max_rows / t.bq));
   t.kb = tile_vectors * W;
   t.dk = Dk;
   t.dv_pad = round_up(Dv, W);
   const std::size_t fit = kv_tile_bytes / ((Dk + t.dv_pad) * elem_bytes) / t.kb * t.kb;
-  t.bc = std::clamp<std::size_t>(fit, std::max<std::size_t>(t.kb, 16), 128);
+  t.bc = std::clamp<std::size_t>(fit, std::max<std::size_t>(t.kb, 16), 64);
   t.bc = round_up(t.bc, t.kb);
   return t;
 }
@@ -89,7 +89,7 @@ struct flash_scratch_layout {
     k = take(t.bc * t.dk);
     v = take(t.bc * t.dv_pad);
     s = take(tile_rows * t.bc);
-    tmp = take(t.dk);
+    tmp = take(t.kb * t.dk);  // kb >= W rows for pack_k_panels
     total = at + align;  // room to align the base pointer
   }
 };

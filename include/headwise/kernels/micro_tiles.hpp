@@ -27,12 +27,14 @@
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
 #endif
 
+#include <algorithm>
 #include <cstddef>
 #include <type_traits>
 #include <utility>
 
 #include "headwise/simd/convert.hpp"
 #include "headwise/simd/pack.hpp"
+#include "headwise/simd/transpose.hpp"
 #include "headwise/tensor.hpp"
 
 namespace headwise::kernels {
@@ -64,19 +66,26 @@ void with_tile_rows(std::size_t rows, Fn&& fn) {
 }
 
 /// K rows [j0, j0 + n) of (b, hk) → panels of kb keys: dst[p][d][c] = k[j0 + p·kb + c][d];
-/// keys n..n_pad are zero. tmp holds one converted row (Dk elements).
+/// keys n..n_pad are zero. Rows are converted W at a time into tmp (W·Dk
+/// elements), then moved by W×W register transposes (simd/transpose.hpp).
 template <class P, class T, class TK>
 void pack_k_panels(const tensor_view<const TK>& k, std::size_t b, std::size_t hk, std::size_t j0,
                    std::size_t n, std::size_t n_pad, std::size_t kb, T* dst, T* tmp) {
+  constexpr std::size_t W = simd::ops<P>::width;
   const std::size_t dk = k.dim();
-  for (std::size_t c = 0; c < n_pad; ++c) {
-    T* col = dst + (c / kb) * dk * kb + c % kb;
-    if (c < n) {
-      convert_row<P>(k.row(b, hk, j0 + c), dk, tmp);
-      for (std::size_t d = 0; d < dk; ++d) col[d * kb] = tmp[d];
-    } else {
-      for (std::size_t d = 0; d < dk; ++d) col[d * kb] = T(0);
+  for (std::size_t c0 = 0; c0 < n_pad; c0 += W) {
+    for (std::size_t r = 0; r < W; ++r) {
+      T* row = tmp + r * dk;
+      if (c0 + r < n)
+        convert_row<P>(k.row(b, hk, j0 + c0 + r), dk, row);
+      else
+        std::fill(row, row + dk, T(0));
     }
+    T* panel = dst + (c0 / kb) * dk * kb + c0 % kb;
+    std::size_t d = 0;
+    for (; d + W <= dk; d += W) simd::transpose_block<P>(tmp + d, dk, panel + d * kb, kb);
+    for (; d < dk; ++d)
+      for (std::size_t r = 0; r < W; ++r) panel[d * kb + r] = tmp[r * dk + d];
   }
 }
 

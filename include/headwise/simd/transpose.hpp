@@ -1,0 +1,71 @@
+// headwise/simd/transpose.hpp — W×W block transpose for packing K tiles.
+//
+//   transpose_block<P>(src, src_stride, dst, dst_stride):
+//     dst[i·dst_stride + r] = src[r·src_stride + i]   for r, i < W = ops<P>::width
+//
+// The flash kernel stores each K tile key-minor ([d][keys], see
+// kernels/micro_tiles.hpp). Done element by element that is one scalar load and
+// one scalar store per element — at bc·Dk per tile it cost ~12% of the kernel at
+// 64 query rows per task. In registers an 8×8 float block is 8 loads, 24
+// shuffles (unpack, shuffle, 128-bit permute: 3 rounds of 8) and 8 stores, so
+// ~5 ops per 8 elements instead of 16. AVX has the shuffles for 8 floats and
+// 4 doubles; other widths (SSE, NEON, the 1-wide scalar path) use the loop.
+#pragma once
+
+#ifndef HEADWISE_INTERNAL
+#error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
+#endif
+
+#include <cstddef>
+#include <type_traits>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#include "headwise/simd/pack.hpp"
+
+namespace headwise::simd {
+
+template <class P, class T>
+void transpose_block(const T* src, std::size_t src_stride, T* dst, std::size_t dst_stride) {
+  constexpr std::size_t W = ops<P>::width;
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, float> && W == 8) {
+    __m256 r[8], t[8];
+    for (std::size_t i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+    for (std::size_t i = 0; i < 8; i += 2) {  // interleave pairs of rows
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (std::size_t i = 0; i < 8; i += 4) {  // 4×4 blocks within each 128-bit lane
+      r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+      r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+      r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+      r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (std::size_t i = 0; i < 4; ++i) {  // swap the 128-bit halves
+      _mm256_storeu_ps(dst + i * dst_stride, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+      _mm256_storeu_ps(dst + (i + 4) * dst_stride, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+    return;
+  }
+  if constexpr (std::is_same_v<T, double> && W == 4) {
+    __m256d r[4], t[4];
+    for (std::size_t i = 0; i < 4; ++i) r[i] = _mm256_loadu_pd(src + i * src_stride);
+    t[0] = _mm256_unpacklo_pd(r[0], r[1]);
+    t[1] = _mm256_unpackhi_pd(r[0], r[1]);
+    t[2] = _mm256_unpacklo_pd(r[2], r[3]);
+    t[3] = _mm256_unpackhi_pd(r[2], r[3]);
+    for (std::size_t i = 0; i < 2; ++i) {
+      _mm256_storeu_pd(dst + i * dst_stride, _mm256_permute2f128_pd(t[i], t[i + 2], 0x20));
+      _mm256_storeu_pd(dst + (i + 2) * dst_stride, _mm256_permute2f128_pd(t[i], t[i + 2], 0x31));
+    }
+    return;
+  }
+#endif
+  for (std::size_t r = 0; r < W; ++r)
+    for (std::size_t i = 0; i < W; ++i) dst[i * dst_stride + r] = src[r * src_stride + i];
+}
+
+}  // namespace headwise::simd
