@@ -17,9 +17,11 @@
 
 #include "headwise/detail/checks.hpp"
 #include "headwise/detail/score_rules.hpp"
+#include "headwise/kernels/decode.hpp"
 #include "headwise/kernels/flash_prefill.hpp"
 #include "headwise/kernels/plain.hpp"
 #include "headwise/options.hpp"
+#include "headwise/storage.hpp"
 #include "headwise/tensor.hpp"
 
 namespace headwise {
@@ -33,6 +35,9 @@ void attention(const tensor_view<TQ>& q, const tensor_view<TK>& k, const tensor_
   static_assert(std::is_same_v<TO, T>, "out must be a mutable view of q's element type");
   static_assert(std::is_same_v<std::remove_const_t<TK>, std::remove_const_t<TV>>,
                 "k and v must share one storage type");
+  static_assert(std::is_same_v<std::remove_const_t<TK>, T> ||
+                    (std::is_same_v<T, float> && is_storage_16<std::remove_const_t<TK>>),
+                "k/v must hold q's type, or half/bfloat16 when q is float");
   detail::check_attention("attention", q, k, v, out, opt);
   if (q.batch() == 0 || q.seq() == 0) return;
 
@@ -42,11 +47,18 @@ void attention(const tensor_view<TQ>& q, const tensor_view<TK>& k, const tensor_
   const tensor_view<const std::remove_const_t<TV>> cv = v;
   switch (opt.kernel) {
     case kernel_mode::automatic:
+      if (kernels::decode_preferred(q.seq(), q.heads() / k.heads())) {
+        kernels::decode_attention<T>(cq, ck, cv, out, opt.lse, rules, opt.threads, opt.force_scalar);
+        break;
+      }
+      [[fallthrough]];
     case kernel_mode::flash:
       kernels::flash_attention<T>(cq, ck, cv, out, opt.lse, rules, opt.threads, opt.force_scalar);
       break;
-    case kernel_mode::plain:
     case kernel_mode::decode:
+      kernels::decode_attention<T>(cq, ck, cv, out, opt.lse, rules, opt.threads, opt.force_scalar);
+      break;
+    case kernel_mode::plain:
       kernels::plain_attention<T>(cq, ck, cv, out, opt.lse, rules, opt.threads);
       break;
   }

@@ -43,6 +43,7 @@
 
 #include "headwise/detail/parallel.hpp"
 #include "headwise/detail/score_rules.hpp"
+#include "headwise/kernels/online_softmax.hpp"
 #include "headwise/merge.hpp"
 #include "headwise/simd/convert.hpp"
 #include "headwise/simd/exp.hpp"
@@ -53,7 +54,11 @@ namespace headwise::kernels {
 
 /// Keys per split-KV task. 256 keys of d 128 fp32 K are 128 KiB (L2-resident for the
 /// second row tile); the partial state per chunk costs 1/256 of its K/V traffic.
-inline constexpr std::size_t decode_chunk_keys = 256;
+inline constexpr std::size_t decode_chunk_keys = 1024;
+
+/// Keys per online-softmax step inside a chunk: K and V are consumed in blocks of
+/// 64 rows (32 KiB each at d 128 fp32), so both DRAM streams stay busy together.
+inline constexpr std::size_t decode_block_keys = 64;
 
 /// attention() with kernel_mode::automatic takes this kernel when it holds:
 /// few query rows per kv head, so the K/V stream dominates (measured: see bench).
@@ -95,17 +100,16 @@ inline void dot_tile(const value_t<P>* q, std::size_t ldq, const S* const* k, st
     for (std::size_t t = 0; t < valid; ++t) dots[r * ld + t] = sums[r * KT + t];
 }
 
-/// o[r·ldo + d0 ..] = inv_l[r] · Σ_j p[r·ldp + j] · v_j[d0 ..] over n keys, for R rows
-/// and DT packs of Dv; the R·DT accumulators stay in registers for all n keys.
+/// o[r·ldo + d0 ..] = alpha[r] · o[..] + Σ_j p[r·ldp + j] · v_j[d0 ..] over n keys, for R
+/// rows and DT packs of Dv; the R·DT accumulators stay in registers for all n keys.
 template <class P, std::size_t R, std::size_t DT, class S>
 inline void pv_tile(const value_t<P>* p, std::size_t ldp, const S* v0, std::ptrdiff_t v_stride,
-                    std::size_t n, std::size_t d0, const value_t<P>* inv_l, value_t<P>* o, std::size_t ldo) {
+                    std::size_t n, std::size_t d0, const value_t<P>* alpha, value_t<P>* o, std::size_t ldo) {
   using O = simd::ops<P>;
-  using T = value_t<P>;
   constexpr std::size_t W = O::width;
   P acc[R][DT];
-  for (auto& row : acc)
-    for (P& a : row) a = P(T(0));
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t t = 0; t < DT; ++t) acc[r][t] = O::load(o + r * ldo + d0 + t * W) * P(alpha[r]);
   const S* v_row = v0 + d0;
   for (std::size_t j = 0; j < n; ++j, v_row += v_stride) {
     P vv[DT];
@@ -116,24 +120,24 @@ inline void pv_tile(const value_t<P>* p, std::size_t ldp, const S* v0, std::ptrd
     }
   }
   for (std::size_t r = 0; r < R; ++r)
-    for (std::size_t t = 0; t < DT; ++t) O::store(o + r * ldo + d0 + t * W, acc[r][t] * P(inv_l[r]));
+    for (std::size_t t = 0; t < DT; ++t) O::store(o + r * ldo + d0 + t * W, acc[r][t]);
 }
 
 /// Runs pv_tile over all of Dv for R rows: pairs of packs, one pack, then a scalar tail.
 template <class P, std::size_t R, class S>
 inline void pv_rows(const value_t<P>* p, std::size_t ldp, const S* v0, std::ptrdiff_t v_stride,
-                    std::size_t n, std::size_t dv, const value_t<P>* inv_l, value_t<P>* o, std::size_t ldo) {
+                    std::size_t n, std::size_t dv, const value_t<P>* alpha, value_t<P>* o, std::size_t ldo) {
   using T = value_t<P>;
   constexpr std::size_t W = simd::ops<P>::width;
   std::size_t d = 0;
-  for (; d + 2 * W <= dv; d += 2 * W) pv_tile<P, R, 2>(p, ldp, v0, v_stride, n, d, inv_l, o, ldo);
-  if (d + W <= dv) pv_tile<P, R, 1>(p, ldp, v0, v_stride, n, d, inv_l, o, ldo), d += W;
+  for (; d + 2 * W <= dv; d += 2 * W) pv_tile<P, R, 2>(p, ldp, v0, v_stride, n, d, alpha, o, ldo);
+  if (d + W <= dv) pv_tile<P, R, 1>(p, ldp, v0, v_stride, n, d, alpha, o, ldo), d += W;
   for (; d < dv; ++d)
     for (std::size_t r = 0; r < R; ++r) {
-      T acc = 0;
+      T acc = o[r * ldo + d] * alpha[r];
       const S* v_row = v0;
       for (std::size_t j = 0; j < n; ++j, v_row += v_stride) acc += p[r * ldp + j] * simd::widen<T>(v_row[d]);
-      o[r * ldo + d] = acc * inv_l[r];
+      o[r * ldo + d] = acc;
     }
 }
 
@@ -171,7 +175,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
   const std::size_t B = q.batch(), Hq = q.heads(), Hkv = k.heads(), Nq = q.seq();
   const std::size_t Dk = q.dim(), Dv = v.dim(), group = Hq / Hkv, G = group * Nq;
   const std::vector<chunk_span> chunks = visible_chunks(rules);
-  const std::size_t nc = chunks.size(), lds = decode_chunk_keys + W;
+  const std::size_t nc = chunks.size(), lds = decode_block_keys + W;
   const bool elementwise = rules.has_elementwise();
 
   // Active rows a of each kv head: g = hh·Nq + i for the unpruned heads hh of its group.
@@ -184,10 +188,12 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
   const std::size_t tasks = B * Hkv * nc;
   const unsigned workers = detail::resolve_threads(threads, tasks);
   struct scratch {
-    std::vector<T> qs, s, inv_l;
+    std::vector<T> qs, s, alpha;
+    std::vector<softmax_row<T>> state;
   };
   std::vector<scratch> pool(workers);
-  for (scratch& w : pool) w = {std::vector<T>(G * Dk), std::vector<T>(G * lds), std::vector<T>(G)};
+  for (scratch& w : pool)
+    w = {std::vector<T>(G * Dk), std::vector<T>(G * lds), std::vector<T>(G), std::vector<softmax_row<T>>(G)};
 
   detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned w) {
     const std::size_t ci = task % nc, hk = task / nc % Hkv, b = task / (nc * Hkv);
@@ -196,74 +202,83 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
     if (A == 0) return;
     T* qs = pool[w].qs.data();
     T* s = pool[w].s.data();
-    T* inv_l = pool[w].inv_l.data();
+    T* alpha = pool[w].alpha.data();
+    softmax_row<T>* state = pool[w].state.data();
     T* o_part = part_o.data() + task * G * Dv;
     T* lse_part = part_lse.data() + task * G;
     const chunk_span cs = chunks[ci];
-    const std::size_t n = std::size_t(cs.end - cs.begin), npad = (n + W - 1) / W * W;
 
     // q rows, pre-multiplied by the scale unless the logit rules need the raw dot.
     const T qscale = elementwise ? T(1) : rules.scale;
     for (std::size_t a = 0; a < A; ++a) {
       const T* q_row = q.row(b, hk * group + rows[a] / Nq, rows[a] % Nq);
       for (std::size_t d = 0; d < Dk; ++d) qs[a * Dk + d] = q_row[d] * qscale;
+      state[a] = softmax_row<T>{};
     }
+    std::fill(o_part, o_part + A * Dv, T(0));
 
-    // pass 1: scores, keys outer so a W-key block of K stays in L1 across row tiles.
-    const S* kp[W];
-    for (std::size_t j = 0; j < n; j += W) {
-      for (std::size_t t = 0; t < W; ++t)
-        kp[t] = k.row(b, hk, std::size_t(cs.begin) + std::min(j + t, n - 1));
+    for (std::int64_t k0 = cs.begin; k0 < cs.end; k0 += std::int64_t(decode_block_keys)) {
+      const std::size_t n = std::size_t(std::min<std::int64_t>(cs.end - k0, decode_block_keys));
+      const std::size_t npad = (n + W - 1) / W * W;
+      auto local = [&](std::int64_t key) { return std::size_t(std::clamp<std::int64_t>(key - k0, 0, std::int64_t(n))); };
+      bool any_visible = false;
+      for (std::size_t a = 0; a < A; ++a) {
+        const detail::row_ranges rr = rules.ranges(std::int64_t(rows[a] % Nq));
+        any_visible |= local(rr.sinks.begin) < local(rr.sinks.end) || local(rr.band.begin) < local(rr.band.end);
+      }
+      if (!any_visible) continue;  // e.g. the gap between sinks and window
+
+      // pass 1: scores, keys outer so a W-key block of K stays in L1 across row
+      // tiles. It also prefetches the K and V rows of the next block: pass 2 walks V
+      // in column strips and the blocks alternate between K and V, patterns the
+      // hardware prefetchers follow too late to keep DRAM busy (measured: 2× slower).
+      const S* kp[W];
+      const S* v0 = v.row(b, hk, std::size_t(k0));
+      const std::ptrdiff_t vs = v.seq_stride();
+      const std::int64_t next_end = std::min<std::int64_t>(cs.end, k0 + std::int64_t(2 * decode_block_keys));
+      for (std::size_t j = 0; j < n; j += W) {
+        for (std::size_t t = 0; t < W; ++t) kp[t] = k.row(b, hk, std::size_t(k0) + std::min(j + t, n - 1));
+        for (std::int64_t t = k0 + std::int64_t(decode_block_keys + j);
+             t < std::min(next_end, k0 + std::int64_t(decode_block_keys + j + W)); ++t) {
+          for (std::size_t d = 0; d < Dk; d += 64 / sizeof(S)) __builtin_prefetch(k.row(b, hk, std::size_t(t)) + d, 0, 2);
+          for (std::size_t d = 0; d < Dv; d += 64 / sizeof(S)) __builtin_prefetch(v.row(b, hk, std::size_t(t)) + d, 0, 2);
+        }
+        std::size_t a = 0;
+        for (; a + R <= A; a += R)
+          for (std::size_t t = 0; t < W; t += W / R)
+            dot_tile<P, R>(qs + a * Dk, Dk, kp + t, Dk, s + a * lds + j + t, lds, std::min(W / R, n - std::min(n, j + t)));
+        for (; a < A; ++a) dot_tile<P, 1>(qs + a * Dk, Dk, kp, Dk, s + a * lds + j, lds, std::min(W, n - j));
+      }
+
+      // masks, then the online softmax step of each row (alpha rescales its O).
+      for (std::size_t a = 0; a < A; ++a) {
+        const std::size_t h = hk * group + rows[a] / Nq;
+        const auto i = std::int64_t(rows[a] % Nq);
+        T* s_row = s + a * lds;
+        // hidden: [sinks.end, band.begin) and [band.end, ∞) (score_rules keeps them ordered)
+        const detail::row_ranges rr = rules.ranges(i);
+        std::fill(s_row + local(rr.sinks.end), s_row + local(rr.band.begin), neg_inf);
+        std::fill(s_row + local(rr.band.end), s_row + npad, neg_inf);
+        if (elementwise)
+          for (const detail::key_range& r : {rr.sinks, rr.band})
+            for (std::size_t j = local(r.begin); j < local(r.end); ++j)
+              s_row[j] = rules.logit(b, h, i, k0 + std::int64_t(j), s_row[j]);
+        alpha[a] = state[a].template absorb<P>(s_row, npad);
+      }
+
+      // pass 2: O = alpha·O + P·V, R rows at a time.
       std::size_t a = 0;
-      for (; a + R <= A; a += R)
-        for (std::size_t t = 0; t < W; t += W / R)
-          dot_tile<P, R>(qs + a * Dk, Dk, kp + t, Dk, s + a * lds + j + t, lds,
-                         std::min(W / R, n - std::min(n, j + t)));
-      for (; a < A; ++a) dot_tile<P, 1>(qs + a * Dk, Dk, kp, Dk, s + a * lds + j, lds, std::min(W, n - j));
+      for (; a + 4 <= A; a += 4) pv_rows<P, 4>(s + a * lds, lds, v0, vs, n, Dv, alpha + a, o_part + a * Dv, Dv);
+      for (; a + 2 <= A; a += 2) pv_rows<P, 2>(s + a * lds, lds, v0, vs, n, Dv, alpha + a, o_part + a * Dv, Dv);
+      for (; a < A; ++a) pv_rows<P, 1>(s + a * lds, lds, v0, vs, n, Dv, alpha + a, o_part + a * Dv, Dv);
     }
 
-    // masks, then exact softmax of the chunk per row: p = exp(s − m), l = Σ p.
+    // the chunk's partial: normalised O and its LSE (kept in T for the merge).
     for (std::size_t a = 0; a < A; ++a) {
-      const std::size_t h = hk * group + rows[a] / Nq;
-      const auto i = std::int64_t(rows[a] % Nq);
-      T* s_row = s + a * lds;
-      const detail::row_ranges rr = rules.ranges(i);
-      for (std::size_t j = 0; j < npad; ++j) {
-        const std::int64_t key = cs.begin + std::int64_t(j);
-        const bool visible = j < n && ((key >= rr.sinks.begin && key < rr.sinks.end) ||
-                                       (key >= rr.band.begin && key < rr.band.end));
-        if (!visible)
-          s_row[j] = neg_inf;
-        else if (elementwise)
-          s_row[j] = rules.logit(b, h, i, key, s_row[j]);
-      }
-      P mv(neg_inf);
-      for (std::size_t j = 0; j < npad; j += W) mv = O::max(mv, O::load(s_row + j));
-      const T m = O::reduce_max(mv);
-      if (m == neg_inf) {
-        for (std::size_t j = 0; j < npad; ++j) s_row[j] = T(0);
-        inv_l[a] = T(0);
-        lse_part[a] = neg_inf;
-        continue;
-      }
-      P lv(T(0));
-      for (std::size_t j = 0; j < npad; j += W) {
-        const P e = simd::exp<P>(O::load(s_row + j) - P(m));
-        O::store(s_row + j, e);
-        lv = lv + e;
-      }
-      const T l = O::reduce_add(lv);
-      inv_l[a] = T(1) / l;
-      lse_part[a] = m + std::log(l);
+      const T scale = state[a].out_scale(T(1));
+      for (std::size_t d = 0; d < Dv; ++d) o_part[a * Dv + d] *= scale;
+      lse_part[a] = state[a].l > 0 ? state[a].m + std::log(state[a].l) : neg_inf;
     }
-
-    // pass 2: O_c = P·V / l, R rows at a time.
-    const S* v0 = v.row(b, hk, std::size_t(cs.begin));
-    const std::ptrdiff_t vs = v.seq_stride();
-    std::size_t a = 0;
-    for (; a + 4 <= A; a += 4) pv_rows<P, 4>(s + a * lds, lds, v0, vs, n, Dv, inv_l + a, o_part + a * Dv, Dv);
-    for (; a + 2 <= A; a += 2) pv_rows<P, 2>(s + a * lds, lds, v0, vs, n, Dv, inv_l + a, o_part + a * Dv, Dv);
-    for (; a < A; ++a) pv_rows<P, 1>(s + a * lds, lds, v0, vs, n, Dv, inv_l + a, o_part + a * Dv, Dv);
   });
 
   // merge: fold each row's chunk partials in chunk order, then apply head_scale.

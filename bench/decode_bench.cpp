@@ -1,0 +1,124 @@
+// bench/decode_bench.cpp — decode steps against a long KV cache, and this machine's
+// DRAM read bandwidth, so the table reports decode as a % of what memory can give.
+//
+//   decode/<impl>/B<b>_H32x8_N<kv>_d128/threads:<t>
+//     impl  headwise_f32, headwise_f16   the split-KV decode kernel, K/V in float / half
+//           plain_f32                    the plain kernel (reads K/V once per *query*
+//                                        head, 4× here), short KV only: the baseline
+//     shape Hq 32, Hkv 8 (GQA group 4), d 128, one query token, KV 512 / 4096 / 32768
+//           (L2-resident, LLC-sized, DRAM-bound), B 1 and 4; threads 1 and 2
+//   counters GBps   K+V bytes of one step counted once (B·Hkv·N·2·d·sizeof) / time:
+//                   near DRAM bandwidth at N 32768 only if GQA reads K/V once
+//            KV_MiB those bytes per step
+//   peak/bandwidth/1GiB/threads:<t>: sum of a 1 GiB float buffer with vector loads
+//            (the same GBps counter), the denominator of the %peak column.
+// The x-baseline column is the speed-up over headwise_f32 at the same shape: for
+// headwise_f16 it is the fp16-over-fp32 ratio.
+#include <benchmark/benchmark.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <headwise/headwise.hpp>
+
+#include "headwise/simd/pack.hpp"
+#include "table_reporter.hpp"
+
+namespace {
+
+using namespace headwise;
+
+[[maybe_unused]] const bool metrics_declared =
+    headwise_bench::declare(headwise_bench::metric{"GBps", "GB/s", "peak/bandwidth", "headwise_f32", "decode"}) &&
+    headwise_bench::declare(headwise_bench::metric{"GBps", "GB/s", "peak/bandwidth", "bandwidth", "peak"});
+
+/// Cheap deterministic fill in [-1, 1): the buffers are up to 1 GiB.
+template <class T>
+void fill(std::vector<T>& x, std::uint32_t seed) {
+  std::uint32_t s = seed * 2654435761u + 1;
+  for (T& e : x) {
+    s = s * 1664525u + 1013904223u;
+    e = static_cast<T>(float(s >> 8) * (2.0f / 16777216.0f) - 1.0f);
+  }
+}
+
+template <class S>
+void bm_decode(benchmark::State& state, kernel_mode mode, std::size_t B, std::size_t N, unsigned threads) {
+  constexpr std::size_t Hq = 32, Hkv = 8, d = 128;
+  std::vector<float> q(B * Hq * d), out(B * Hq * d);
+  std::vector<S> k(B * Hkv * N * d), v(B * Hkv * N * d);
+  fill(q, 1);
+  fill(k, 2);
+  fill(v, 3);
+  attention_options opt;
+  opt.kernel = mode;
+  opt.threads = threads;
+  opt.causal = causal_mode::bottom_right;
+  const auto qv = bhsd<const float>(q.data(), B, Hq, 1, d);
+  const auto kv = bhsd<const S>(k.data(), B, Hkv, N, d), vv = bhsd<const S>(v.data(), B, Hkv, N, d);
+  const auto ov = bhsd(out.data(), B, Hq, 1, d);
+  for (auto _ : state) {
+    attention(qv, kv, vv, ov, opt);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = double(B * Hkv * N * 2 * d * sizeof(S));
+  state.counters["GBps"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["KV_MiB"] = bytes / (1 << 20);
+}
+
+void bm_bandwidth(benchmark::State& state, unsigned threads) {
+  using P = simd::vector_pack<float>;
+  using O = simd::ops<P>;
+  constexpr std::size_t W = O::width, bytes = std::size_t(1) << 30, n = bytes / sizeof(float);
+  std::vector<float> buf(n);
+  fill(buf, 4);
+  std::vector<float> sums(threads);
+  for (auto _ : state) {
+    detail::parallel_for(threads, threads, [&](std::size_t t, unsigned) {
+      const float* p = buf.data() + n / threads * t;
+      P a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);  // 4 chains hide the add latency
+      for (std::size_t i = 0; i < n / threads; i += 4 * W) {
+        a0 = a0 + O::load(p + i), a1 = a1 + O::load(p + i + W);
+        a2 = a2 + O::load(p + i + 2 * W), a3 = a3 + O::load(p + i + 3 * W);
+      }
+      sums[t] = O::reduce_add((a0 + a1) + (a2 + a3));
+    });
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.counters["GBps"] = benchmark::Counter(double(bytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+int register_all() {
+  for (unsigned t : {1u, 2u})
+    benchmark::RegisterBenchmark(("peak/bandwidth/1GiB/threads:" + std::to_string(t)).c_str(), bm_bandwidth, t)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  for (std::size_t N : {512, 4096, 32768})
+    for (std::size_t B : {1, 4})
+      for (unsigned t : {1u, 2u}) {
+        const std::string shape =
+            "/B" + std::to_string(B) + "_H32x8_N" + std::to_string(N) + "_d128/threads:" + std::to_string(t);
+        benchmark::RegisterBenchmark(("decode/headwise_f32" + shape).c_str(), bm_decode<float>,
+                                     kernel_mode::decode, B, N, t)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+        benchmark::RegisterBenchmark(("decode/headwise_f16" + shape).c_str(), bm_decode<half>,
+                                     kernel_mode::decode, B, N, t)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+        if (N <= 4096)
+          benchmark::RegisterBenchmark(("decode/plain_f32" + shape).c_str(), bm_decode<float>, kernel_mode::plain,
+                                       B, N, t)
+              ->UseRealTime()
+              ->Unit(benchmark::kMillisecond);
+      }
+  return 0;
+}
+
+[[maybe_unused]] const int registered = register_all();
+
+}  // namespace

@@ -1,0 +1,97 @@
+// Tests of kv_cache (kv_cache.hpp): a prefill followed by decode steps, each with
+// bottom-right causal attention over the cache, equals one causal attention over
+// the whole sequence; appending past the capacity throws and changes nothing.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using namespace hwtest;
+
+constexpr std::size_t Hq = 4, Hkv = 2, D = 16, Dv = 12, T = 41, prefill = 33;
+
+/// Rows [begin, end) of t's sequence axis.
+template <class V>
+V seq_slice(const V& t, std::size_t begin, std::size_t end) {
+  return V(t.row(0, 0, begin), t.batch(), t.heads(), end - begin, t.dim(), t.batch_stride(), t.head_stride(),
+           t.seq_stride());
+}
+
+template <class S>
+void check_prefill_then_steps() {
+  tensor<float> q(2, Hq, T, D, layout::bshd), k(2, Hkv, T, D, layout::bshd), v(2, Hkv, T, Dv, layout::bshd);
+  fill_uniform(q, 1);
+  fill_uniform(k, 2);
+  fill_uniform(v, 3);
+  kv_cache<S> cache(2, Hkv, T + 3, D, Dv);
+
+  // The oracle: causal attention of all T queries over K/V as the cache stores them.
+  tensor<S> ks(2, Hkv, T, D), vs(2, Hkv, T, Dv);
+  for (std::size_t b = 0; b < 2; ++b)
+    for (std::size_t h = 0; h < Hkv; ++h)
+      for (std::size_t s = 0; s < T; ++s) {
+        for (std::size_t d = 0; d < D; ++d) ks(b, h, s, d) = static_cast<S>(k(b, h, s, d));
+        for (std::size_t d = 0; d < Dv; ++d) vs(b, h, s, d) = static_cast<S>(v(b, h, s, d));
+      }
+  tensor<float> expected(2, Hq, T, Dv), got(2, Hq, T, Dv);
+  attention_options opt;
+  opt.causal = causal_mode::bottom_right;
+  reference::attention(q.cview(), ks.cview(), vs.cview(), expected.view, opt);
+
+  // prefill, then steps of 1, 2 and 1... tokens, each attending to the whole cache
+  for (std::size_t t0 = 0; t0 < T;) {
+    const std::size_t t1 = t0 == 0 ? prefill : std::min(T, t0 + 1 + (t0 % 2));
+    cache.append(seq_slice(k.cview(), t0, t1), seq_slice(v.cview(), t0, t1));
+    ASSERT_EQ(cache.size(), t1);
+    attention(seq_slice(q.cview(), t0, t1), cache.keys(), cache.values(), seq_slice(got.view, t0, t1), opt);
+    t0 = t1;
+  }
+  const double tol = attention_tolerance<float>(D, T, 1 / std::sqrt(double(D)), 1, 1, 1);
+  const double err = max_abs_diff(got.view, expected.view);
+  EXPECT_TRUE(err <= tol) << "max |steps - full| = " << err << " > " << tol;
+}
+
+TEST(kv_cache, prefill_then_decode_steps_equal_full_causal_attention) {
+  check_prefill_then_steps<float>();
+  check_prefill_then_steps<half>();
+  check_prefill_then_steps<bfloat16>();
+}
+
+TEST(kv_cache, appending_past_capacity_throws_and_leaves_the_cache_unchanged) {
+  kv_cache<half> cache(1, 2, 5, 4, 3);
+  tensor<float> k(1, 2, 4, 4), v(1, 2, 4, 3);
+  fill_uniform(k, 4);
+  fill_uniform(v, 5);
+  cache.append(k.cview(), v.cview());
+  const std::vector<half> keys_before(cache.keys().data(), cache.keys().data() + 2 * 5 * 4);
+  try {
+    cache.append(k.cview(), v.cview());
+    ADD_FAILURE() << "appending 4 tokens to a cache holding 4 of 5 did not throw";
+  } catch (const error& e) {
+    EXPECT_NE(std::string(e.what()).find("capacity"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(cache.size(), 4u);
+  EXPECT_EQ(cache.keys().seq(), 4u);
+  EXPECT_EQ(0, std::memcmp(keys_before.data(), cache.keys().data(), keys_before.size() * sizeof(half)));
+  // a wrong shape throws too, before anything is written
+  tensor<float> wrong_dim(1, 2, 1, 5), one_v(1, 2, 1, 3), wrong_heads(1, 1, 1, 4);
+  EXPECT_THROW(cache.append(wrong_dim.cview(), one_v.cview()), error);
+  EXPECT_THROW(cache.append(wrong_heads.cview(), one_v.cview()), error);
+  EXPECT_EQ(cache.size(), 4u);
+  // one more token fits exactly; clear() empties and keeps the capacity
+  tensor<float> one_k(1, 2, 1, 4);
+  cache.append(one_k.cview(), one_v.cview());
+  EXPECT_EQ(cache.size(), 5u);
+  cache.clear();
+  EXPECT_EQ(cache.size(), 0u);
+  EXPECT_EQ(cache.capacity(), 5u);
+  EXPECT_EQ(cache.values().seq(), 0u);
+  EXPECT_THROW(kv_cache<float>(1, 0, 4, 4), error);
+}
+
+}  // namespace
