@@ -11,6 +11,10 @@
 //   m_new = max(m, max_j s_j)
 //   alpha = exp(m − m_new);  p_j = exp(s_j − m_new);  l = alpha·l + Σ_j p_j;  m = m_new
 // Normalisation is deferred to the end (one division per row, not per tile).
+// Lazy rescale: m only moves when a tile's max exceeds it by more than 8, so
+// p_j <= e^8 and l, O stay far from overflow in float; m is then an upper
+// bound of the max within e^8 rather than the max, which the final division by
+// l cancels exactly. Most tiles then skip the scalar exp and the rescale.
 // No ∞−∞: while every logit seen so far is −inf, m stays −inf and the tile's
 // probabilities are written as 0 without evaluating s − m; once m is finite,
 // exp(−inf − m) = 0 and exp(m_old − m) with m_old = −inf is 0. A row that never
@@ -37,6 +41,7 @@ template <class T>
 struct softmax_row {
   T m = -std::numeric_limits<T>::infinity();  // running max of the logits seen
   T l = 0;                                     // running Σ exp(s − m)
+  static constexpr T slack = 8;                // p <= e^8 ≈ 3000 between rescales
 
   /// Turns the logits s[0..n) into probabilities relative to the new running
   /// max and returns the factor that rescales the accumulated output.
@@ -47,21 +52,27 @@ struct softmax_row {
     const T neg_inf = -std::numeric_limits<T>::infinity();
     P mx(neg_inf);
     for (std::size_t j = 0; j < n; j += W) mx = O::max(mx, O::load(s + j));
-    const T m_new = std::max(m, O::reduce_max(mx));
-    if (m_new == neg_inf) {  // nothing visible yet: p = 0, accumulators stay 0
+    const T tile_max = O::reduce_max(mx);
+    if (tile_max == neg_inf && m == neg_inf) {  // nothing visible yet: p = 0, accumulators stay 0
       for (std::size_t j = 0; j < n; j += W) O::store(s + j, P(T(0)));
       return T(1);
     }
-    const T alpha = simd::exp<T>(m - m_new);
-    const P shift(m_new);
+    // Lazy rescale: keep the reference m while the tile's max exceeds it by at
+    // most `slack`, so p <= e^slack (far from overflow) and alpha = 1 costs nothing.
+    T alpha = T(1);
+    if (m == neg_inf || tile_max > m + slack) {
+      const T m_new = std::max(m, tile_max);
+      alpha = simd::exp_nonpositive<T>(m - m_new);
+      m = m_new;
+    }
+    const P shift(m);
     P sum(T(0));
     for (std::size_t j = 0; j < n; j += W) {
-      const P p = simd::exp<P>(O::load(s + j) - shift);
+      const P p = simd::exp_nonpositive<P>(O::load(s + j) - shift);
       O::store(s + j, p);
       sum = sum + p;
     }
     l = alpha * l + O::reduce_add(sum);
-    m = m_new;
     return alpha;
   }
 

@@ -61,8 +61,9 @@ constexpr T inverse_factorial(int k) {
   return T(1) / f;
 }
 
+/// e^x before the range selects: correct for lo <= x <= hi, garbage outside.
 template <class P>
-P exp(const P& x) {
+P exp_in_range(const P& x) {
   using O = ops<P>;
   using T = typename O::value_type;
   using C = exp_constants<T>;
@@ -76,9 +77,23 @@ P exp(const P& x) {
   // bits(t) = bits(magic) + n; shifting out the magic's own exponent leaves n·2^mantissa.
   const bits two_n = O::shift_left(O::to_bits(t), C::mantissa) +
                      bits(static_cast<bits_of<T>>(C::bias) << C::mantissa);
-  const P result = poly * O::from_bits(two_n);
+  return poly * O::from_bits(two_n);
+}
+
+/// e^x for any x: 0 below lo (including −inf), +inf above hi.
+template <class P>
+P exp(const P& x) {
+  using T = typename ops<P>::value_type;
   const P inf(std::numeric_limits<T>::infinity());
-  return O::select_less(x, P(C::lo), P(0), O::select_greater(x, P(C::hi), inf, result));
+  return ops<P>::select_less(x, P(exp_constants<T>::lo), P(T(0)),
+                             ops<P>::select_greater(x, P(exp_constants<T>::hi), inf, exp_in_range(x)));
+}
+
+/// e^x for x <= 0 (softmax arguments s − max): one select fewer than exp().
+template <class P>
+P exp_nonpositive(const P& x) {
+  using T = typename ops<P>::value_type;
+  return ops<P>::select_less(x, P(exp_constants<T>::lo), P(T(0)), exp_in_range(x));
 }
 
 }  // namespace headwise::simd
