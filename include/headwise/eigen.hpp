@@ -1,0 +1,112 @@
+// headwise/eigen.hpp — Eigen adapters: token matrices ↔ attention views.
+//
+// Model code keeps activations as row-major token matrices: x [T × H·D], one
+// token per row, its H heads of D features side by side. That memory *is* a
+// BSHD tensor with B = 1, so the adapters below only compute strides:
+//   as_bshd(m, H, D)  →  tensor_view [1, H, T, D], seq stride = m.outerStride()
+//   as_matrix(view)   →  Map [T × H·D] with that outer stride (the inverse)
+// A column block of a wider matrix (the q part of a fused qkv buffer, say) works
+// too: its outer stride is the parent's width. Nothing is copied, ever.
+//
+// The Ref aliases fix the convention used by lora.hpp and mha.hpp:
+//   matrix_ref<T>        Ref<row_matrix<T>>: any row-major block with unit inner
+//                        stride; a mismatched argument is a compile error.
+//   const_matrix_ref<T>  Ref<const row_matrix<T>>: the same, but Eigen silently
+//                        evaluates a mismatched expression (a column-major
+//                        matrix, a product) into a temporary — correct, one
+//                        copy. Pass row-major blocks to stay zero-copy.
+// workspace<T> is a grow-only buffer handing out row-major maps, so layers
+// reuse their scratch across calls instead of allocating per token.
+//
+// This header, lora.hpp and mha.hpp are the only ones that include Eigen; the
+// umbrella headwise.hpp stays Eigen-free. Link headwise::eigen to use them.
+#pragma once
+
+#ifndef HEADWISE_INTERNAL
+#define HEADWISE_INTERNAL 1
+#endif
+
+#include <cstddef>
+#include <type_traits>
+#include <vector>
+
+#include <Eigen/Core>
+
+#include "headwise/detail/checks.hpp"
+#include "headwise/tensor.hpp"
+
+namespace headwise {
+
+template <class T>
+using row_matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+template <class T>
+using row_vector = Eigen::Matrix<T, 1, Eigen::Dynamic>;
+
+template <class T>
+using matrix_ref = Eigen::Ref<row_matrix<T>>;
+
+template <class T>
+using const_matrix_ref = Eigen::Ref<const row_matrix<T>>;
+
+template <class T>
+using matrix_map = Eigen::Map<row_matrix<T>>;
+
+namespace detail {
+
+/// Checks that a token matrix of `cols` columns splits into heads × dim.
+inline void check_head_split(const char* where, const char* name, Eigen::Index cols,
+                             std::size_t heads, std::size_t dim) {
+  if (heads == 0 || dim == 0 || static_cast<std::size_t>(cols) != heads * dim)
+    fail(where, name, ".cols() must equal heads · dim (expected ", heads, " · ", dim, " = ",
+         heads * dim, ", got ", cols, ")");
+}
+
+}  // namespace detail
+
+/// BSHD view [1, heads, rows, dim] of a row-major token matrix [rows × heads·dim]:
+/// any Eigen object with direct access (Matrix, Map, Ref, a block of them). The
+/// view's elements are const exactly when m's data() is (a const matrix, a Ref<const>).
+template <class M>
+auto as_bshd(M&& m, std::size_t heads, std::size_t dim) {
+  static_assert(std::decay_t<M>::IsRowMajor, "as_bshd needs a row-major matrix: one token per row");
+  using element = std::remove_pointer_t<decltype(m.data())>;
+  detail::check_head_split("as_bshd", "m", m.cols(), heads, dim);
+  if (m.innerStride() != 1) detail::fail("as_bshd", "m.innerStride() must be 1 (got ", m.innerStride(), ")");
+  const auto rows = static_cast<std::ptrdiff_t>(m.rows()), stride = static_cast<std::ptrdiff_t>(m.outerStride());
+  return tensor_view<element>(m.data(), 1, heads, static_cast<std::size_t>(rows), dim, rows * stride,
+                              static_cast<std::ptrdiff_t>(dim), stride);
+}
+
+/// Row-major map [seq × heads·dim] of a view whose heads sit side by side in each
+/// token row (BSHD with B = 1 and head_stride == dim): the inverse of as_bshd.
+template <class T>
+Eigen::Map<row_matrix<T>, Eigen::Unaligned, Eigen::OuterStride<>> as_matrix(const tensor_view<T>& v) {
+  detail::expect_equal("as_matrix", "v.batch() must equal 1", 1, v.batch());
+  if (v.heads() > 1) detail::expect_equal("as_matrix", "v.head_stride() must equal v.dim()", v.dim(), v.head_stride());
+  const auto cols = static_cast<Eigen::Index>(v.heads() * v.dim());
+  if (v.seq() > 1 && v.seq_stride() < cols)
+    detail::fail("as_matrix", "v.seq_stride() must be >= heads · dim (expected >= ", cols, ", got ",
+                 v.seq_stride(), ")");
+  return {v.data(), static_cast<Eigen::Index>(v.seq()), cols,
+          Eigen::OuterStride<>(v.seq() > 1 ? v.seq_stride() : cols)};
+}
+
+/// Grow-only scratch: take(rows, cols) maps the first rows·cols elements as a
+/// row-major matrix, reallocating only when a call needs more than any before.
+/// A take() invalidates maps from earlier take() calls of the same workspace.
+template <class T>
+class workspace {
+ public:
+  matrix_map<T> take(Eigen::Index rows, Eigen::Index cols) {
+    const auto need = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+    if (storage_.size() < need) storage_.resize(need);
+    return {storage_.data(), rows, cols};
+  }
+  std::size_t capacity() const noexcept { return storage_.size(); }
+
+ private:
+  std::vector<T> storage_;
+};
+
+}  // namespace headwise

@@ -1,0 +1,242 @@
+// headwise/mha.hpp — a multi-head attention layer: projections, GQA, RoPE, KV cache, LoRA.
+//
+// Shapes (row-major token matrices, B = 1; Hq = num_heads, Hkv = num_kv_heads, D = head_dim):
+//   x, y [T × model_dim]
+//   Wq [Hq·D × model]   Wk, Wv [Hkv·D × model]   Wo [model × Hq·D]   (y = x·Wᵀ + b)
+//   biases bq [Hq·D], bk, bv [Hkv·D], bo [model], present when config.bias
+// forward(x, y):
+//   1. q = x·Wqᵀ + bq, k = x·Wkᵀ + bk, v = x·Wvᵀ + bv   Eigen GEMMs into one [T × (Hq+2Hkv)·D]
+//      buffer, plus the active LoRA mix (or per-row adapters) on each projection
+//   2. RoPE on q and k in place, row t at position p0 + t
+//   3. headwise::attention on BSHD views of that buffer (as_bshd: strides, no copies),
+//      query head h reading kv head h / (Hq / Hkv), into a [T × Hq·D] buffer
+//   4. y = a·Woᵀ + bo, plus the adapters on o
+// Costs per token: 2·model·(2·Hq + 2·Hkv)·D FLOPs of projections, 4·Hq·D·Nk of attention.
+// At decode (T = 1) the projections are GEMVs bound by reading the weights: for a
+// Llama-like layer (4096, 32/8 heads, D = 128) that is 42M parameters, 168 MB in float.
+//
+// KV cache: prefill(x, y, cache) appends the rotated k and the v of every row of x
+// to the cache and attends over everything it holds (causal bottom-right, so row t
+// sees the cache plus itself); step(x_t, y_t, cache) is the same for one token.
+// The Cache type needs size(), append(k, v) taking [1, Hkv, n, D] views, and
+// keys() / values() views of its filled part — headwise::kv_cache has them.
+//
+// LoRA: adapters() is a lora_adapter_set over q, k, v and o. merge_adapters() folds
+// the active mix into the weights (forward then costs exactly the base price and
+// skips the adapters) and unmerge_adapters() takes the same mix out again.
+//
+// Buffers are grow-only members: after the first call of a given size a forward
+// allocates nothing of its own. y may alias x. One layer, one thread at a time
+// (attention itself runs on config.threads threads; Eigen's GEMMs are single
+// threaded unless the build enables OpenMP).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include "headwise/attention.hpp"
+#include "headwise/eigen.hpp"
+#include "headwise/lora.hpp"
+#include "headwise/rope.hpp"
+
+namespace headwise {
+
+struct mha_config {
+  std::size_t model_dim = 0;
+  std::size_t num_heads = 0;     ///< Hq
+  std::size_t num_kv_heads = 0;  ///< Hkv: Hq for MHA, 1 for MQA, a divisor of Hq for GQA
+  std::size_t head_dim = 0;      ///< D
+  rope_config rope;
+  bool causal = true;
+  bool bias = false;    ///< q, k, v and o biases
+  unsigned threads = 0;  ///< attention() threads; 0 = hardware
+};
+
+template <class T>
+class multi_head_attention {
+ public:
+  using adapter_id = typename lora_adapter_set<T>::adapter_id;
+
+  /// Weights and biases start at zero; fill them through weight() and bias().
+  explicit multi_head_attention(const mha_config& cfg)
+      : cfg_(checked(cfg)), adapters_(shapes(cfg)), rope_(cfg.rope, cfg.head_dim) {
+    for (std::size_t p = 0; p < projection_count; ++p) {
+      const projection_shape& s = adapters_.shape(projection(p));
+      weights_[p] = row_matrix<T>::Zero(s.out, s.in);
+      biases_[p] = row_vector<T>::Zero(cfg.bias ? s.out : 0);
+    }
+  }
+
+  const mha_config& config() const noexcept { return cfg_; }
+
+  /// W of projection p, [out × in] (header comment); writable, not resizable.
+  matrix_ref<T> weight(projection p) noexcept { return weights_[index(p)]; }
+  const row_matrix<T>& weight(projection p) const noexcept { return weights_[index(p)]; }
+  /// Bias of projection p, [out], or empty when config.bias is false.
+  Eigen::Ref<row_vector<T>> bias(projection p) noexcept { return biases_[index(p)]; }
+  const row_vector<T>& bias(projection p) const noexcept { return biases_[index(p)]; }
+
+  /// Weights plus biases (the frozen base parameters).
+  Eigen::Index parameter_count() const noexcept {
+    Eigen::Index n = 0;
+    for (std::size_t p = 0; p < projection_count; ++p) n += weights_[p].size() + biases_[p].size();
+    return n;
+  }
+
+  lora_adapter_set<T>& adapters() noexcept { return adapters_; }
+  const lora_adapter_set<T>& adapters() const noexcept { return adapters_; }
+
+  /// Folds the active mix into the weights. Every factor is checked first; a merge
+  /// that would still overflow one projection restores the ones merged before it.
+  void merge_adapters() {
+    if (merged_) detail::fail("multi_head_attention::merge_adapters", "the adapters are already merged");
+    std::size_t done = 0;
+    try {
+      for (; done < projection_count; ++done) adapters_.merge(projection(done), weights_[done]);
+    } catch (...) {
+      for (std::size_t p = 0; p < done; ++p) adapters_.unmerge(projection(p), weights_[p]);
+      throw;
+    }
+    merged_mix_ = adapters_.active();
+    merged_ = true;
+  }
+  /// Takes the mix merged by merge_adapters() out again, whatever is active now.
+  void unmerge_adapters() {
+    if (!merged_) detail::fail("multi_head_attention::unmerge_adapters", "the adapters are not merged");
+    for (std::size_t p = 0; p < projection_count; ++p)
+      adapters_.unmerge(projection(p), weights_[p], merged_mix_);
+    merged_ = false;
+  }
+  bool adapters_merged() const noexcept { return merged_; }
+
+  /// Self-attention over the T rows of x, no cache. row_adapters (empty, or one id
+  /// per row) selects a LoRA adapter per row instead of the active mix.
+  void forward(const const_matrix_ref<T>& x, matrix_ref<T> y, span<const adapter_id> row_adapters = {}) {
+    check_io("multi_head_attention::forward", x, y, row_adapters);
+    auto qkv = project_qkv(x, row_adapters, 0);
+    attend(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim),
+           as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim),
+           as_bshd(v_of(qkv), cfg_.num_kv_heads, cfg_.head_dim), x.rows(), y, row_adapters);
+  }
+
+  /// Appends the rows of x to the cache, then attends over all of it.
+  template <class Cache>
+  void prefill(const const_matrix_ref<T>& x, matrix_ref<T> y, Cache& cache,
+               span<const adapter_id> row_adapters = {}) {
+    check_io("multi_head_attention::prefill", x, y, row_adapters);
+    extend(x, y, cache, row_adapters);
+  }
+
+  /// One decode step: x_t, y_t [1 × model_dim].
+  template <class Cache>
+  void step(const const_matrix_ref<T>& x_t, matrix_ref<T> y_t, Cache& cache,
+            span<const adapter_id> row_adapters = {}) {
+    detail::expect_equal("multi_head_attention::step", "x_t.rows() must equal 1", 1, x_t.rows());
+    check_io("multi_head_attention::step", x_t, y_t, row_adapters);
+    extend(x_t, y_t, cache, row_adapters);
+  }
+
+ private:
+  static std::size_t index(projection p) noexcept { return static_cast<std::size_t>(p); }
+
+  static const mha_config& checked(const mha_config& cfg) {
+    const char* where = "multi_head_attention";
+    if (cfg.model_dim == 0) detail::fail(where, "config.model_dim must be >= 1 (got 0)");
+    if (cfg.num_heads == 0) detail::fail(where, "config.num_heads must be >= 1 (got 0)");
+    if (cfg.head_dim == 0) detail::fail(where, "config.head_dim must be >= 1 (got 0)");
+    if (cfg.num_kv_heads == 0 || cfg.num_heads % cfg.num_kv_heads != 0)
+      detail::fail(where, "config.num_kv_heads must divide config.num_heads (", cfg.num_heads,
+                   ") (got ", cfg.num_kv_heads, ")");
+    return cfg;
+  }
+
+  static std::array<projection_shape, projection_count> shapes(const mha_config& cfg) {
+    const auto model = static_cast<Eigen::Index>(cfg.model_dim);
+    const auto qd = static_cast<Eigen::Index>(cfg.num_heads * cfg.head_dim);
+    const auto kvd = static_cast<Eigen::Index>(cfg.num_kv_heads * cfg.head_dim);
+    return {projection_shape{model, qd}, projection_shape{model, kvd}, projection_shape{model, kvd},
+            projection_shape{qd, model}};
+  }
+
+  void check_io(const char* where, const const_matrix_ref<T>& x, const matrix_ref<T>& y,
+                span<const adapter_id> row_adapters) const {
+    const auto model = static_cast<Eigen::Index>(cfg_.model_dim);
+    detail::check_rows_cols(where, "x", x.rows(), x.cols(), x.rows(), model);
+    detail::check_rows_cols(where, "y", y.rows(), y.cols(), x.rows(), model);
+    if (row_adapters.empty()) return;
+    detail::expect_equal(where, "row_adapters.size() must equal x.rows()", x.rows(), row_adapters.size());
+    if (merged_) detail::fail(where, "per-row adapters need unmerged weights (call unmerge_adapters())");
+  }
+
+  /// out = in·Wᵀ + b, plus the adapters unless merged.
+  template <class Out>
+  void project(projection p, const const_matrix_ref<T>& in, Out&& out, span<const adapter_id> row_adapters) {
+    const std::size_t i = index(p);
+    out.noalias() = in * weights_[i].transpose();
+    if (biases_[i].size() != 0) out.rowwise() += biases_[i];
+    if (merged_) return;
+    if (row_adapters.empty())
+      adapters_.apply(p, in, out);
+    else
+      adapters_.apply(p, in, out, row_adapters);
+  }
+
+  /// Projects x into the [T × (Hq + 2·Hkv)·D] buffer (q | k | v) and rotates q, k.
+  matrix_map<T> project_qkv(const const_matrix_ref<T>& x, span<const adapter_id> row_adapters,
+                            std::size_t first_position) {
+    const auto qd = static_cast<Eigen::Index>(cfg_.num_heads * cfg_.head_dim);
+    const auto kvd = static_cast<Eigen::Index>(cfg_.num_kv_heads * cfg_.head_dim);
+    matrix_map<T> qkv = qkv_.take(x.rows(), qd + 2 * kvd);
+    project(projection::q, x, q_of(qkv), row_adapters);
+    project(projection::k, x, k_of(qkv), row_adapters);
+    project(projection::v, x, v_of(qkv), row_adapters);
+    rope_.apply(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim), first_position);
+    rope_.apply(as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim), first_position);
+    return qkv;
+  }
+  auto q_of(matrix_map<T>& qkv) const {
+    return qkv.leftCols(static_cast<Eigen::Index>(cfg_.num_heads * cfg_.head_dim));
+  }
+  auto k_of(matrix_map<T>& qkv) const {
+    const auto kvd = static_cast<Eigen::Index>(cfg_.num_kv_heads * cfg_.head_dim);
+    return qkv.middleCols(qkv.cols() - 2 * kvd, kvd);
+  }
+  auto v_of(matrix_map<T>& qkv) const {
+    return qkv.rightCols(static_cast<Eigen::Index>(cfg_.num_kv_heads * cfg_.head_dim));
+  }
+
+  /// Attention of the rotated queries over k, v, then the output projection into y.
+  template <class K, class V>
+  void attend(const tensor_view<T>& q, const K& k, const V& v, Eigen::Index rows, matrix_ref<T> y,
+              span<const adapter_id> row_adapters) {
+    attention_options opt;
+    opt.causal = cfg_.causal ? causal_mode::bottom_right : causal_mode::none;
+    opt.threads = cfg_.threads;
+    matrix_map<T> a = attn_.take(rows, static_cast<Eigen::Index>(cfg_.num_heads * cfg_.head_dim));
+    attention(q, k, v, as_bshd(a, cfg_.num_heads, cfg_.head_dim), opt);
+    project(projection::o, a, y, row_adapters);
+  }
+
+  template <class Cache>
+  void extend(const const_matrix_ref<T>& x, matrix_ref<T> y, Cache& cache,
+              span<const adapter_id> row_adapters) {
+    auto qkv = project_qkv(x, row_adapters, cache.size());
+    cache.append(as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim),
+                 as_bshd(v_of(qkv), cfg_.num_kv_heads, cfg_.head_dim));
+    attend(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim), cache.keys(), cache.values(), x.rows(),
+           y, row_adapters);
+  }
+
+  mha_config cfg_;
+  std::array<row_matrix<T>, projection_count> weights_;
+  std::array<row_vector<T>, projection_count> biases_;
+  lora_adapter_set<T> adapters_;
+  rotary_embedding<T> rope_;
+  workspace<T> qkv_, attn_;
+  bool merged_ = false;
+  std::vector<typename lora_adapter_set<T>::weighted> merged_mix_;
+};
+
+}  // namespace headwise

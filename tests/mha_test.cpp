@@ -1,0 +1,401 @@
+// tests/mha_test.cpp — multi_head_attention, RoPE and the Eigen adapters against
+// a plain composition in double: Eigen projections, a hand-written rotation,
+// reference::attention and the output projection, with LoRA deltas folded into W.
+#include <headwise/kv_cache.hpp>
+#include <headwise/mha.hpp>
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <complex>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using namespace headwise;
+using dmat = row_matrix<double>;
+using drow = row_vector<double>;
+using adapter_id = lora_adapter_set<float>::adapter_id;
+constexpr auto all_projections = std::array{projection::q, projection::k, projection::v, projection::o};
+
+template <class M>
+void fill(M& m, std::uint32_t seed, double amp) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> dist(-amp, amp);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<typename M::Scalar>(dist(gen));
+}
+
+template <class T>
+row_matrix<T> random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint32_t seed, double amp = 1.0) {
+  row_matrix<T> m(rows, cols);
+  fill(m, seed, amp);
+  return m;
+}
+
+/// Random weights at the usual 1/√in scale, and biases when the config has them.
+template <class T>
+void randomize(multi_head_attention<T>& layer, std::uint32_t seed) {
+  for (projection p : all_projections) {
+    auto w = layer.weight(p);
+    fill(w, seed++, 1.0 / std::sqrt(double(w.cols())));
+    auto b = layer.bias(p);
+    fill(b, seed++, 0.5);
+  }
+}
+
+/// Attaches a rank-r delta on each listed projection of adapter `id`.
+template <class T>
+void attach_random(multi_head_attention<T>& layer, adapter_id id, std::initializer_list<projection> ps,
+                   Eigen::Index r, std::uint32_t seed) {
+  for (projection p : ps) {
+    const projection_shape s = layer.adapters().shape(p);
+    layer.adapters().attach(id, p,
+                            lora_delta<T>(random_matrix<T>(r, s.in, seed, 0.5), random_matrix<T>(s.out, r, seed + 1, 0.5),
+                                          2.0 * double(r)));
+    seed += 2;
+  }
+}
+
+/// The hand-written rotation: pair (a, c) of head h is the complex number a + ic,
+/// multiplied by e^{iθ} with θ = (p / scaling)·base^(−2i/D).
+void rotate_by_hand(dmat& m, std::size_t heads, std::size_t D, const rope_config& cfg, std::size_t first) {
+  if (cfg.style == rope_style::none) return;
+  for (Eigen::Index t = 0; t < m.rows(); ++t)
+    for (std::size_t h = 0; h < heads; ++h)
+      for (std::size_t i = 0; i < D / 2; ++i) {
+        const auto a = Eigen::Index(h * D + (cfg.style == rope_style::neox ? i : 2 * i));
+        const auto c = Eigen::Index(h * D + (cfg.style == rope_style::neox ? i + D / 2 : 2 * i + 1));
+        const double theta = double(first + std::size_t(t)) / cfg.scaling * std::pow(cfg.base, -2.0 * double(i) / double(D));
+        const std::complex<double> z = std::complex<double>(m(t, a), m(t, c)) * std::polar(1.0, theta);
+        m(t, a) = z.real();
+        m(t, c) = z.imag();
+      }
+}
+
+/// Which LoRA delta (as a dense [out × in] matrix, or nullptr) row t of projection p gets.
+using delta_fn = std::function<const dmat*(projection, Eigen::Index)>;
+const delta_fn no_delta = [](projection, Eigen::Index) -> const dmat* { return nullptr; };
+
+/// An adapter's deltas as dense matrices (empty where it has none), and their
+/// elementwise bound |s|·|B|·|A| for layer_bound.
+struct dense_adapter {
+  std::array<dmat, 4> delta, abs;
+  delta_fn all_rows() const {
+    return [this](projection p, Eigen::Index) -> const dmat* {
+      return delta[std::size_t(p)].size() ? &delta[std::size_t(p)] : nullptr;
+    };
+  }
+};
+
+template <class T>
+dense_adapter densify(const lora_adapter_set<T>& set, adapter_id id) {
+  dense_adapter d;
+  for (projection p : all_projections)
+    if (const lora_delta<T>* l = set.delta(id, p)) {
+      d.delta[std::size_t(p)] = l->scale() * l->b().template cast<double>() * l->a().template cast<double>();
+      d.abs[std::size_t(p)] =
+          std::fabs(l->scale()) * l->b().template cast<double>().cwiseAbs() * l->a().template cast<double>().cwiseAbs();
+    }
+  return d;
+}
+
+struct composed {
+  dmat y;
+  double qmax, kmax, vmax;
+  dmat a;  // attention output, the o projection's input
+};
+
+/// The composition in double the layer must match.
+template <class T>
+composed compose(const multi_head_attention<T>& layer, const dmat& x, const delta_fn& delta) {
+  const mha_config& cfg = layer.config();
+  auto project = [&](projection p, const dmat& in) {
+    const dmat W = layer.weight(p).template cast<double>();
+    dmat out = in * W.transpose();
+    if (cfg.bias) out.rowwise() += layer.bias(p).template cast<double>();
+    for (Eigen::Index t = 0; t < in.rows(); ++t)
+      if (const dmat* d = delta(p, t)) out.row(t) += in.row(t) * d->transpose();
+    return out;
+  };
+  dmat q = project(projection::q, x), k = project(projection::k, x), v = project(projection::v, x);
+  rotate_by_hand(q, cfg.num_heads, cfg.head_dim, cfg.rope, 0);
+  rotate_by_hand(k, cfg.num_kv_heads, cfg.head_dim, cfg.rope, 0);
+  const std::size_t T_ = std::size_t(x.rows());
+  composed c{dmat(), q.cwiseAbs().maxCoeff(), k.cwiseAbs().maxCoeff(), v.cwiseAbs().maxCoeff(),
+             dmat(x.rows(), q.cols())};
+  attention_options opt;
+  opt.causal = cfg.causal ? causal_mode::bottom_right : causal_mode::none;
+  reference::attention(bshd(q.data(), 1, T_, cfg.num_heads, cfg.head_dim),
+                       bshd(k.data(), 1, T_, cfg.num_kv_heads, cfg.head_dim),
+                       bshd(v.data(), 1, T_, cfg.num_kv_heads, cfg.head_dim),
+                       bshd(c.a.data(), 1, T_, cfg.num_heads, cfg.head_dim), opt);
+  c.y = project(projection::o, c.a);
+  return c;
+}
+
+/// Worst-case forward error of the layer in T against compose(), from error
+/// analysis: projections γ(in + r + 4)·(|x|·|W_eff|ᵀ + |b|) with |W_eff| = |W| plus
+/// every |ΔW| that may apply; a rotation doubles an error and adds 8u·max; logits move
+/// by scale·D·(δq·kmax + qmax·δk + δq·δk), the attention output by 2·δs·vmax + δv plus
+/// the kernel's own attention_tolerance; then the o projection.
+template <class T>
+double layer_bound(const multi_head_attention<T>& layer, const dmat& x, const composed& c,
+                   const std::array<dmat, 4>& delta_abs, Eigen::Index rank) {
+  const mha_config& cfg = layer.config();
+  const double u = hwtest::unit_roundoff<T>();
+  auto w_abs = [&](projection p) {
+    dmat w = layer.weight(p).template cast<double>().cwiseAbs();
+    if (delta_abs[std::size_t(p)].size()) w += delta_abs[std::size_t(p)];
+    return w;
+  };
+  auto proj_err = [&](projection p, const dmat& in) {
+    dmat terms = in.cwiseAbs() * w_abs(p).transpose();
+    if (cfg.bias) terms.rowwise() += layer.bias(p).template cast<double>().cwiseAbs();
+    return double(in.cols() + rank + 4) * u * terms.maxCoeff();
+  };
+  const double D = double(cfg.head_dim), scale = 1.0 / std::sqrt(D);
+  const double eq = 2 * proj_err(projection::q, x) + 8 * u * c.qmax;
+  const double ek = 2 * proj_err(projection::k, x) + 8 * u * c.kmax;
+  const double ev = proj_err(projection::v, x);
+  const double ds = scale * D * (eq * c.kmax + c.qmax * ek + eq * ek);
+  const double ea = 2 * ds * c.vmax + ev +
+                    hwtest::attention_tolerance<T>(cfg.head_dim, std::size_t(x.rows()), scale, c.qmax, c.kmax, c.vmax);
+  return proj_err(projection::o, c.a) + ea * w_abs(projection::o).rowwise().sum().maxCoeff();
+}
+
+template <class T>
+double max_diff(const row_matrix<T>& got, const dmat& want) {
+  const dmat d = (got.template cast<double>() - want).cwiseAbs();
+  return d.hasNaN() ? std::nan("") : d.maxCoeff();
+}
+
+struct mha_case {
+  const char* name;
+  std::size_t model, heads, kv_heads, dim;
+  rope_config rope;
+  bool causal, bias;
+  Eigen::Index tokens;
+};
+
+mha_config config_of(const mha_case& c) {
+  mha_config cfg;
+  cfg.model_dim = c.model;
+  cfg.num_heads = c.heads;
+  cfg.num_kv_heads = c.kv_heads;
+  cfg.head_dim = c.dim;
+  cfg.rope = c.rope;
+  cfg.causal = c.causal;
+  cfg.bias = c.bias;
+  cfg.threads = 2;
+  return cfg;
+}
+
+class mha : public ::testing::TestWithParam<mha_case> {};
+
+// MHA, GQA and MQA; both RoPE pairings, scaled and unscaled; head dims 6 / 10 / 9
+// straddle the AVX2 float width; 17 and 70 tokens straddle the kernels' tiles.
+INSTANTIATE_TEST_SUITE_P(
+    configs, mha,
+    ::testing::Values(mha_case{"mha_neox_bias", 32, 4, 4, 8, {rope_style::neox, 10000, 1}, true, true, 13},
+                      mha_case{"gqa_interleaved", 48, 6, 2, 16, {rope_style::interleaved, 500, 2}, true, false, 70},
+                      mha_case{"mqa_norope_noncausal", 24, 4, 1, 6, {}, false, true, 9},
+                      mha_case{"gqa_neox_d10", 20, 4, 2, 10, {rope_style::neox, 10000, 4}, true, true, 17},
+                      mha_case{"mqa_odd_dim", 18, 2, 1, 9, {}, true, false, 5}),
+    [](const ::testing::TestParamInfo<mha_case>& c) { return std::string(c.param.name); });
+
+template <class T>
+void check_forward(const mha_case& c) {
+  multi_head_attention<T> layer(config_of(c));
+  randomize(layer, 100);
+  const row_matrix<T> x = random_matrix<T>(c.tokens, Eigen::Index(c.model), 7);
+  row_matrix<T> y(c.tokens, Eigen::Index(c.model));
+  layer.forward(x, y);
+  const dmat xd = x.template cast<double>();
+  const composed want = compose(layer, xd, no_delta);
+  const double err = max_diff(y, want.y), tol = layer_bound(layer, xd, want, {}, 0);
+  EXPECT_TRUE(err <= tol) << "max |layer − composition| = " << err << ", bound " << tol;
+  EXPECT_TRUE(tol < 1e-2 * want.y.cwiseAbs().maxCoeff()) << "the bound must stay meaningful: " << tol;
+}
+
+TEST_P(mha, forward_matches_composition_float) { check_forward<float>(GetParam()); }
+TEST_P(mha, forward_matches_composition_double) { check_forward<double>(GetParam()); }
+
+TEST_P(mha, lora_unmerged_merged_and_off) {
+  const mha_case& c = GetParam();
+  multi_head_attention<float> layer(config_of(c));
+  randomize(layer, 200);
+  const adapter_id id = layer.adapters().add("qv");
+  attach_random(layer, id, {projection::q, projection::v}, 4, 300);
+  const row_matrix<float> x = random_matrix<float>(c.tokens, Eigen::Index(c.model), 8);
+  row_matrix<float> y_off(x.rows(), x.cols()), y_unmerged = y_off, y_merged = y_off;
+  layer.forward(x, y_off);
+  layer.adapters().activate("qv");
+  layer.forward(x, y_unmerged);
+  const std::array<row_matrix<float>, 4> w0 = {layer.weight(projection::q), layer.weight(projection::k),
+                                               layer.weight(projection::v), layer.weight(projection::o)};
+  layer.merge_adapters();
+  layer.forward(x, y_merged);
+  layer.unmerge_adapters();
+
+  const dense_adapter qv = densify(layer.adapters(), id);
+  const dmat xd = x.cast<double>();
+  const composed want = compose(layer, xd, qv.all_rows());
+  // merged weights round W + ΔW once more: ≤ u·|W_eff| per weight, inside the rank slack
+  const double tol = layer_bound(layer, xd, want, qv.abs, 4);
+  const double e_unmerged = max_diff(y_unmerged, want.y), e_merged = max_diff(y_merged, want.y);
+  EXPECT_TRUE(e_unmerged <= tol) << e_unmerged << " > " << tol;
+  EXPECT_TRUE(e_merged <= tol) << e_merged << " > " << tol;
+  const double agree = (y_merged - y_unmerged).cwiseAbs().maxCoeff();
+  EXPECT_TRUE(agree <= 2 * tol) << "merged vs unmerged: " << agree;
+  const double off = (y_off - y_unmerged).cwiseAbs().maxCoeff();
+  EXPECT_TRUE(off > 10 * tol) << "the adapter must change the output: " << off << " vs bound " << tol;
+  for (projection p : all_projections) {
+    const double rt = (layer.weight(p) - w0[std::size_t(p)]).cwiseAbs().maxCoeff();
+    const lora_delta<float>* d = layer.adapters().delta(id, p);
+    const double rt_tol = d ? d->merge_round_trip_bound(w0[std::size_t(p)]) : 0.0;
+    EXPECT_TRUE(rt <= rt_tol) << projection_name(p) << ": round trip " << rt << " > " << rt_tol;
+  }
+}
+
+TEST_P(mha, per_row_adapters_match_composition) {
+  const mha_case& c = GetParam();
+  multi_head_attention<double> layer(config_of(c));
+  randomize(layer, 400);
+  auto& set = layer.adapters();
+  const auto a = set.add("a"), b = set.add("b");
+  attach_random(layer, a, {projection::q, projection::k, projection::v, projection::o}, 3, 500);
+  attach_random(layer, b, {projection::v, projection::o}, 5, 600);
+  std::vector<adapter_id> ids(std::size_t(c.tokens));
+  for (std::size_t t = 0; t < ids.size(); ++t) ids[t] = std::array{a, b, lora_adapter_set<double>::none}[t % 3];
+  const dmat x = random_matrix<double>(c.tokens, Eigen::Index(c.model), 9);
+  dmat y(x.rows(), x.cols());
+  layer.forward(x, y, ids);
+
+  const std::array<dense_adapter, 2> dense = {densify(set, a), densify(set, b)};
+  std::array<dmat, 4> abs_sum;  // either adapter may apply: bound with both
+  for (std::size_t p = 0; p < 4; ++p)
+    for (const dense_adapter& d : dense)
+      if (d.abs[p].size()) abs_sum[p] = abs_sum[p].size() ? dmat(abs_sum[p] + d.abs[p]) : d.abs[p];
+  const delta_fn per_row = [&](projection p, Eigen::Index t) -> const dmat* {
+    const adapter_id id = ids[std::size_t(t)];
+    if (id == lora_adapter_set<double>::none) return nullptr;
+    return dense[id].all_rows()(p, t);
+  };
+  const composed want = compose(layer, x, per_row);
+  const double err = max_diff(y, want.y), tol = layer_bound(layer, x, want, abs_sum, 5);
+  EXPECT_TRUE(err <= tol) << err << " > " << tol;
+}
+
+TEST_P(mha, prefill_then_decode_steps_equal_full_forward) {
+  const mha_case& c = GetParam();
+  if (!c.causal) GTEST_SKIP() << "decode equals a full forward only under causal attention";
+  multi_head_attention<float> layer(config_of(c));
+  randomize(layer, 700);
+  const adapter_id id = layer.adapters().add("qv");
+  attach_random(layer, id, {projection::q, projection::v}, 2, 800);
+  layer.adapters().activate("qv");
+  const row_matrix<float> x = random_matrix<float>(c.tokens, Eigen::Index(c.model), 10);
+  row_matrix<float> full(x.rows(), x.cols()), stepped(x.rows(), x.cols());
+  layer.forward(x, full);
+
+  kv_cache<float> cache(1, c.kv_heads, std::size_t(c.tokens), c.dim);
+  const Eigen::Index prompt = c.tokens / 2;
+  layer.prefill(x.topRows(prompt), stepped.topRows(prompt), cache);
+  for (Eigen::Index t = prompt; t < c.tokens; ++t) layer.step(x.row(t), stepped.row(t), cache);
+  EXPECT_EQ(cache.size(), std::size_t(c.tokens));
+
+  const dense_adapter qv = densify(layer.adapters(), id);
+  const dmat xd = x.cast<double>();
+  const composed want = compose(layer, xd, qv.all_rows());
+  const double tol = layer_bound(layer, xd, want, qv.abs, 2);
+  const double err = (full - stepped).cwiseAbs().maxCoeff();
+  EXPECT_TRUE(err <= 2 * tol) << "prefill + steps vs full forward: " << err << " > " << 2 * tol;
+  EXPECT_TRUE(max_diff(stepped, want.y) <= tol);
+  EXPECT_THROW(layer.step(x.row(0), stepped.row(0), cache), error) << "the cache is full";
+}
+
+// ---- RoPE against the hand-written rotation
+
+TEST(rope, matches_hand_written_rotation_and_linear_scaling) {
+  for (rope_style style : {rope_style::neox, rope_style::interleaved}) {
+    const std::size_t heads = 3, D = 12, first = 1000;
+    const rope_config cfg{style, 500.0, 2.5};
+    dmat m = random_matrix<double>(7, Eigen::Index(heads * D), 11), want = m;
+    rotary_embedding<double> rope(cfg, D);
+    rope.apply(as_bshd(m, heads, D), first);
+    rotate_by_hand(want, heads, D, cfg, first);
+    EXPECT_TRUE((m - want).cwiseAbs().maxCoeff() <= 1e-12) << int(style);
+
+    // linear scaling s: position p under s rotates like position p / s unscaled
+    dmat scaled = random_matrix<double>(1, Eigen::Index(heads * D), 12), plain = scaled;
+    rotary_embedding<double>(rope_config{style, 500.0, 4.0}, D).apply(as_bshd(scaled, heads, D), 40);
+    rotary_embedding<double>(rope_config{style, 500.0, 1.0}, D).apply(as_bshd(plain, heads, D), 10);
+    EXPECT_TRUE((scaled - plain).cwiseAbs().maxCoeff() <= 1e-12) << int(style);
+  }
+  EXPECT_THROW(rotary_embedding<float>(rope_config{rope_style::neox, 10000, 1}, 7), error);
+  EXPECT_THROW(rotary_embedding<float>(rope_config{rope_style::neox, 0.5, 1}, 8), error);
+  EXPECT_THROW(rotary_embedding<float>(rope_config{rope_style::neox, 10000, 0}, 8), error);
+}
+
+// ---- the Eigen adapters: views, never copies
+
+TEST(eigen_adapters, bshd_views_alias_the_matrix) {
+  row_matrix<float> qkv(5, 3 * 8 + 2 * 8);
+  auto k = qkv.middleCols(24, 8);
+  const tensor_view<float> kv = as_bshd(k, 2, 4);
+  const row_matrix<float>& frozen = qkv;
+  static_assert(std::is_same_v<decltype(as_bshd(frozen, 5, 8)), tensor_view<const float>>,
+                "a const matrix gives a view of const elements");
+  EXPECT_EQ(kv.data(), k.data());
+  EXPECT_EQ(kv.seq_stride(), qkv.cols());
+  EXPECT_EQ(&kv(0, 1, 3, 2), &qkv(3, 24 + 4 + 2));
+  const auto back = as_matrix(kv);
+  EXPECT_EQ(back.data(), k.data());
+  EXPECT_EQ(back.outerStride(), qkv.cols());
+  EXPECT_EQ(&back(3, 7), &qkv(3, 31));
+  const const_matrix_ref<float> cref = qkv;
+  EXPECT_EQ(cref.data(), qkv.data()) << "a row-major argument binds without a copy";
+  EXPECT_THROW(as_bshd(k, 3, 4), error);
+  EXPECT_THROW(as_matrix(bhsd(qkv.data(), 1, 2, 5, 4)), error);
+}
+
+// ---- errors
+
+TEST(mha_errors, bad_config_and_shapes_throw_and_write_nothing) {
+  mha_config cfg = config_of(mha_case{"", 16, 4, 3, 4, {}, true, false, 0});
+  EXPECT_THROW(multi_head_attention<float>{cfg}, error);  // 3 does not divide 4
+  cfg.num_kv_heads = 2;
+  cfg.rope = rope_config{rope_style::neox, 10000, 1};
+  cfg.head_dim = 5;
+  EXPECT_THROW(multi_head_attention<float>{cfg}, error);  // odd head_dim under RoPE
+  cfg.head_dim = 4;
+  multi_head_attention<float> layer(cfg);
+  randomize(layer, 900);
+  const row_matrix<float> x = random_matrix<float>(3, 16, 13), x_bad(3, 15);
+  row_matrix<float> y = row_matrix<float>::Zero(3, 16), y_bad(2, 16);
+  EXPECT_THROW(layer.forward(x_bad, y), error);
+  EXPECT_THROW(layer.forward(x, y_bad), error);
+  const std::vector<adapter_id> short_ids(2, lora_adapter_set<float>::none);
+  EXPECT_THROW(layer.forward(x, y, short_ids), error);
+  kv_cache<float> cache(1, 2, 8, 4), wrong_heads(1, 4, 8, 4);
+  EXPECT_THROW(layer.step(x, y, cache), error);  // three rows are not one step
+  EXPECT_THROW(layer.prefill(x, y, wrong_heads), error);
+  EXPECT_TRUE(y.isZero(0)) << "nothing may be written before the checks pass";
+  EXPECT_EQ(cache.size(), 0u);
+  EXPECT_EQ(wrong_heads.size(), 0u);
+
+  EXPECT_THROW(layer.unmerge_adapters(), error);
+  layer.merge_adapters();
+  EXPECT_THROW(layer.merge_adapters(), error);
+  const std::vector<adapter_id> ids(3, lora_adapter_set<float>::none);
+  EXPECT_THROW(layer.forward(x, y, ids), error);  // per-row adapters need unmerged weights
+  layer.unmerge_adapters();
+}
+
+}  // namespace
