@@ -99,7 +99,7 @@ struct flash_scratch_layout {
 template <class T>
 std::size_t flash_scratch_bytes(const flash_tiling& t) {
   return flash_scratch_layout<T>(t).total * sizeof(T) + t.rows() * sizeof(softmax_row<T>) +
-         t.bq * sizeof(std::int64_t);
+         t.bq * sizeof(std::size_t);
 }
 
 template <class P, class T, class TK, class TV>
@@ -118,13 +118,13 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
   struct workspace {
     std::vector<T> buf;
     std::vector<softmax_row<T>> state;
-    std::vector<std::int64_t> visible;
+    std::vector<std::size_t> extent;
   };
   std::vector<workspace> ws(workers);
   for (workspace& w : ws) {
     w.buf.resize(lay.total);
     w.state.resize(tl.rows());
-    w.visible.resize(tl.bq);
+    w.extent.resize(tl.bq);
   }
   const T neg_inf = -std::numeric_limits<T>::infinity();
   const bool elementwise = rules.has_elementwise();
@@ -169,9 +169,10 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
       const std::size_t n_pad = round_up(n, tl.kb);
       const detail::key_range tile{j0, j0 + std::int64_t(n)};
       bool full = true, any = false;
-      for (std::size_t i = i0; i < i1; ++i) {
-        const std::int64_t c = rules.ranges(std::int64_t(i)).count_in(tile);
-        w.visible[i - i0] = c;
+      for (std::size_t i = i0; i < i1; ++i) {  // extent: the tile's leading keys row i needs
+        const detail::row_ranges rr = rules.ranges(std::int64_t(i));
+        const std::int64_t c = rr.count_in(tile);
+        w.extent[i - i0] = c == 0 ? 0 : std::size_t(std::min(rr.hull().end, tile.end) - j0);
         full = full && c == std::int64_t(n);
         any = any || c > 0;
       }
@@ -181,28 +182,32 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
 
       for (std::size_t r0 = 0; r0 < rows; r0 += MR) {
         const std::size_t mr = std::min(MR, rows - r0);
+        // Keys this micro-tile needs: all of a full tile, else up to its rows'
+        // furthest visible key (the diagonal under causal), none if no row sees one.
+        std::size_t nb = n;
         if (!full) {
-          bool block_sees = false;
-          for (std::size_t r = r0; r < r0 + mr; ++r) block_sees = block_sees || w.visible[r % nq] > 0;
-          if (!block_sees) continue;
+          nb = 0;
+          for (std::size_t r = r0; r < r0 + mr; ++r) nb = std::max(nb, w.extent[r % nq]);
+          if (nb == 0) continue;
         }
+        const std::size_t nb_pad = round_up(nb, tl.kb);
         T alpha[MR];
         with_tile_rows(mr, [&](auto rows_c) {
           constexpr std::size_t R = decltype(rows_c)::value;
-          score_tile<P, R>(qs + r0 * Dk, Dk, kp, n_pad, ss, tl.bc);
+          score_tile<P, R>(qs + r0 * Dk, Dk, kp, nb_pad, ss, tl.bc);
         });
         for (std::size_t r = 0; r < mr; ++r) {
           T* s_row = ss + r * tl.bc;
-          std::fill(s_row + n, s_row + n_pad, neg_inf);
+          std::fill(s_row + nb, s_row + nb_pad, neg_inf);
           const std::size_t h = active[(r0 + r) / nq];
           const std::int64_t i = std::int64_t(i0 + (r0 + r) % nq);
-          if (elementwise) rules.apply_elementwise(b, h, i, j0, n, s_row);
-          if (!full) rules.hide_invisible(rules.ranges(i), j0, n, s_row);
-          alpha[r] = w.state[r0 + r].template absorb<P>(s_row, n_pad);
+          if (elementwise) rules.apply_elementwise(b, h, i, j0, nb, s_row);
+          if (!full) rules.hide_invisible(rules.ranges(i), j0, nb, s_row);
+          alpha[r] = w.state[r0 + r].template absorb<P>(s_row, nb_pad);
         }
         with_tile_rows(mr, [&](auto rows_c) {
           constexpr std::size_t R = decltype(rows_c)::value;
-          accumulate_tile<P, R>(ss, tl.bc, alpha, vp, tl.dv_pad, n, os + r0 * tl.dv_pad, tl.dv_pad);
+          accumulate_tile<P, R>(ss, tl.bc, alpha, vp, tl.dv_pad, nb, os + r0 * tl.dv_pad, tl.dv_pad);
         });
       }
     }
