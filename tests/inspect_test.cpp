@@ -206,32 +206,36 @@ class Inspect : public ::testing::TestWithParam<case_param> {
 TEST_P(Inspect, ProbabilitiesMatchOracle) {
   const problem pr = make();
   const tensor<double> P = pr.oracle();
-  tensor<float> v(pr.B, pr.Hkv, pr.Nk, 3), out(pr.B, pr.Hq, pr.Nq, 3);
-  std::vector<float> lse(pr.B * pr.Hq * pr.Nq);
-  attention_options opt = pr.opt;
-  opt.lse = lse_view(lse.data(), pr.B, pr.Hq, pr.Nq);
-  attention(pr.q.view, pr.k.view, v.view, out.view, opt);
-
   const double bound = pr.relative_error();
-  for (std::size_t b = 0; b < pr.B; ++b)
-    for (std::size_t h = 0; h < pr.Hq; ++h) {
-      const auto full = head_probabilities(pr.q.view, pr.k.view, opt, b, h);
-      ASSERT_EQ(full.rows, pr.Nq);
-      ASSERT_EQ(full.cols, pr.Nk);
-      double worst = 0;
-      for (std::size_t i = 0; i < pr.Nq; ++i)
-        for (std::size_t j = 0; j < pr.Nk; ++j) {
-          const double want = P.view(b, h, i, j), got = full(i, j);
-          worst = std::max(worst, want > 0 ? std::fabs(got - want) / want : std::fabs(got));
-        }
-      EXPECT_TRUE(worst <= bound) << "head (" << b << ", " << h << "): relative error " << worst << " > " << bound;
-      // A row block is exactly the same rows of the full matrix.
-      const std::size_t r0 = pr.Nq / 3, r1 = pr.Nq - pr.Nq / 4;
-      const auto block = attention_probabilities(pr.q.view, pr.k.view, opt, b, h, r0, r1);
-      ASSERT_EQ(block.rows, r1 - r0);
-      EXPECT_EQ(block.first_row, r0);
-      EXPECT_EQ(0, std::memcmp(block.values.data(), full.row(r0), block.values.size() * sizeof(float)));
-    }
+  for (kernel_mode mode : {kernel_mode::plain, kernel_mode::flash, kernel_mode::decode, kernel_mode::automatic}) {
+    // The main pass in this kernel mode writes the LSE the probabilities come from.
+    tensor<float> v(pr.B, pr.Hkv, pr.Nk, 3), out(pr.B, pr.Hq, pr.Nq, 3);
+    std::vector<float> lse(pr.B * pr.Hq * pr.Nq);
+    attention_options opt = pr.opt;
+    opt.kernel = mode;
+    opt.lse = lse_view(lse.data(), pr.B, pr.Hq, pr.Nq);
+    attention(pr.q.view, pr.k.view, v.view, out.view, opt);
+    for (std::size_t b = 0; b < pr.B; ++b)
+      for (std::size_t h = 0; h < pr.Hq; ++h) {
+        const auto full = head_probabilities(pr.q.view, pr.k.view, opt, b, h);
+        ASSERT_EQ(full.rows, pr.Nq);
+        ASSERT_EQ(full.cols, pr.Nk);
+        double worst = 0;
+        for (std::size_t i = 0; i < pr.Nq; ++i)
+          for (std::size_t j = 0; j < pr.Nk; ++j) {
+            const double want = P.view(b, h, i, j), got = full(i, j);
+            worst = std::max(worst, want > 0 ? std::fabs(got - want) / want : std::fabs(got));
+          }
+        EXPECT_TRUE(worst <= bound) << "mode " << int(mode) << " head (" << b << ", " << h
+                                    << "): relative error " << worst << " > " << bound;
+        // A row block is exactly the same rows of the full matrix.
+        const std::size_t r0 = pr.Nq / 3, r1 = pr.Nq - pr.Nq / 4;
+        const auto block = attention_probabilities(pr.q.view, pr.k.view, opt, b, h, r0, r1);
+        ASSERT_EQ(block.rows, r1 - r0);
+        EXPECT_EQ(block.first_row, r0);
+        EXPECT_EQ(0, std::memcmp(block.values.data(), full.row(r0), block.values.size() * sizeof(float)));
+      }
+  }
 }
 
 TEST_P(Inspect, StatisticsMatchOracle) {
@@ -336,6 +340,53 @@ INSTANTIATE_TEST_SUITE_P(All, Inspect,
                                             ::testing::Values(rules::none, rules::top_left, rules::window_sinks,
                                                               rules::masks, rules::alibi_softcap, rules::pruned)),
                          case_name);
+
+// Double compute: the statistics stream with their own double LSE, so they match
+// the oracle to double precision; probabilities use the float LSE of the main
+// pass, so their relative error is that LSE's rounding, |lse|·2^-24 and more.
+TEST(Inspect, DoubleComputeMatchesOracle) {
+  const std::size_t Hq = 2, N = 23, Dk = 5;
+  tensor<double> q(1, Hq, N, Dk), k(1, 1, N, Dk), P(1, Hq, N, N);
+  tensor<float> eye(1, 1, N, N);
+  hwtest::fill_uniform(q, 41, 2.0);
+  hwtest::fill_uniform(k, 42, 2.0);
+  for (std::size_t j = 0; j < N; ++j) eye(0, 0, j, j) = 1.f;
+  attention_options opt;
+  opt.causal = causal_mode::top_left;
+  reference::attention(q.view, k.view, eye.view, P.view, opt);
+
+  const double eps = hwtest::attention_tolerance<double>(Dk, N, 1 / std::sqrt(double(Dk)), 2.0, 2.0, 1.0);
+  const std::vector<head_statistics> stats = attention_statistics(q.view, k.view, opt);
+  for (std::size_t h = 0; h < Hq; ++h) {
+    double entropy = 0, max_p = 0;
+    for (std::size_t i = 0; i < N; ++i) {
+      double row_max = 0;
+      for (std::size_t j = 0; j <= i; ++j) {
+        const double p = P(0, h, i, j);
+        entropy -= p * std::log(p);
+        row_max = std::max(row_max, p);
+      }
+      max_p += row_max;
+    }
+    EXPECT_TRUE(std::fabs(stats[h].mean_entropy - entropy / N) <= eps * (std::log(double(N)) + 2))
+        << stats[h].mean_entropy << " vs " << entropy / N;
+    EXPECT_TRUE(std::fabs(stats[h].mean_max_probability - max_p / N) <= eps) << stats[h].mean_max_probability;
+    EXPECT_TRUE(eps < 1e-12) << "the double bound is not a double-precision check: " << eps;
+  }
+
+  std::vector<float> lse(Hq * N);
+  tensor<double> v(1, 1, N, 2), out(1, Hq, N, 2);
+  opt.lse = lse_view(lse.data(), 1, Hq, N);
+  attention(q.view, k.view, v.view, out.view, opt);
+  const auto p = head_probabilities(q.view, k.view, opt, 0, 1);
+  const double lse_bound = eps + 8 * hwtest::unit_roundoff<float>() * (2 * 2 * std::sqrt(double(Dk)) + std::log(N));
+  for (std::size_t i = 0; i < N; ++i)
+    for (std::size_t j = 0; j < N; ++j) {
+      const double want = P(0, 1, i, j);
+      const double err = want > 0 ? std::fabs(p(i, j) - want) / want : std::fabs(p(i, j));
+      EXPECT_TRUE(err <= lse_bound) << "p(" << i << ", " << j << ") " << p(i, j) << " vs " << want;
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Head pruning: pruned heads write exact zeros and LSE -inf, the other heads are

@@ -10,8 +10,10 @@
 // (options.lse), and p_ij = exp(s_ij − lse_i) needs only the logits of the rows
 // asked for, recomputed with the same score_rules (same masks, ALiBi, softcap,
 // scale) and the same dot-product order as the plain kernel. A block costs
-// rows·Nvis·Dk FLOPs and rows·Nk memory; for one head of 4096 tokens at Dk = 128
-// that is 2 GFLOP and 64 MiB, against B·Hq times that for the eager N×N route.
+// 2·rows·Nvis·Dk FLOPs and rows·Nk memory; for one head of 4096 tokens at Dk = 128
+// that is 4.3 GFLOP and 64 MiB, against B·Hq times that for the eager N×N route.
+// The LSE is stored as float, so p carries its rounding, a relative |lse|·2^-24,
+// even when the compute type is double (statistics use their own LSE instead).
 //
 // Statistics stream: each task takes a block of 64 query rows of one head, holds
 // one Nk-long row buffer per worker, computes the row's exact softmax (own max and
