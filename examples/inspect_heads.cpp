@@ -96,13 +96,10 @@ int main() {
     pair_found |= (p.head == 3 && p.twin == 4) || (p.head == 4 && p.twin == 3);
   }
 
-  std::vector<probability_matrix<float>> heads;
   std::vector<std::string> captions;
-  for (std::size_t h = 0; h < H; ++h) {
-    heads.push_back(head_probabilities(qv, kv, opt, 0, h));
-    captions.push_back("head " + std::to_string(h) + ": " + planted[h]);
-  }
-  const std::string html = heads_html(heads, labels, labels, "inspect_heads: 6 planted heads", captions);
+  for (std::size_t h = 0; h < H; ++h) captions.push_back("head " + std::to_string(h) + ": " + planted[h]);
+  const std::string html = heads_html(layer_probabilities(qv, kv, opt, 0), labels, labels,
+                                      "inspect_heads: 6 planted heads", captions);
   std::ofstream("heads.html") << html;
   std::printf("wrote heads.html (%zu bytes)\n", html.size());
 

@@ -49,7 +49,7 @@ struct layer {
     opt.causal = causal_mode::top_left;
     opt.lse = lse_view(lse.data(), 1, H, N);
     attention(q.view, k.view, v.view, out.view, opt);
-    for (std::size_t h = 0; h < H; ++h) heads.push_back(head_probabilities(q.view, k.view, opt, 0, h));
+    heads = layer_probabilities(q.view, k.view, opt, 0);
   }
 };
 

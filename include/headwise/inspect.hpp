@@ -4,6 +4,7 @@
 //   q [B, Hq, Nq, Dk]   k [B, Hkv, Nk, Dk]   opt: the options of the attention() call
 //   attention_probabilities(q, k, opt, b, h, r0, r1) → [r1 − r0 × Nk] rows of head (b, h)
 //   head_probabilities(q, k, opt, b, h)               → the whole [Nq × Nk] of one head
+//   layer_probabilities(q, k, opt, b)                 → that for every head (asked for only)
 //   attention_statistics(q, k, opt, stats_opt)        → one head_statistics per (b, h)
 //
 // Probabilities come from the fast pass: attention() writes the LSE of every row
@@ -288,6 +289,18 @@ probability_matrix<std::remove_const_t<TQ>> head_probabilities(const tensor_view
                                                                 const attention_options& opt,
                                                                 std::size_t batch, std::size_t head) {
   return attention_probabilities(q, k, opt, batch, head, 0, q.seq());
+}
+
+/// Every head's [Nq × Nk] matrix for one batch entry: Hq·Nq·Nk values, what a
+/// layer heatmap (heatmap.hpp heads_html) draws. Only when asked for.
+template <class TQ, class TK>
+std::vector<probability_matrix<std::remove_const_t<TQ>>> layer_probabilities(const tensor_view<TQ>& q,
+                                                                             const tensor_view<TK>& k,
+                                                                             const attention_options& opt,
+                                                                             std::size_t batch) {
+  std::vector<probability_matrix<std::remove_const_t<TQ>>> heads;
+  for (std::size_t h = 0; h < q.heads(); ++h) heads.push_back(head_probabilities(q, k, opt, batch, h));
+  return heads;
 }
 
 /// Streaming statistics of every (batch, query head), indexed b · Hq + h.
