@@ -15,7 +15,8 @@
 //   shape                 thr  impl          ms/iter   GFLOP/s  %peak  x eigen  x 1T
 //
 // Plots: `plot` entries name a suite, a counter and a shape key whose number is
-// the x axis (N in "H8_N1024_d128"); one polyline per implementation, log2 x.
+// the x axis (N in "H8_N1024_d128"); one polyline per implementation, log2 x,
+// and the peak run as a dashed line.
 // Only the library's console reporter is replaced: --benchmark_format=json still
 // goes through the stock JSON reporter (see main.cpp).
 #pragma once
@@ -43,6 +44,7 @@ struct metric {
 struct plot {
   std::string suite, counter, x_key, path, title;
   int threads = 1;
+  std::string peak;  // "<suite>/<impl>" drawn as a dashed line at the same thread count
 };
 
 /// Declarations from each benchmark file (static registration), read by main.
@@ -197,7 +199,15 @@ class table_reporter : public benchmark::ConsoleReporter {
       for (auto [x, y] : pts) x0 = std::min(x0, x), x1 = std::max(x1, x), y1 = std::max(y1, y);
     }
     if (x1 <= x0) x1 = x0 * 2;
-    y1 = std::max(1.0, y1 * 1.1);
+    const double peak = p.peak.empty() ? NAN : find(p.peak, "", p.threads, p.counter, true);
+    if (peak > y1) y1 = peak;
+    double step = std::pow(10.0, std::floor(std::log10(std::max(y1, 1.0) / 5)));  // 1-2-5 ticks
+    for (double f : {1.0, 2.0, 5.0, 10.0})
+      if (y1 / (step * f) <= 6) {
+        step *= f;
+        break;
+      }
+    y1 = std::ceil(y1 * 1.02 / step) * step;
     const double W = 720, H = 440, L = 70, R = 170, T = 40, B = 50;
     auto sx = [&](double x) { return L + (std::log2(x) - std::log2(x0)) / (std::log2(x1) - std::log2(x0)) * (W - L - R); };
     auto sy = [&](double y) { return H - B - y / y1 * (H - T - B); };
@@ -205,8 +215,7 @@ class table_reporter : public benchmark::ConsoleReporter {
     f << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H
       << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
       << "<text x='" << L << "' y='22' font-size='15'>" << p.title << "</text>\n";
-    for (int i = 0; i <= 5; ++i) {  // y grid
-      const double y = y1 * i / 5;
+    for (double y = 0; y <= y1 * 1.0001; y += step) {  // y grid
       f << "<line x1='" << L << "' x2='" << W - R << "' y1='" << sy(y) << "' y2='" << sy(y)
         << "' stroke='#ddd'/><text x='" << L - 8 << "' y='" << sy(y) + 4 << "' text-anchor='end'>"
         << fmt(y, "%.0f") << "</text>\n";
@@ -217,6 +226,10 @@ class table_reporter : public benchmark::ConsoleReporter {
     f << "<text x='" << (L + W - R) / 2 << "' y='" << H - 12 << "' text-anchor='middle'>" << p.x_key
       << "</text>\n<text x='16' y='" << (T + H - B) / 2 << "' transform='rotate(-90 16 " << (T + H - B) / 2
       << ")' text-anchor='middle'>" << p.counter << "</text>\n";
+    if (std::isfinite(peak))
+      f << "<line x1='" << L << "' x2='" << W - R << "' y1='" << sy(peak) << "' y2='" << sy(peak)
+        << "' stroke='black' stroke-dasharray='6 4'/><text x='" << L + 6 << "' y='" << sy(peak) - 5
+        << "'>" << p.peak << "</text>\n";
     const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"};
     int k = 0;
     for (const auto& [impl, pts] : series) {
