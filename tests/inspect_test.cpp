@@ -195,17 +195,7 @@ double js_bits(const double* p, const double* q, std::size_t n) {
 
 using case_param = std::tuple<std::pair<std::size_t, std::size_t>, std::pair<std::size_t, std::size_t>, rules>;
 
-class Inspect : public ::testing::TestWithParam<case_param> {
- protected:
-  problem make() const {
-    const auto& [nqk, heads, r] = GetParam();
-    return problem(2, heads.first, heads.second, nqk.first, nqk.second, 9, r);
-  }
-};
-
-TEST_P(Inspect, ProbabilitiesMatchOracle) {
-  const problem pr = make();
-  const tensor<double> P = pr.oracle();
+void check_probabilities(const problem& pr, const tensor<double>& P) {
   const double bound = pr.relative_error();
   for (kernel_mode mode : {kernel_mode::plain, kernel_mode::flash, kernel_mode::decode, kernel_mode::automatic}) {
     // The main pass in this kernel mode writes the LSE the probabilities come from.
@@ -238,9 +228,7 @@ TEST_P(Inspect, ProbabilitiesMatchOracle) {
   }
 }
 
-TEST_P(Inspect, StatisticsMatchOracle) {
-  const problem pr = make();
-  const tensor<double> P = pr.oracle();
+void check_statistics(const problem& pr, const tensor<double>& P) {
   statistics_options so;
   so.sink_tokens = 3;
   so.tokens = pr.tokens;
@@ -293,9 +281,7 @@ TEST_P(Inspect, StatisticsMatchOracle) {
   }
 }
 
-TEST_P(Inspect, RedundancyMatchesOracle) {
-  const problem pr = make();
-  const tensor<double> P = pr.oracle();
+void check_redundancy(const problem& pr, const tensor<double>& P) {
   const redundancy_report rep = head_redundancy(pr.q.view, pr.k.view, pr.opt);
   ASSERT_EQ(rep.heads, pr.Hq);
   const double bound = 8 * pr.relative_error();
@@ -320,6 +306,29 @@ TEST_P(Inspect, RedundancyMatchesOracle) {
         EXPECT_EQ(rep.rows[a * pr.Hq + c], rows);
       }
     }
+}
+
+// One case: the oracle matrix once, then probabilities (from every kernel mode's
+// LSE), statistics and redundancy against it. One test per case keeps the CTest
+// process count (and the sanitizer start-up cost) low.
+class Inspect : public ::testing::TestWithParam<case_param> {};
+
+TEST_P(Inspect, MatchesOracle) {
+  const auto& [nqk, heads, r] = GetParam();
+  const problem pr(2, heads.first, heads.second, nqk.first, nqk.second, 9, r);
+  const tensor<double> P = pr.oracle();
+  {
+    SCOPED_TRACE("probabilities");
+    check_probabilities(pr, P);
+  }
+  {
+    SCOPED_TRACE("statistics");
+    check_statistics(pr, P);
+  }
+  {
+    SCOPED_TRACE("redundancy");
+    check_redundancy(pr, P);
+  }
 }
 
 std::string case_name(const ::testing::TestParamInfo<case_param>& info) {
