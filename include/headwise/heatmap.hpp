@@ -30,7 +30,7 @@
 namespace headwise {
 
 struct heatmap_options {
-  std::size_t cell = 0;  ///< pixels per cell; 0 = fit the larger side into ~360 px (2 … 16)
+  std::size_t cell = 0;  ///< pixels per cell; 0 = fit the larger side into ~320 px (2 … 16): three maps across a 1200 px window
   std::string title;     ///< drawn above the map; empty = none
 };
 
@@ -82,7 +82,7 @@ std::string heatmap_svg(const probability_matrix<T>& p, const std::vector<std::s
   detail::check_labels("query_labels.size() must equal the rows of p", query_labels, p.rows);
   detail::check_labels("key_labels.size() must equal the columns of p (Nk)", key_labels, p.cols);
   const std::size_t side = std::max<std::size_t>({p.rows, p.cols, 1});
-  const std::size_t cell = o.cell ? o.cell : std::clamp<std::size_t>(360 / side, 2, 16);
+  const std::size_t cell = o.cell ? o.cell : std::clamp<std::size_t>(320 / side, 2, 16);
   const std::size_t font = std::clamp<std::size_t>(cell - 2, 7, 11);
   const std::size_t every = (font + cell - 1) / cell;  // label every n-th token so text never overlaps
   std::size_t longest = 1;
