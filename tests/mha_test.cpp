@@ -144,9 +144,10 @@ composed compose(const multi_head_attention<T>& layer, const dmat& x, const delt
 /// every |ΔW| that may apply; a rotation doubles an error and adds 8u·max; logits move
 /// by scale·D·(δq·kmax + qmax·δk + δq·δk), the attention output by 2·δs·vmax + δv plus
 /// the kernel's own attention_tolerance; then the o projection.
+/// storage_u: unit roundoff of a narrower K/V cache (half: 2^-11), 0 for none.
 template <class T>
 double layer_bound(const multi_head_attention<T>& layer, const dmat& x, const composed& c,
-                   const std::array<dmat, 4>& delta_abs, Eigen::Index rank) {
+                   const std::array<dmat, 4>& delta_abs, Eigen::Index rank, double storage_u = 0) {
   const mha_config& cfg = layer.config();
   const double u = hwtest::unit_roundoff<T>();
   auto w_abs = [&](projection p) {
@@ -161,8 +162,8 @@ double layer_bound(const multi_head_attention<T>& layer, const dmat& x, const co
   };
   const double D = double(cfg.head_dim), scale = 1.0 / std::sqrt(D);
   const double eq = 2 * proj_err(projection::q, x) + 8 * u * c.qmax;
-  const double ek = 2 * proj_err(projection::k, x) + 8 * u * c.kmax;
-  const double ev = proj_err(projection::v, x);
+  const double ek = 2 * proj_err(projection::k, x) + (8 * u + storage_u) * c.kmax;
+  const double ev = proj_err(projection::v, x) + storage_u * c.vmax;
   const double ds = scale * D * (eq * c.kmax + c.qmax * ek + eq * ek);
   const double ea = 2 * ds * c.vmax + ev +
                     hwtest::attention_tolerance<T>(cfg.head_dim, std::size_t(x.rows()), scale, c.qmax, c.kmax, c.vmax);
@@ -318,6 +319,22 @@ TEST_P(mha, prefill_then_decode_steps_equal_full_forward) {
   EXPECT_TRUE(err <= 2 * tol) << "prefill + steps vs full forward: " << err << " > " << 2 * tol;
   EXPECT_TRUE(max_diff(stepped, want.y) <= tol);
   EXPECT_THROW(layer.step(x.row(0), stepped.row(0), cache), error) << "the cache is full";
+}
+
+TEST_P(mha, decode_with_half_cache_stays_within_the_half_rounding_bound) {
+  const mha_case& c = GetParam();
+  if (!c.causal) GTEST_SKIP() << "decode equals a full forward only under causal attention";
+  multi_head_attention<float> layer(config_of(c));
+  randomize(layer, 900);
+  const row_matrix<float> x = random_matrix<float>(c.tokens, Eigen::Index(c.model), 11);
+  row_matrix<float> stepped(x.rows(), x.cols());
+  kv_cache<half> cache(1, c.kv_heads, std::size_t(c.tokens), c.dim);
+  layer.prefill(x.topRows(1), stepped.topRows(1), cache);
+  for (Eigen::Index t = 1; t < c.tokens; ++t) layer.step(x.row(t), stepped.row(t), cache);
+  const dmat xd = x.cast<double>();
+  const composed want = compose(layer, xd, no_delta);
+  const double err = max_diff(stepped, want.y), tol = layer_bound(layer, xd, want, {}, 0, std::ldexp(1.0, -11));
+  EXPECT_TRUE(err <= tol) << err << " > " << tol;
 }
 
 // ---- RoPE against the hand-written rotation

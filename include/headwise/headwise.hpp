@@ -12,3 +12,6 @@
 #include "headwise/heatmap.hpp"
 #include "headwise/merge.hpp"
 #include "headwise/kv_cache.hpp"
+#include "headwise/rope.hpp"
+// Eigen-based (link headwise::eigen, include directly): <headwise/eigen.hpp>,
+// <headwise/lora.hpp>, <headwise/mha.hpp>.

@@ -106,7 +106,8 @@ class lora_delta {
   matrix_ref<T> a() noexcept { return a_; }
   matrix_ref<T> b() noexcept { return b_; }
 
-  /// y += weight·s·(x·Aᵀ)·Bᵀ with h [T × r] as scratch (overwritten).
+  /// y += weight·s·(x·Aᵀ)·Bᵀ with h [T × r] as scratch (overwritten). y may be x
+  /// itself (in == out: x is not read after h); h must not overlap x or y.
   void apply(const const_matrix_ref<T>& x, matrix_ref<T> y, matrix_ref<T> h, T weight = T(1)) const {
     check_xy("lora_delta::apply", x, y);
     detail::check_rows_cols("lora_delta::apply", "h", h.rows(), h.cols(), x.rows(), rank());
@@ -122,10 +123,11 @@ class lora_delta {
   /// Gradients of apply(x, y, weight) given dy = ∂L/∂y [T × out], accumulated (+=)
   /// as in llm.c: da [r × in], db [out × r], dx [T × in] (dx usually also collects
   /// the base projection's dy·W). h = x·Aᵀ is recomputed rather than stored.
+  /// The gradients must not overlap x or dy.
   void backward(const const_matrix_ref<T>& x, const const_matrix_ref<T>& dy, matrix_ref<T> da,
                 matrix_ref<T> db, matrix_ref<T> dx, T weight = T(1)) {
     const char* where = "lora_delta::backward";
-    check_xy(where, x, dy);
+    check_xy(where, x, dy, "dy");
     detail::check_rows_cols(where, "da", da.rows(), da.cols(), rank(), in_features());
     detail::check_rows_cols(where, "db", db.rows(), db.cols(), out_features(), rank());
     detail::check_rows_cols(where, "dx", dx.rows(), dx.cols(), x.rows(), in_features());
@@ -185,9 +187,9 @@ class lora_delta {
   }
 
   template <class Y>
-  void check_xy(const char* where, const const_matrix_ref<T>& x, const Y& y) const {
+  void check_xy(const char* where, const const_matrix_ref<T>& x, const Y& y, const char* y_name = "y") const {
     detail::check_rows_cols(where, "x", x.rows(), x.cols(), x.rows(), in_features());
-    detail::check_rows_cols(where, "y", y.rows(), y.cols(), x.rows(), out_features());
+    detail::check_rows_cols(where, y_name, y.rows(), y.cols(), x.rows(), out_features());
   }
   void check_w(const char* where, const matrix_ref<T>& W) const {
     detail::check_rows_cols(where, "W", W.rows(), W.cols(), out_features(), in_features());
@@ -264,7 +266,10 @@ class lora_adapter_set {
     detail::fail("lora_adapter_set::find", "no adapter named '", name, "'");
   }
   std::size_t size() const noexcept { return entries_.size(); }
-  const std::string& name(adapter_id id) const { return entries_.at(id).name; }
+  const std::string& name(adapter_id id) const {
+    check_id("lora_adapter_set::name", id);
+    return entries_[id].name;
+  }
   const projection_shape& shape(projection p) const noexcept { return shapes_[static_cast<std::size_t>(p)]; }
 
   /// Adapter id's delta on p, or nullptr.
