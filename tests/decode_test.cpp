@@ -11,8 +11,9 @@
 //      fp32 accumulation in between), the usual "same-precision naive path" of
 //      FlashAttention's tests.
 // Every case runs SIMD at 1, 2 and 3 threads (bitwise identical: memcmp) and the
-// 1-wide build (force_scalar). Nk straddles the chunk size (decode_chunk_keys) and
-// the pack width; MHA, GQA, MQA; Nq 1, 2, 4; every mask kind.
+// 1-wide build (force_scalar). Nk straddles the chunk (decode_chunk_keys), the
+// online-softmax block (decode_block_keys) and the pack width; MHA, GQA, MQA;
+// Nq 1, 2, 4; every mask kind.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -181,7 +182,7 @@ void check_case(const decode_case& c) {
     unsigned threads;
   };
   std::vector<T> first_bits[2];
-  tensor<T> simd_out;
+  tensor<T> simd_out(c.B, c.Hq, c.Nq, c.Dv, c.lay);
   for (const variant var : {variant{false, 1}, variant{false, 2}, variant{false, 3}, variant{true, 1}}) {
     tensor<T> out(c.B, c.Hq, c.Nq, c.Dv, c.lay);
     std::fill(out.storage.begin(), out.storage.end(), T(7));  // every element must be written
@@ -210,7 +211,7 @@ void check_case(const decode_case& c) {
     else
       EXPECT_EQ(0, std::memcmp(bits.data(), out.storage.data(), bits.size() * sizeof(T)))
           << what << ": result differs from 1 thread";
-    if (!var.scalar && var.threads == 1) simd_out = out;
+    if (!var.scalar && var.threads == 1) simd_out.storage = out.storage;  // same size: the view stays valid
   }
 
   if constexpr (is_storage_16<S>) {
@@ -240,29 +241,29 @@ struct heads {
   std::size_t Hq, Hkv;
 };
 const heads mha{2, 2}, gqa{4, 2}, mqa{3, 1};
-constexpr std::size_t C = kernels::decode_chunk_keys;
+constexpr std::size_t C = kernels::decode_chunk_keys, Kb = kernels::decode_block_keys;
 
-/// Nk around the chunk size and the pack width × heads × Nq × storage, no mask.
+/// Nk around the pack width, the online-softmax block and the chunk × GQA shapes
+/// × Nq × storage, no mask.
 std::vector<decode_case> shape_cases() {
   std::vector<decode_case> cases;
   const std::size_t W = simd::vector_width<float>;
+  const std::pair<heads, std::size_t> groups[] = {{mha, 1}, {mha, 4}, {gqa, 1}, {gqa, 2}, {gqa, 4}, {mqa, 1}, {mqa, 2}};
   for (storage st : {storage::f32, storage::f16, storage::bf16})
-    for (heads h : {mha, gqa, mqa})
-      for (std::size_t nq : {1, 2, 4})
-        for (std::size_t nk : {std::size_t(1), W + 1, C - 1, C, C + 1, 3 * C + 5})
-          cases.push_back({st, 1, h.Hq, h.Hkv, nq, nk, 64, 64, nq == 2 ? layout::bshd : layout::bhsd,
-                           mask_kind::none});
+    for (auto [h, nq] : groups)
+      for (std::size_t nk : {std::size_t(1), W + 1, Kb - 1, Kb + 1, C - 1, C, C + 1, 2 * C + Kb + 3})
+        cases.push_back({st, 1, h.Hq, h.Hkv, nq, nk, 64, 64, nq == 2 ? layout::bshd : layout::bhsd, mask_kind::none});
   return cases;
 }
 
-/// Every mask kind, storage types, across chunk boundaries (window_sinks at 3C+5
-/// leaves the middle chunks with no visible key, so they do not exist).
+/// Every mask kind, storage types, across chunk boundaries (window_sinks at 2C+Kb+3
+/// leaves the middle chunk with no visible key, so it does not exist).
 std::vector<decode_case> mask_cases() {
   std::vector<decode_case> cases;
   for (int m = 0; m <= int(mask_kind::everything); ++m)
     for (storage st : {storage::f32, storage::f16, storage::f64})
       for (std::size_t nq : {1, 4}) {
-        const std::size_t nk = nq == 1 ? 3 * C + 5 : C + 1;
+        const std::size_t nk = nq == 1 ? 2 * C + Kb + 3 : C + 1;
         cases.push_back({st, 2, 4, 2, nq, nk, 16, 24, layout::bshd, mask_kind(m)});
       }
   return cases;

@@ -95,7 +95,7 @@ inline void dot_tile(const value_t<P>* q, std::size_t ldq, const S* const* k, st
     xsimd::haddp(acc).store_aligned(sums);
   for (; d < dk; ++d)
     for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t t = 0; t < KT; ++t) sums[r * KT + t] += q[r * ldq + d] * simd::widen<T>(k[t][d]);
+      for (std::size_t t = 0; t < KT; ++t) sums[r * KT + t] = std::fma(q[r * ldq + d], simd::widen<T>(k[t][d]), sums[r * KT + t]);
   for (std::size_t r = 0; r < R; ++r)
     for (std::size_t t = 0; t < valid; ++t) dots[r * ld + t] = sums[r * KT + t];
 }
@@ -208,11 +208,10 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
     T* lse_part = part_lse.data() + task * G;
     const chunk_span cs = chunks[ci];
 
-    // q rows, pre-multiplied by the scale unless the logit rules need the raw dot.
-    const T qscale = elementwise ? T(1) : rules.scale;
+    // q rows pre-multiplied by the scale: the scores come out scaled.
     for (std::size_t a = 0; a < A; ++a) {
       const T* q_row = q.row(b, hk * group + rows[a] / Nq, rows[a] % Nq);
-      for (std::size_t d = 0; d < Dk; ++d) qs[a * Dk + d] = q_row[d] * qscale;
+      for (std::size_t d = 0; d < Dk; ++d) qs[a * Dk + d] = q_row[d] * rules.scale;
       state[a] = softmax_row<T>{};
     }
     std::fill(o_part, o_part + A * Dv, T(0));
@@ -255,14 +254,9 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
         const std::size_t h = hk * group + rows[a] / Nq;
         const auto i = std::int64_t(rows[a] % Nq);
         T* s_row = s + a * lds;
-        // hidden: [sinks.end, band.begin) and [band.end, ∞) (score_rules keeps them ordered)
-        const detail::row_ranges rr = rules.ranges(i);
-        std::fill(s_row + local(rr.sinks.end), s_row + local(rr.band.begin), neg_inf);
-        std::fill(s_row + local(rr.band.end), s_row + npad, neg_inf);
-        if (elementwise)
-          for (const detail::key_range& r : {rr.sinks, rr.band})
-            for (std::size_t j = local(r.begin); j < local(r.end); ++j)
-              s_row[j] = rules.logit(b, h, i, k0 + std::int64_t(j), s_row[j]);
+        if (elementwise) rules.apply_elementwise(b, h, i, k0, n, s_row);
+        detail::score_rules<T>::hide_invisible(rules.ranges(i), k0, n, s_row);
+        std::fill(s_row + n, s_row + npad, neg_inf);
         alpha[a] = state[a].template absorb<P>(s_row, npad);
       }
 
