@@ -19,8 +19,9 @@
 // averaged over the rows (of every batch) where both heads see a key; a pair with
 // no such row gets 1, the bound, and never counts as a duplicate. One streaming
 // pass: a task is a block of 32 query rows of one batch; a worker holds the rows
-// of all Hq heads ([Hq × Nk] scratch), never N×N. Cost per row: Hq·Nvis·Dk FLOPs
-// for the logits and ½·Hq²·Nk logarithms for the pairs.
+// of all Hq heads and their logs (2 × [Hq × Nk] scratch), never N×N. Cost per
+// row: Hq·Nvis·Dk FLOPs for the logits, Hq·Nk logarithms of p and ½·Hq²·Nk of
+// the pair means.
 //
 // Pruning rule: walk the near-duplicate pairs (JS < max_js) from the most
 // similar; when both heads of a pair are still kept, prune the one with the higher
@@ -102,16 +103,20 @@ struct redundancy_report {
 
 namespace detail {
 
-/// JS divergence (bits) of two probability rows of length n.
+/// JS divergence (bits) of two probability rows of length n, given their
+/// logarithms (computed once per head and row: one log per key and pair remains).
+/// Clamped at 0: rounding may take a sum of non-negative terms a hair below it.
 template <class T>
-double js_divergence(const T* p, const T* q, std::size_t n) {
-  double kl_p = 0, kl_q = 0;
+double js_divergence(const T* p, const double* log_p, const T* q, const double* log_q, std::size_t n) {
+  double kl = 0;
   for (std::size_t j = 0; j < n; ++j) {
-    const double a = double(p[j]), b = double(q[j]), m = 0.5 * (a + b);
-    if (a > 0) kl_p += a * std::log(a / m);
-    if (b > 0) kl_q += b * std::log(b / m);
+    const double a = double(p[j]), b = double(q[j]);
+    if (!(a > 0 || b > 0)) continue;
+    const double log_m = std::log(0.5 * (a + b));
+    if (a > 0) kl += a * (log_p[j] - log_m);
+    if (b > 0) kl += b * (log_q[j] - log_m);
   }
-  return 0.5 * (kl_p + kl_q) / std::log(2.0);
+  return std::max(0.0, 0.5 * kl / std::log(2.0));
 }
 
 }  // namespace detail
@@ -132,12 +137,14 @@ redundancy_report head_redundancy(const tensor_view<TQ>& q, const tensor_view<TK
     const tensor_view<const T> cq = q;
     const tensor_view<const std::remove_const_t<TK>> ck = k;
     const unsigned workers = detail::resolve_threads(opt.threads, tasks);
-    std::vector<std::vector<T>> scratch(workers, std::vector<T>(Hq * Nk));
+    std::vector<std::vector<T>> scratch(workers, std::vector<T>(Hq * Nk));        // rows of all heads
+    std::vector<std::vector<double>> logs(workers, std::vector<double>(Hq * Nk));  // their logarithms
     std::vector<std::vector<double>> js_sum(tasks, std::vector<double>(Hq * Hq, 0.0));
     std::vector<std::vector<std::size_t>> count(tasks, std::vector<std::size_t>(Hq * Hq, 0));
     detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned w) {
       const std::size_t b = task / blocks, blk = task % blocks;
       T* rows = scratch[w].data();
+      double* log_rows = logs[w].data();
       std::vector<char> seen(Hq);
       for (std::size_t i = blk * rows_per_task; i < std::min(Nq, (blk + 1) * rows_per_task); ++i) {
         for (std::size_t h = 0; h < Hq; ++h) {
@@ -146,11 +153,13 @@ redundancy_report head_redundancy(const tensor_view<TQ>& q, const tensor_view<TK
           const T lse = detail::row_lse(p, Nk);
           seen[h] = lse != -std::numeric_limits<T>::infinity();
           detail::exponentiate(p, Nk, lse);
+          for (std::size_t j = 0; j < Nk; ++j) log_rows[h * Nk + j] = p[j] > 0 ? std::log(double(p[j])) : 0.0;
         }
         for (std::size_t a = 0; a < Hq; ++a)
           for (std::size_t c = a + 1; c < Hq; ++c)
             if (seen[a] && seen[c]) {
-              js_sum[task][a * Hq + c] += detail::js_divergence(rows + a * Nk, rows + c * Nk, Nk);
+              js_sum[task][a * Hq + c] += detail::js_divergence(rows + a * Nk, log_rows + a * Nk, rows + c * Nk,
+                                                                log_rows + c * Nk, Nk);
               ++count[task][a * Hq + c];
             }
       }

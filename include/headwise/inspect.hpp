@@ -83,7 +83,7 @@ struct statistics_options {
   std::size_t sink_tokens = 4;
   /// Token id of every key position (Nk entries); empty = no token scores.
   span<const std::int32_t> tokens;
-  /// Worker threads; 0 = std::thread::hardware_concurrency().
+  /// Worker threads; 0 = options.threads of the call (whose 0 means all cores).
   unsigned threads = 0;
 };
 
@@ -141,10 +141,10 @@ void check_head(const char* where, const tensor_view<TQ>& q, std::size_t batch, 
 /// for a hidden one. Hidden keys cost nothing; a pruned head has none visible.
 /// Same dot-product order as the plain kernel, so the logits match it bit for bit.
 template <class T, class TK>
-row_ranges row_logits(const tensor_view<const T>& q, const tensor_view<const TK>& k,
+void row_logits(const tensor_view<const T>& q, const tensor_view<const TK>& k,
                       const score_rules<T>& rules, std::size_t b, std::size_t h, std::size_t i, T* s) {
   std::fill(s, s + rules.Nk, -std::numeric_limits<T>::infinity());
-  if (rules.head_multiplier(h) == T(0)) return {};
+  if (rules.head_multiplier(h) == T(0)) return;
   const row_ranges rr = rules.ranges(std::int64_t(i));
   const std::size_t hk = h / (q.heads() / k.heads()), Dk = q.dim();
   const T* q_row = q.row(b, h, i);
@@ -156,7 +156,6 @@ row_ranges row_logits(const tensor_view<const T>& q, const tensor_view<const TK>
       s[j] = rules.logit(b, h, std::int64_t(i), j, dot);
     }
   }
-  return rr;
 }
 
 /// Natural-log LSE of a logit row; -inf when no key is visible.
