@@ -2,7 +2,7 @@
 // and check that the statistics and diagnostics find them.
 //
 // Six heads of causal self-attention over 48 tokens. Q and K are built directly:
-// keys 0–2 carry a one-hot position code, so a query picks the key it wants.
+// in heads 0–2 key j is the one-hot code of position j, so a query picks its key.
 //   head 0  previous-token: query i points at position i − 1
 //   head 1  uniform:        zero queries, every visible key gets the same logit
 //   head 2  sink:           every query points at position 0 (a collapsed head)
@@ -10,10 +10,7 @@
 //   head 4  near-duplicate: head 3's queries plus 2% noise, the same keys
 //   head 5  content:        other random queries and keys
 // The example prints the statistics table, the verdicts, and writes heads.html.
-#include <headwise/diagnostics.hpp>
 #include <headwise/headwise.hpp>
-#include <headwise/heatmap.hpp>
-#include <headwise/inspect.hpp>
 
 #include <cstdio>
 #include <fstream>
