@@ -63,7 +63,8 @@ inline bool declare(const plot& p) { return plots().push_back(p), true; }
 struct result {
   std::string suite, impl, shape;
   int threads = 1;
-  double ms = 0;  // real time per iteration
+  double ms = 0;      // real time per iteration
+  double cpu_ms = 0;  // CPU time of the benchmark thread per iteration
   std::map<std::string, double> counters;
 };
 
@@ -88,6 +89,7 @@ inline result parse_run(const benchmark::BenchmarkReporter::Run& run) {
     }
   }
   r.ms = run.iterations ? 1e3 * run.real_accumulated_time / double(run.iterations) : 0;
+  r.cpu_ms = run.iterations ? 1e3 * run.cpu_accumulated_time / double(run.iterations) : 0;
   for (const auto& [key, counter] : run.counters) r.counters[key] = counter.value;
   return r;
 }
@@ -134,17 +136,29 @@ class table_reporter : public benchmark::ConsoleReporter {
     return nullptr;
   }
 
-  /// Value of `counter` for the run (suite/impl, shape, threads); NaN if absent.
-  double find(const std::string& suite_impl, const std::string& shape, int threads, const std::string& counter,
-              bool any_shape = false) const {
-    double best = NAN;
+  /// The run (suite/impl, shape, threads) with the highest `counter`; null if none.
+  const result* find_run(const std::string& suite_impl, const std::string& shape, int threads,
+                         const std::string& counter, bool any_shape = false) const {
+    const result* best = nullptr;
     for (const result& r : results_) {
       if (r.suite + "/" + r.impl != suite_impl || r.threads != threads) continue;
       if (!any_shape && r.shape != shape) continue;
       const auto it = r.counters.find(counter);
-      if (it != r.counters.end() && !(it->second <= best)) best = it->second;
+      if (it != r.counters.end() && (!best || it->second > best->counters.at(counter))) best = &r;
     }
     return best;
+  }
+  double find(const std::string& suite_impl, const std::string& shape, int threads, const std::string& counter,
+              bool any_shape = false) const {
+    const result* r = find_run(suite_impl, shape, threads, counter, any_shape);
+    return r ? r->counters.at(counter) : NAN;
+  }
+  /// 1-thread rate on CPU time instead of real time: what the run would show
+  /// without time slicing on a shared machine (the benchmark thread's CPU time;
+  /// meaningless with worker threads, so NaN for threads > 1).
+  static double cpu_rate(const result* r, const std::string& counter) {
+    if (!r || r->threads != 1 || !(r->cpu_ms > 0)) return NAN;
+    return r->counters.at(counter) * r->ms / r->cpu_ms;
   }
 
   void print_suite(std::FILE* out, const std::string& suite) const {
@@ -152,10 +166,11 @@ class table_reporter : public benchmark::ConsoleReporter {
     for (const result& r : results_)
       if (r.suite == suite && (m = metric_of(r))) break;
     if (!m) return;
-    std::fprintf(out, "\nsuite %s: %s; %% of %s at the same thread count; speed-up over %s; x1T = over 1 thread\n",
+    std::fprintf(out, "\nsuite %s: %s; %% of %s at the same thread count; speed-up over %s; x1T = over 1 thread;\n"
+                 "  cpu%%pk = 1-thread %% of peak on CPU times (robust to time slicing on a shared machine)\n",
                  suite.c_str(), m->unit.c_str(), m->peak.c_str(), m->baseline.c_str());
-    std::fprintf(out, "%-34s %3s  %-13s %10s %10s %6s %8s %6s\n", "shape", "thr", "impl", "ms/iter", m->unit.c_str(),
-                 "%peak", ("x" + m->baseline).c_str(), "x1T");
+    std::fprintf(out, "%-34s %3s  %-13s %10s %10s %6s %8s %6s %6s\n", "shape", "thr", "impl", "ms/iter",
+                 m->unit.c_str(), "%peak", ("x" + m->baseline).c_str(), "x1T", "cpu%pk");
     std::vector<std::string> keys;  // shape/threads in order of first appearance
     for (const result& r : results_) {
       if (r.suite != suite) continue;
@@ -170,9 +185,13 @@ class table_reporter : public benchmark::ConsoleReporter {
         const double peak = rm ? find(rm->peak, "", r.threads, rm->counter, true) : NAN;
         const double base = rm ? find(suite + "/" + rm->baseline, r.shape, r.threads, rm->counter) : NAN;
         const double one = rm ? find(suite + "/" + r.impl, r.shape, 1, rm->counter) : NAN;
-        std::fprintf(out, "%-34s %3d  %-13s %10.3f %10.2f %6s %8s %6s\n", r.shape.c_str(), r.threads,
+        const double cpu_pk = rm ? cpu_rate(&r, rm->counter) /
+                                       cpu_rate(find_run(rm->peak, "", 1, rm->counter, true), rm->counter)
+                                 : NAN;
+        std::fprintf(out, "%-34s %3d  %-13s %10.3f %10.2f %6s %8s %6s %6s\n", r.shape.c_str(), r.threads,
                      r.impl.c_str(), r.ms, value, fmt(100 * value / peak, "%.1f").c_str(),
-                     fmt(value / base, "%.2f").c_str(), fmt(value / one, "%.2f").c_str());
+                     fmt(value / base, "%.2f").c_str(), fmt(value / one, "%.2f").c_str(),
+                     fmt(100 * cpu_pk, "%.1f").c_str());
       }
     }
   }

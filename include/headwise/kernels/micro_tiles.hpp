@@ -42,14 +42,24 @@ namespace headwise::kernels {
 inline constexpr std::size_t tile_rows = 6;     // MR: query rows per micro-tile
 inline constexpr std::size_t tile_vectors = 2;  // NR: packs per micro-tile row
 
-/// Converts one stored row of n elements to the compute type: W at a time with
-/// the widening loads of simd/convert.hpp (F16C for half), then a scalar tail.
+/// Converts one stored row of n elements to the compute type and zero-fills
+/// dst[n..n_pad): W at a time with the widening loads of simd/convert.hpp (F16C
+/// for half); for same-type rows one masked tail load writes the tail and the
+/// padding together when the padding has room for a whole pack.
 template <class P, class T, class S>
-void convert_row(const S* src, std::size_t n, T* dst) {
+void convert_row(const S* src, std::size_t n, std::size_t n_pad, T* dst) {
   using O = simd::ops<P>;
+  constexpr std::size_t W = O::width;
   std::size_t i = 0;
-  for (; i + O::width <= n; i += O::width) O::store(dst + i, simd::load_as<P>(src + i));
+  for (; i + W <= n; i += W) O::store(dst + i, simd::load_as<P>(src + i));
+  if constexpr (std::is_same_v<S, T>) {
+    if (i < n && i + W <= n_pad) {
+      O::store(dst + i, O::load_partial(src + i, n - i, T(0)));
+      i += W;
+    }
+  }
   for (; i < n; ++i) dst[i] = simd::widen<T>(src[i]);
+  for (; i < n_pad; ++i) dst[i] = T(0);
 }
 
 /// Calls fn(std::integral_constant<size_t, MR>) for MR = rows in [1, tile_rows].
@@ -77,7 +87,7 @@ void pack_k_panels(const tensor_view<const TK>& k, std::size_t b, std::size_t hk
     for (std::size_t r = 0; r < W; ++r) {
       T* row = tmp + r * dk;
       if (c0 + r < n)
-        convert_row<P>(k.row(b, hk, j0 + c0 + r), dk, row);
+        convert_row<P>(k.row(b, hk, j0 + c0 + r), dk, dk, row);
       else
         std::fill(row, row + dk, T(0));
     }
@@ -94,11 +104,7 @@ template <class P, class T, class TV>
 void pack_v_rows(const tensor_view<const TV>& v, std::size_t b, std::size_t hk, std::size_t j0,
                  std::size_t n, std::size_t dv_pad, T* dst) {
   const std::size_t dv = v.dim();
-  for (std::size_t c = 0; c < n; ++c) {
-    T* row = dst + c * dv_pad;
-    convert_row<P>(v.row(b, hk, j0 + c), dv, row);
-    for (std::size_t d = dv; d < dv_pad; ++d) row[d] = T(0);
-  }
+  for (std::size_t c = 0; c < n; ++c) convert_row<P>(v.row(b, hk, j0 + c), dv, dv_pad, dst + c * dv_pad);
 }
 
 /// s[r][0..n_pad) = Σ_d q[r][d] · K[d][·] for MR query rows (row stride dk) over
