@@ -197,8 +197,7 @@ INSTANTIATE_TEST_SUITE_P(Large, Shapes,
 using mask_param = std::tuple<std::pair<std::size_t, std::size_t>, causal_mode, std::pair<int, int>, std::size_t,
                               mask_config::extra_kind>;
 
-template <class T>
-void run_mask_case(const mask_param& param) {
+mask_config to_mask_config(const mask_param& param) {
   const auto& [nqk, causal, window, sinks, extra] = param;
   mask_config m;
   m.causal = causal;
@@ -206,7 +205,13 @@ void run_mask_case(const mask_param& param) {
   m.right = window.second;
   m.sinks = sinks;
   m.extra = extra;
-  problem<T> p(2, kGqa, nqk.first, nqk.second, 9, 5, layout::bshd, m, 29);
+  return m;
+}
+
+template <class T>
+void run_mask_case(const mask_param& param) {
+  const auto& nqk = std::get<0>(param);
+  problem<T> p(2, kGqa, nqk.first, nqk.second, 9, 5, layout::bshd, to_mask_config(param), 29);
   check_all_modes(p, 5);
 }
 
@@ -216,14 +221,9 @@ TEST_P(MasksFloat, MatchesReference) { run_mask_case<float>(GetParam()); }
 TEST_P(MasksDouble, MatchesReference) { run_mask_case<double>(GetParam()); }
 
 std::string mask_name(const ::testing::TestParamInfo<mask_param>& info) {
-  const auto& [nqk, causal, window, sinks, extra] = info.param;
-  mask_config m;
-  m.causal = causal;
-  m.left = window.first;
-  m.right = window.second;
-  m.sinks = sinks;
-  m.extra = extra;
-  return "q" + std::to_string(nqk.first) + "k" + std::to_string(nqk.second) + "_" + m.name();
+  const auto& nqk = std::get<0>(info.param);
+  return "q" + std::to_string(nqk.first) + "k" + std::to_string(nqk.second) + "_" +
+         to_mask_config(info.param).name();
 }
 
 const auto kMaskSpace = ::testing::Combine(
