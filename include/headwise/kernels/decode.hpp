@@ -8,19 +8,24 @@
 // step reads 8·32768·256·4 B = 256 MiB of fp32 K/V (128 MiB in fp16) for 537 MFLOP,
 // about 2 flops per byte. One core here reads ~31 GB/s and does ~94 GFLOPS of FMA,
 // so fp32 is memory bound only if the K/V bytes are read *once* per step and the
-// arithmetic runs at >50% of FMA peak; fp16 halves the bytes and becomes FMA bound.
+// arithmetic runs at >50% of FMA peak; fp16 halves the bytes and becomes FMA bound:
+// at G = 4 rows per K/V row a key costs 4·(128+128)/8 = 128 FMAs ≥ 64 cycles ≈ 21 ns
+// at ~3 GHz, while its 1 KiB of fp32 K/V takes 33 ns at 31 GB/s and its 512 B of
+// fp16 16.5 ns: fp16 can be at most ~1.6× faster than fp32 on this core.
 //   - GQA: a task is (batch, kv head, chunk) and computes every query row of the
 //     group at once: rows G = (Hq/Hkv)·Nq. Each K/V row is loaded from DRAM once and
 //     reused from L1 for the G rows, instead of Hq/Hkv times by per-head kernels.
 //   - Split-KV: the keys are cut into chunks of decode_chunk_keys (fixed, never from
 //     the thread count, so every thread count gives the same bits). B·Hkv·chunks
 //     tasks keep both cores busy at B = 1. Chunks that no row can see do not exist.
-//   - Per chunk, exactly (no online rescaling): pass 1 scores s = (scale·q)·k for G
-//     rows in register tiles of R rows × W/R keys (one horizontal sum per W dot
-//     products); masks; max, exp, sum per row; pass 2 O_c = P·V / l in tiles of R rows
-//     × 2 packs of Dv held in registers across the chunk's keys. The chunk's partial
-//     (O_c, lse_c) goes to a scratch buffer: B·Hq·Nq·chunks·(Dv+1) floats, 1.6% of the
-//     K/V bytes at the shape above.
+//   - Per chunk, blocks of decode_block_keys keys: pass 1 scores s = (scale·q)·k
+//     for the G rows in register tiles of R rows × W/R keys (one horizontal sum,
+//     haddp, per W dot products) while prefetching the block's V rows; masks
+//     (score_rules); the online-softmax step (online_softmax.hpp); pass 2
+//     O = alpha·O + P·V in tiles of R rows × 2 packs of Dv held in registers across
+//     the block. Per key and row: (Dk+Dv)/W FMA instructions, the fp16 bound.
+//     The chunk's partial (O/l, lse) goes to a scratch buffer:
+//     B·Hq·Nq·chunks·(Dv+1) floats, 0.4% of the K/V bytes at the shape above.
 //   - Merge: a second parallel pass folds the partials of each row in chunk order with
 //     detail::merge_row (merge.hpp, the same code as the public merge_states), then
 //     applies head_scale.
@@ -52,17 +57,21 @@
 
 namespace headwise::kernels {
 
-/// Keys per split-KV task. 256 keys of d 128 fp32 K are 128 KiB (L2-resident for the
-/// second row tile); the partial state per chunk costs 1/256 of its K/V traffic.
+/// Keys per split-KV task: 32 tasks per (batch, kv head) at Nk 32768 balance two
+/// threads; a partial (O, lse) written and re-read per chunk costs 1/1024 of its
+/// K/V traffic at G = 4, d = 128.
 inline constexpr std::size_t decode_chunk_keys = 1024;
 
 /// Keys per online-softmax step inside a chunk: K and V are consumed in blocks of
-/// 64 rows (32 KiB each at d 128 fp32), so both DRAM streams stay busy together.
+/// 64 rows (32 KiB each at d 128 fp32: the V block is still in L1/L2 for pass 2),
+/// so the K and V streams alternate at a fine grain and DRAM stays busy.
 inline constexpr std::size_t decode_block_keys = 64;
 
-/// attention() with kernel_mode::automatic takes this kernel when it holds:
-/// few query rows per kv head, so the K/V stream dominates (measured: see bench).
-inline bool decode_preferred(std::size_t nq, std::size_t group) { return nq <= 4 && nq * group <= 32; }
+/// attention() with kernel_mode::automatic takes this kernel when it holds. Measured
+/// against flash at Hq 32, Hkv 8, d 128, Nk 4096, one thread (CPU ms, decode/flash):
+/// Nq 1: 2.4/3.3, Nq 2: 3.6/4.4, Nq 4: 6.0/5.5, Nq 8: 10.8/9.0, Nq 16: 18.3/14.5.
+/// One query token always decodes: split-KV is its only parallelism when B·Hkv is small.
+inline bool decode_preferred(std::size_t nq, std::size_t group) { return nq == 1 || nq * group <= 8; }
 
 namespace decode_impl {
 
@@ -228,20 +237,16 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
       if (!any_visible) continue;  // e.g. the gap between sinks and window
 
       // pass 1: scores, keys outer so a W-key block of K stays in L1 across row
-      // tiles. It also prefetches the K and V rows of the next block: pass 2 walks V
-      // in column strips and the blocks alternate between K and V, patterns the
-      // hardware prefetchers follow too late to keep DRAM busy (measured: 2× slower).
+      // tiles. K rows are read in order (the hardware prefetcher follows); the V
+      // rows of the block are prefetched here because pass 2 walks them in column
+      // strips, a pattern the hardware follows late (without it: ~1.4× slower).
       const S* kp[W];
       const S* v0 = v.row(b, hk, std::size_t(k0));
       const std::ptrdiff_t vs = v.seq_stride();
-      const std::int64_t next_end = std::min<std::int64_t>(cs.end, k0 + std::int64_t(2 * decode_block_keys));
       for (std::size_t j = 0; j < n; j += W) {
         for (std::size_t t = 0; t < W; ++t) kp[t] = k.row(b, hk, std::size_t(k0) + std::min(j + t, n - 1));
-        for (std::int64_t t = k0 + std::int64_t(decode_block_keys + j);
-             t < std::min(next_end, k0 + std::int64_t(decode_block_keys + j + W)); ++t) {
-          for (std::size_t d = 0; d < Dk; d += 64 / sizeof(S)) __builtin_prefetch(k.row(b, hk, std::size_t(t)) + d, 0, 2);
-          for (std::size_t d = 0; d < Dv; d += 64 / sizeof(S)) __builtin_prefetch(v.row(b, hk, std::size_t(t)) + d, 0, 2);
-        }
+        for (std::size_t t = j; t < std::min(n, j + W); ++t)
+          for (std::size_t d = 0; d < Dv; d += 64 / sizeof(S)) __builtin_prefetch(v0 + std::ptrdiff_t(t) * vs + d, 0, 3);
         std::size_t a = 0;
         for (; a + R <= A; a += R)
           for (std::size_t t = 0; t < W; t += W / R)
