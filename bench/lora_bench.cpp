@@ -134,13 +134,15 @@ mha_config llama_layer(unsigned threads) {
 multi_head_attention<float> make_layer(unsigned threads, bool lora) {
   multi_head_attention<float> layer(llama_layer(threads));
   std::uint32_t seed = 10;
-  for (projection p : {projection::q, projection::k, projection::v, projection::o}) fill(layer.weight(p), seed++, 1.0f / 64);
+  for (projection p : {projection::q, projection::k, projection::v, projection::o})
+    fill(layer.weight(p), seed++, 1.0f / 64);
   if (lora) {
     const auto id = layer.adapters().add("qv-r16");
     for (projection p : {projection::q, projection::v}) {
       const projection_shape s = layer.adapters().shape(p);
-      layer.adapters().attach(id, p, lora_delta<float>(random_matrix(16, s.in, seed, 0.02f),
-                                                       random_matrix(s.out, 16, seed + 1, 0.02f), 32.0));
+      layer.adapters().attach(id, p,
+                              lora_delta<float>(random_matrix(16, s.in, seed, 0.02f),
+                                                random_matrix(s.out, 16, seed + 1, 0.02f), 32.0));
       seed += 2;
     }
     layer.adapters().activate("qv-r16");
@@ -182,7 +184,8 @@ int register_all() {
     const std::string shape = "/T" + std::to_string(t) + "_4096x4096/threads:1";
     const int iterations = t == 2048 ? 3 : t == 128 ? 20 : 100;  // ~1-4 s per row
     for (bool merged : {false, true})
-      benchmark::RegisterBenchmark(((merged ? "lora/merged" : "lora/base") + shape).c_str(), bm_gemm, t, merged)
+      benchmark::RegisterBenchmark(((merged ? "lora/merged" : "lora/base") + shape).c_str(), bm_gemm, t,
+                                   merged)
           ->Iterations(iterations)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
@@ -195,13 +198,13 @@ int register_all() {
   for (unsigned a : {1u, 2u}) {
     const std::string suffix = "/model4096_H32x8_d128_T512/threads:" + std::to_string(a);
     for (bool lora : {false, true}) {
-      benchmark::RegisterBenchmark(("mha/prefill" + std::string(lora ? "_lora" : "") + suffix).c_str(), bm_prefill,
-                                   a, lora)
+      benchmark::RegisterBenchmark(("mha/prefill" + std::string(lora ? "_lora" : "") + suffix).c_str(),
+                                   bm_prefill, a, lora)
           ->Iterations(2)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("mha/decode" + std::string(lora ? "_lora" : "") + suffix).c_str(), bm_decode, a,
-                                   lora)
+      benchmark::RegisterBenchmark(("mha/decode" + std::string(lora ? "_lora" : "") + suffix).c_str(),
+                                   bm_decode, a, lora)
           ->Iterations(decode_steps)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);

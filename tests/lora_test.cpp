@@ -94,9 +94,15 @@ void check_apply(const lora_shape& s, lora_scaling scaling) {
   EXPECT_EQ(violations(to_double(y), explicit_apply(d, x, y0, 0.5), apply_bound(d, x, y0, 0.5)), 0);
 }
 
-TEST_P(lora_shapes, apply_matches_dense_delta_double) { check_apply<double>(GetParam(), lora_scaling::standard); }
-TEST_P(lora_shapes, apply_matches_dense_delta_float) { check_apply<float>(GetParam(), lora_scaling::standard); }
-TEST_P(lora_shapes, apply_rank_stabilized_scaling) { check_apply<float>(GetParam(), lora_scaling::rank_stabilized); }
+TEST_P(lora_shapes, apply_matches_dense_delta_double) {
+  check_apply<double>(GetParam(), lora_scaling::standard);
+}
+TEST_P(lora_shapes, apply_matches_dense_delta_float) {
+  check_apply<float>(GetParam(), lora_scaling::standard);
+}
+TEST_P(lora_shapes, apply_rank_stabilized_scaling) {
+  check_apply<float>(GetParam(), lora_scaling::rank_stabilized);
+}
 
 TEST_P(lora_shapes, apply_with_caller_scratch_equals_member_scratch) {
   const lora_shape& s = GetParam();
@@ -122,8 +128,10 @@ TEST_P(lora_shapes, merge_unmerge_round_trip_within_bound) {
   const mat<float> y_merged = x * W.transpose();
   // y_merged adds in + 2 roundings over |x|·(|W0| + |ΔW|)ᵀ on top of apply's bound
   const double u = std::numeric_limits<float>::epsilon() / 2;
-  const dmat abs_w = to_double(W0).cwiseAbs() + d.scale() * to_double(d.b()).cwiseAbs() * to_double(d.a()).cwiseAbs();
-  const dmat bound = apply_bound(d, x, y_base) + double(s.in + 2) * u * to_double(x).cwiseAbs() * abs_w.transpose();
+  const dmat abs_w =
+      to_double(W0).cwiseAbs() + d.scale() * to_double(d.b()).cwiseAbs() * to_double(d.a()).cwiseAbs();
+  const dmat bound =
+      apply_bound(d, x, y_base) + double(s.in + 2) * u * to_double(x).cwiseAbs() * abs_w.transpose();
   EXPECT_EQ(violations(to_double(y_merged), to_double(y_unmerged), bound), 0);
 
   d.unmerge(W);
@@ -179,7 +187,9 @@ TEST(lora_delta, shape_errors_throw_and_write_nothing) {
   try {
     d.apply(x_bad, y);
   } catch (const E& e) {
-    EXPECT_NE(std::string(e.what()).find("x has the wrong shape (expected [4 × 7], got [4 × 8])"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("x has the wrong shape (expected [4 × 7], got [4 × 8])"),
+              std::string::npos)
+        << e.what();
   }
 }
 
@@ -241,9 +251,12 @@ class adapter_set : public ::testing::Test {
   lora_adapter_set<double>::adapter_id a = set.add("alpha"), b = set.add("beta");
 
   void SetUp() override {
-    set.attach(a, projection::q, lora_delta<double>(random_matrix<double>(4, in, 30), random_matrix<double>(out, 4, 31), 8.0));
-    set.attach(b, projection::q, lora_delta<double>(random_matrix<double>(8, in, 32), random_matrix<double>(out, 8, 33), 4.0));
-    set.attach(b, projection::o, lora_delta<double>(random_matrix<double>(2, out, 34), random_matrix<double>(in, 2, 35), 2.0));
+    set.attach(a, projection::q,
+               lora_delta<double>(random_matrix<double>(4, in, 30), random_matrix<double>(out, 4, 31), 8.0));
+    set.attach(b, projection::q,
+               lora_delta<double>(random_matrix<double>(8, in, 32), random_matrix<double>(out, 8, 33), 4.0));
+    set.attach(b, projection::o,
+               lora_delta<double>(random_matrix<double>(2, out, 34), random_matrix<double>(in, 2, 35), 2.0));
   }
   dmat delta(lora_adapter_set<double>::adapter_id id, projection p) const {
     const lora_delta<double>* d = set.delta(id, p);
@@ -260,9 +273,11 @@ TEST_F(adapter_set, switch_disable_and_weighted_combination) {
     return y;
   };
   set.activate("alpha");
-  EXPECT_TRUE((run(projection::q) - (y0 + x * delta(a, projection::q).transpose())).cwiseAbs().maxCoeff() <= tol());
+  EXPECT_TRUE((run(projection::q) - (y0 + x * delta(a, projection::q).transpose())).cwiseAbs().maxCoeff() <=
+              tol());
   set.activate("beta");
-  EXPECT_TRUE((run(projection::q) - (y0 + x * delta(b, projection::q).transpose())).cwiseAbs().maxCoeff() <= tol());
+  EXPECT_TRUE((run(projection::q) - (y0 + x * delta(b, projection::q).transpose())).cwiseAbs().maxCoeff() <=
+              tol());
   dmat yk = dmat::Zero(9, 12);
   set.apply(projection::k, x, yk);
   EXPECT_TRUE(yk.isZero(0)) << "beta has no k delta";

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <complex>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -56,8 +57,8 @@ void attach_random(multi_head_attention<T>& layer, adapter_id id, std::initializ
   for (projection p : ps) {
     const projection_shape s = layer.adapters().shape(p);
     layer.adapters().attach(id, p,
-                            lora_delta<T>(random_matrix<T>(r, s.in, seed, 0.5), random_matrix<T>(s.out, r, seed + 1, 0.5),
-                                          2.0 * double(r)));
+                            lora_delta<T>(random_matrix<T>(r, s.in, seed, 0.5),
+                                          random_matrix<T>(s.out, r, seed + 1, 0.5), 2.0 * double(r)));
     seed += 2;
   }
 }
@@ -71,7 +72,8 @@ void rotate_by_hand(dmat& m, std::size_t heads, std::size_t D, const rope_config
       for (std::size_t i = 0; i < D / 2; ++i) {
         const auto a = Eigen::Index(h * D + (cfg.style == rope_style::neox ? i : 2 * i));
         const auto c = Eigen::Index(h * D + (cfg.style == rope_style::neox ? i + D / 2 : 2 * i + 1));
-        const double theta = double(first + std::size_t(t)) / cfg.scaling * std::pow(cfg.base, -2.0 * double(i) / double(D));
+        const double theta =
+            double(first + std::size_t(t)) / cfg.scaling * std::pow(cfg.base, -2.0 * double(i) / double(D));
         const std::complex<double> z = std::complex<double>(m(t, a), m(t, c)) * std::polar(1.0, theta);
         m(t, a) = z.real();
         m(t, c) = z.imag();
@@ -99,8 +101,8 @@ dense_adapter densify(const lora_adapter_set<T>& set, adapter_id id) {
   for (projection p : all_projections)
     if (const lora_delta<T>* l = set.delta(id, p)) {
       d.delta[std::size_t(p)] = l->scale() * l->b().template cast<double>() * l->a().template cast<double>();
-      d.abs[std::size_t(p)] =
-          std::fabs(l->scale()) * l->b().template cast<double>().cwiseAbs() * l->a().template cast<double>().cwiseAbs();
+      d.abs[std::size_t(p)] = std::fabs(l->scale()) * l->b().template cast<double>().cwiseAbs() *
+                              l->a().template cast<double>().cwiseAbs();
     }
   return d;
 }
@@ -165,8 +167,9 @@ double layer_bound(const multi_head_attention<T>& layer, const dmat& x, const co
   const double ek = 2 * proj_err(projection::k, x) + (8 * u + storage_u) * c.kmax;
   const double ev = proj_err(projection::v, x) + storage_u * c.vmax;
   const double ds = scale * D * (eq * c.kmax + c.qmax * ek + eq * ek);
-  const double ea = 2 * ds * c.vmax + ev +
-                    hwtest::attention_tolerance<T>(cfg.head_dim, std::size_t(x.rows()), scale, c.qmax, c.kmax, c.vmax);
+  const double ea =
+      2 * ds * c.vmax + ev +
+      hwtest::attention_tolerance<T>(cfg.head_dim, std::size_t(x.rows()), scale, c.qmax, c.kmax, c.vmax);
   return proj_err(projection::o, c.a) + ea * w_abs(projection::o).rowwise().sum().maxCoeff();
 }
 
@@ -203,11 +206,12 @@ class mha : public ::testing::TestWithParam<mha_case> {};
 // straddle the AVX2 float width; 17 and 70 tokens straddle the kernels' tiles.
 INSTANTIATE_TEST_SUITE_P(
     configs, mha,
-    ::testing::Values(mha_case{"mha_neox_bias", 32, 4, 4, 8, {rope_style::neox, 10000, 1}, true, true, 13},
-                      mha_case{"gqa_interleaved", 48, 6, 2, 16, {rope_style::interleaved, 500, 2}, true, false, 70},
-                      mha_case{"mqa_norope_noncausal", 24, 4, 1, 6, {}, false, true, 9},
-                      mha_case{"gqa_neox_d10", 20, 4, 2, 10, {rope_style::neox, 10000, 4}, true, true, 17},
-                      mha_case{"mqa_odd_dim", 18, 2, 1, 9, {}, true, false, 5}),
+    ::testing::Values(
+        mha_case{"mha_neox_bias", 32, 4, 4, 8, {rope_style::neox, 10000, 1}, true, true, 13},
+        mha_case{"gqa_interleaved", 48, 6, 2, 16, {rope_style::interleaved, 500, 2}, true, false, 70},
+        mha_case{"mqa_norope_noncausal", 24, 4, 1, 6, {}, false, true, 9},
+        mha_case{"gqa_neox_d10", 20, 4, 2, 10, {rope_style::neox, 10000, 4}, true, true, 17},
+        mha_case{"mqa_odd_dim", 18, 2, 1, 9, {}, true, false, 5}),
     [](const ::testing::TestParamInfo<mha_case>& c) { return std::string(c.param.name); });
 
 template <class T>
@@ -273,7 +277,8 @@ TEST_P(mha, per_row_adapters_match_composition) {
   attach_random(layer, a, {projection::q, projection::k, projection::v, projection::o}, 3, 500);
   attach_random(layer, b, {projection::v, projection::o}, 5, 600);
   std::vector<adapter_id> ids(std::size_t(c.tokens));
-  for (std::size_t t = 0; t < ids.size(); ++t) ids[t] = std::array{a, b, lora_adapter_set<double>::none}[t % 3];
+  for (std::size_t t = 0; t < ids.size(); ++t)
+    ids[t] = std::array{a, b, lora_adapter_set<double>::none}[t % 3];
   const dmat x = random_matrix<double>(c.tokens, Eigen::Index(c.model), 9);
   dmat y(x.rows(), x.cols());
   layer.forward(x, y, ids);
@@ -333,7 +338,8 @@ TEST_P(mha, decode_with_half_cache_stays_within_the_half_rounding_bound) {
   for (Eigen::Index t = 1; t < c.tokens; ++t) layer.step(x.row(t), stepped.row(t), cache);
   const dmat xd = x.cast<double>();
   const composed want = compose(layer, xd, no_delta);
-  const double err = max_diff(stepped, want.y), tol = layer_bound(layer, xd, want, {}, 0, std::ldexp(1.0, -11));
+  const double err = max_diff(stepped, want.y),
+               tol = layer_bound(layer, xd, want, {}, 0, std::ldexp(1.0, -11));
   EXPECT_TRUE(err <= tol) << err << " > " << tol;
 }
 
@@ -413,6 +419,18 @@ TEST(mha_errors, bad_config_and_shapes_throw_and_write_nothing) {
   const std::vector<adapter_id> ids(3, lora_adapter_set<float>::none);
   EXPECT_THROW(layer.forward(x, y, ids), error);  // per-row adapters need unmerged weights
   layer.unmerge_adapters();
+
+  // a NaN in the v delta: q is merged first, then restored; the layer stays unmerged
+  const adapter_id id = layer.adapters().add("bad");
+  attach_random(layer, id, {projection::q, projection::v}, 2, 950);
+  layer.adapters().delta(id, projection::v)->b()(1, 1) = std::numeric_limits<float>::quiet_NaN();
+  layer.adapters().activate("bad");
+  const row_matrix<float> wq = layer.weight(projection::q), wv = layer.weight(projection::v);
+  EXPECT_THROW(layer.merge_adapters(), error);
+  EXPECT_FALSE(layer.adapters_merged());
+  EXPECT_TRUE(layer.weight(projection::v) == wv);
+  const double restored = (layer.weight(projection::q) - wq).cwiseAbs().maxCoeff();
+  EXPECT_TRUE(restored <= layer.adapters().delta(id, projection::q)->merge_round_trip_bound(wq)) << restored;
 }
 
 }  // namespace

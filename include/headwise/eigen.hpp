@@ -55,11 +55,11 @@ using matrix_map = Eigen::Map<row_matrix<T>>;
 namespace detail {
 
 /// Checks that a token matrix of `cols` columns splits into heads × dim.
-inline void check_head_split(const char* where, const char* name, Eigen::Index cols,
-                             std::size_t heads, std::size_t dim) {
+inline void check_head_split(const char* where, const char* name, Eigen::Index cols, std::size_t heads,
+                             std::size_t dim) {
   if (heads == 0 || dim == 0 || static_cast<std::size_t>(cols) != heads * dim)
-    fail(where, name, ".cols() must equal heads · dim (expected ", heads, " · ", dim, " = ",
-         heads * dim, ", got ", cols, ")");
+    fail(where, name, ".cols() must equal heads · dim (expected ", heads, " · ", dim, " = ", heads * dim,
+         ", got ", cols, ")");
 }
 
 }  // namespace detail
@@ -73,7 +73,8 @@ auto as_bshd(M&& m, std::size_t heads, std::size_t dim) {
   using element = std::remove_pointer_t<decltype(m.data())>;
   detail::check_head_split("as_bshd", "m", m.cols(), heads, dim);
   if (m.innerStride() != 1) detail::fail("as_bshd", "m.innerStride() must be 1 (got ", m.innerStride(), ")");
-  const auto rows = static_cast<std::ptrdiff_t>(m.rows()), stride = static_cast<std::ptrdiff_t>(m.outerStride());
+  const auto rows = static_cast<std::ptrdiff_t>(m.rows()),
+             stride = static_cast<std::ptrdiff_t>(m.outerStride());
   return tensor_view<element>(m.data(), 1, heads, static_cast<std::size_t>(rows), dim, rows * stride,
                               static_cast<std::ptrdiff_t>(dim), stride);
 }
@@ -83,7 +84,8 @@ auto as_bshd(M&& m, std::size_t heads, std::size_t dim) {
 template <class T>
 Eigen::Map<row_matrix<T>, Eigen::Unaligned, Eigen::OuterStride<>> as_matrix(const tensor_view<T>& v) {
   detail::expect_equal("as_matrix", "v.batch() must equal 1", 1, v.batch());
-  if (v.heads() > 1) detail::expect_equal("as_matrix", "v.head_stride() must equal v.dim()", v.dim(), v.head_stride());
+  if (v.heads() > 1)
+    detail::expect_equal("as_matrix", "v.head_stride() must equal v.dim()", v.dim(), v.head_stride());
   const auto cols = static_cast<Eigen::Index>(v.heads() * v.dim());
   if (v.seq() > 1 && v.seq_stride() < cols)
     detail::fail("as_matrix", "v.seq_stride() must be >= heads · dim (expected >= ", cols, ", got ",

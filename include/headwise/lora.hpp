@@ -58,8 +58,8 @@ namespace detail {
 inline void check_rows_cols(const char* where, const char* name, Eigen::Index rows, Eigen::Index cols,
                             Eigen::Index want_rows, Eigen::Index want_cols) {
   if (rows != want_rows || cols != want_cols)
-    fail(where, name, " has the wrong shape (expected [", want_rows, " × ", want_cols, "], got [", rows, " × ",
-         cols, "])");
+    fail(where, name, " has the wrong shape (expected [", want_rows, " × ", want_cols, "], got [", rows,
+         " × ", cols, "])");
 }
 
 /// W += D after checking that D and W + D are finite; W is untouched on failure.
@@ -78,8 +78,7 @@ class lora_delta {
 
  public:
   /// a [r × in], b [out × r], r >= 1; alpha finite.
-  lora_delta(row_matrix<T> a, row_matrix<T> b, double alpha,
-             lora_scaling scaling = lora_scaling::standard)
+  lora_delta(row_matrix<T> a, row_matrix<T> b, double alpha, lora_scaling scaling = lora_scaling::standard)
       : a_(std::move(a)), b_(std::move(b)), alpha_(alpha), scaling_(scaling) {
     if (a_.rows() < 1) fail("a.rows() (the rank r) must be >= 1 (got ", a_.rows(), ")");
     if (a_.cols() < 1) fail("a.cols() (in) must be >= 1 (got ", a_.cols(), ")");
@@ -322,7 +321,8 @@ class lora_adapter_set {
     detail::expect_equal(where, "row_ids.size() must equal x.rows()", x.rows(), row_ids.size());
     for (std::size_t t = 0; t < row_ids.size(); ++t)
       if (row_ids[t] != none && row_ids[t] >= entries_.size())
-        detail::fail(where, "row_ids[", t, "] must be < ", entries_.size(), " or none (got ", row_ids[t], ")");
+        detail::fail(where, "row_ids[", t, "] must be < ", entries_.size(), " or none (got ", row_ids[t],
+                     ")");
     group_rows(row_ids);
     for (std::size_t a = 0; a < entries_.size(); ++a)
       if (lora_delta<T>* d = delta(static_cast<adapter_id>(a), p))
@@ -352,7 +352,8 @@ class lora_adapter_set {
   static constexpr Eigen::Index gather_rows = 64;  // rows per gathered chunk: ~1-2 MB of scratch at 4096 wide
 
   void check_id(const char* where, adapter_id id) const {
-    if (id >= entries_.size()) detail::fail(where, "adapter id must be < ", entries_.size(), " (got ", id, ")");
+    if (id >= entries_.size())
+      detail::fail(where, "adapter id must be < ", entries_.size(), " (got ", id, ")");
   }
   template <class Y>
   void check_xy(const char* where, projection p, const const_matrix_ref<T>& x, const Y& y) const {
@@ -371,8 +372,8 @@ class lora_adapter_set {
     for (const weighted& w : mix)
       if (const lora_delta<T>* d = delta(w.id, p)) {
         if (!d->a().allFinite() || !d->b().allFinite())
-          detail::fail("lora_adapter_set::merge", "adapter '", entries_[w.id].name, "' on ", projection_name(p),
-                       " holds a NaN or an infinity; W is left untouched");
+          detail::fail("lora_adapter_set::merge", "adapter '", entries_[w.id].name, "' on ",
+                       projection_name(p), " holds a NaN or an infinity; W is left untouched");
         d->merge(D, static_cast<T>(w.weight));
       }
     return D;

@@ -50,7 +50,7 @@ struct mha_config {
   std::size_t head_dim = 0;      ///< D
   rope_config rope;
   bool causal = true;
-  bool bias = false;    ///< q, k, v and o biases
+  bool bias = false;     ///< q, k, v and o biases
   unsigned threads = 0;  ///< attention() threads; 0 = hardware
 };
 
@@ -88,8 +88,10 @@ class multi_head_attention {
   lora_adapter_set<T>& adapters() noexcept { return adapters_; }
   const lora_adapter_set<T>& adapters() const noexcept { return adapters_; }
 
-  /// Folds the active mix into the weights. Every factor is checked first; a merge
-  /// that would still overflow one projection restores the ones merged before it.
+  /// Folds the active mix into the weights, one projection at a time, each checked
+  /// like lora_adapter_set::merge. When one refuses (a NaN or an infinity), the
+  /// projections merged before it are unmerged again — restored up to the round-trip
+  /// bound — and the error propagates with the layer still unmerged.
   void merge_adapters() {
     if (merged_) detail::fail("multi_head_attention::merge_adapters", "the adapters are already merged");
     std::size_t done = 0;
@@ -147,8 +149,8 @@ class multi_head_attention {
     if (cfg.num_heads == 0) detail::fail(where, "config.num_heads must be >= 1 (got 0)");
     if (cfg.head_dim == 0) detail::fail(where, "config.head_dim must be >= 1 (got 0)");
     if (cfg.num_kv_heads == 0 || cfg.num_heads % cfg.num_kv_heads != 0)
-      detail::fail(where, "config.num_kv_heads must divide config.num_heads (", cfg.num_heads,
-                   ") (got ", cfg.num_kv_heads, ")");
+      detail::fail(where, "config.num_kv_heads must divide config.num_heads (", cfg.num_heads, ") (got ",
+                   cfg.num_kv_heads, ")");
     return cfg;
   }
 
@@ -225,8 +227,8 @@ class multi_head_attention {
     auto qkv = project_qkv(x, row_adapters, cache.size());
     cache.append(as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim),
                  as_bshd(v_of(qkv), cfg_.num_kv_heads, cfg_.head_dim));
-    attend(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim), cache.keys(), cache.values(), x.rows(),
-           y, row_adapters);
+    attend(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim), cache.keys(), cache.values(), x.rows(), y,
+           row_adapters);
   }
 
   mha_config cfg_;
