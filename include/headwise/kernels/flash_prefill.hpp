@@ -103,7 +103,7 @@ struct flash_scratch_layout {
 };
 
 /// Bytes of scratch one worker uses: the T buffer, the softmax states and the
-/// per-row visibility counts. Independent of Nk; bounded in Nq by bq.
+/// per-row key extents. Independent of Nk; bounded in Nq by bq.
 template <class T>
 std::size_t flash_scratch_bytes(const flash_tiling& t) {
   return flash_scratch_layout<T>(t).total * sizeof(T) + t.rows() * sizeof(softmax_row<T>) +
