@@ -114,21 +114,12 @@ struct head_statistics {
 
 namespace detail {
 
-/// Inspection reads q, k and the options of an attention call, not v or out.
-/// check_attention validates whole calls, so it is handed the call inspection
-/// stands for: v = the first column of k (an input, which may alias k) and a
-/// scratch out of [B, Hq, Nq, 1] (the size of the LSE, allocated once q is valid).
+/// Inspection reads q, k and the options of an attention call, not v or out:
+/// the score rules of checks.hpp are exactly its preconditions.
 template <class TQ, class TK>
 void check_inspect(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
                    const attention_options& opt) {
-  using T = std::remove_const_t<TQ>;
-  check_view(where, "q", q);
-  if (k.dim() == 0) expect_equal(where, "k.dim() must equal q.dim() (Dk)", q.dim(), k.dim());
-  const tensor_view<const std::remove_const_t<TK>> first_column(
-      k.data(), k.batch(), k.heads(), k.seq(), 1, k.batch_stride(), k.head_stride(), k.seq_stride());
-  std::vector<T> scratch(q.batch() * q.heads() * q.seq());
-  check_attention(where, q, k, first_column, bhsd(scratch.data(), q.batch(), q.heads(), q.seq(), 1),
-                  opt);
+  check_scores(where, q, k, opt);
 }
 
 template <class TQ>

@@ -123,30 +123,28 @@ bool is_unset(const tensor_view<T>& t) {
   return t.data() == nullptr && t.batch() == 0 && t.heads() == 0 && t.seq() == 0 && t.dim() == 0;
 }
 
-/// All the rules of options.hpp for attention(q, k, v, out, options).
-template <class TQ, class TK, class TV, class TO>
-void check_attention(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
-                     const tensor_view<TV>& v, const tensor_view<TO>& out,
-                     const attention_options& opt) {
-  const extent eq = check_view(where, "q", q), ek = check_view(where, "k", k),
-               ev = check_view(where, "v", v), eo = check_view(where, "out", out);
+/// Memory a call reads (q, k, masks) and the LSE it writes, for alias checks.
+struct score_extents {
+  extent q, k, additive, boolean, lse;
+};
+
+/// The rules of options.hpp that concern the scores: q and k shapes, every
+/// option, the masks and the LSE view. Inspection (which has no v or out) and
+/// attention() share it.
+template <class TQ, class TK>
+score_extents check_scores(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
+                           const attention_options& opt) {
+  score_extents e;
+  e.q = check_view(where, "q", q);
+  e.k = check_view(where, "k", k);
   if (q.heads() == 0) fail(where, "q.heads() must be >= 1 (got 0)");
   if (k.heads() == 0) fail(where, "k.heads() must be >= 1 (got 0)");
   if (q.dim() == 0) fail(where, "q.dim() (Dk) must be >= 1 (got 0)");
-  if (v.dim() == 0) fail(where, "v.dim() (Dv) must be >= 1 (got 0)");
   expect_equal(where, "k.batch() must equal q.batch()", q.batch(), k.batch());
-  expect_equal(where, "v.batch() must equal q.batch()", q.batch(), v.batch());
-  expect_equal(where, "out.batch() must equal q.batch()", q.batch(), out.batch());
   expect_equal(where, "k.dim() must equal q.dim() (Dk)", q.dim(), k.dim());
-  expect_equal(where, "v.heads() must equal k.heads() (Hkv)", k.heads(), v.heads());
-  expect_equal(where, "v.seq() must equal k.seq() (Nk)", k.seq(), v.seq());
-  expect_equal(where, "out.heads() must equal q.heads() (Hq)", q.heads(), out.heads());
-  expect_equal(where, "out.seq() must equal q.seq() (Nq)", q.seq(), out.seq());
-  expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
   if (q.heads() % k.heads() != 0)
     fail(where, "q.heads() (Hq) must be a multiple of k.heads() (Hkv) (expected a multiple of ",
          k.heads(), ", got ", q.heads(), ")");
-  check_no_self_overlap(where, "out", out);
 
   const std::size_t B = q.batch(), Hq = q.heads(), Nq = q.seq(), Nk = k.seq();
   if (opt.scale && !std::isfinite(*opt.scale))
@@ -157,41 +155,54 @@ void check_attention(const char* where, const tensor_view<TQ>& q, const tensor_v
     fail(where, "options.window_left must be >= 0 or unset (got ", *opt.window_left, ")");
   if (opt.window_right && *opt.window_right < 0)
     fail(where, "options.window_right must be >= 0 or unset (got ", *opt.window_right, ")");
-  if (!opt.alibi_slopes.empty()) {
-    expect_equal(where, "options.alibi_slopes.size() must equal q.heads()", Hq, opt.alibi_slopes.size());
-    if (opt.alibi_slopes.data() == nullptr) fail(where, "options.alibi_slopes: data is null");
+  for (const auto& [values, name] : {std::pair{opt.alibi_slopes, "options.alibi_slopes"},
+                                     std::pair{opt.head_scale, "options.head_scale"}}) {
+    if (values.empty()) continue;
+    if (values.size() != Hq) fail(where, name, ".size() must equal q.heads() (expected ", Hq, ", got ", values.size(), ")");
+    if (values.data() == nullptr) fail(where, name, ": data is null");
     for (std::size_t h = 0; h < Hq; ++h)
-      if (!std::isfinite(opt.alibi_slopes[h]))
-        fail(where, "options.alibi_slopes[", h, "] must be finite (got ", opt.alibi_slopes[h], ")");
+      if (!std::isfinite(values[h])) fail(where, name, "[", h, "] must be finite (got ", values[h], ")");
   }
-  if (!opt.head_scale.empty()) {
-    expect_equal(where, "options.head_scale.size() must equal q.heads()", Hq, opt.head_scale.size());
-    if (opt.head_scale.data() == nullptr) fail(where, "options.head_scale: data is null");
-    for (std::size_t h = 0; h < Hq; ++h)
-      if (!std::isfinite(opt.head_scale[h]))
-        fail(where, "options.head_scale[", h, "] must be finite (got ", opt.head_scale[h], ")");
-  }
-  extent eam, ebm, el;
   if (!is_unset(opt.additive_mask)) {
-    eam = check_view(where, "options.additive_mask", opt.additive_mask);
+    e.additive = check_view(where, "options.additive_mask", opt.additive_mask);
     check_broadcast(where, "options.additive_mask", opt.additive_mask, B, Hq, Nq, Nk, true);
   }
   if (!is_unset(opt.boolean_mask)) {
-    ebm = check_view(where, "options.boolean_mask", opt.boolean_mask);
+    e.boolean = check_view(where, "options.boolean_mask", opt.boolean_mask);
     check_broadcast(where, "options.boolean_mask", opt.boolean_mask, B, Hq, Nq, Nk, true);
   }
   if (!is_unset(opt.lse)) {
-    el = check_view(where, "options.lse", opt.lse);
+    e.lse = check_view(where, "options.lse", opt.lse);
     check_broadcast(where, "options.lse", opt.lse, B, Hq, Nq, 1, false);
     check_no_self_overlap(where, "options.lse", opt.lse);
   }
-  for (const auto& [e, name] : {std::pair{eq, "q"}, std::pair{ek, "k"}, std::pair{ev, "v"},
-                                std::pair{eam, "options.additive_mask"},
-                                std::pair{ebm, "options.boolean_mask"}}) {
-    if (eo.overlaps(e)) fail(where, "out overlaps the memory of ", name, "; outputs must not alias inputs");
-    if (el.overlaps(e)) fail(where, "options.lse overlaps the memory of ", name, "; outputs must not alias inputs");
+  return e;
+}
+
+/// All the rules of options.hpp for attention(q, k, v, out, options).
+template <class TQ, class TK, class TV, class TO>
+void check_attention(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
+                     const tensor_view<TV>& v, const tensor_view<TO>& out,
+                     const attention_options& opt) {
+  const score_extents e = check_scores(where, q, k, opt);
+  const extent ev = check_view(where, "v", v), eo = check_view(where, "out", out);
+  if (v.dim() == 0) fail(where, "v.dim() (Dv) must be >= 1 (got 0)");
+  expect_equal(where, "v.batch() must equal q.batch()", q.batch(), v.batch());
+  expect_equal(where, "out.batch() must equal q.batch()", q.batch(), out.batch());
+  expect_equal(where, "v.heads() must equal k.heads() (Hkv)", k.heads(), v.heads());
+  expect_equal(where, "v.seq() must equal k.seq() (Nk)", k.seq(), v.seq());
+  expect_equal(where, "out.heads() must equal q.heads() (Hq)", q.heads(), out.heads());
+  expect_equal(where, "out.seq() must equal q.seq() (Nq)", q.seq(), out.seq());
+  expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
+  check_no_self_overlap(where, "out", out);
+  for (const auto& [in, name] : {std::pair{e.q, "q"}, std::pair{e.k, "k"}, std::pair{ev, "v"},
+                                 std::pair{e.additive, "options.additive_mask"},
+                                 std::pair{e.boolean, "options.boolean_mask"}}) {
+    if (eo.overlaps(in)) fail(where, "out overlaps the memory of ", name, "; outputs must not alias inputs");
+    if (e.lse.overlaps(in))
+      fail(where, "options.lse overlaps the memory of ", name, "; outputs must not alias inputs");
   }
-  if (eo.overlaps(el)) fail(where, "options.lse overlaps the memory of out");
+  if (eo.overlaps(e.lse)) fail(where, "options.lse overlaps the memory of out");
 }
 
 }  // namespace headwise::detail
