@@ -14,7 +14,8 @@
 int main(int argc, char** argv) {
   bool console = true;
   for (int i = 1; i < argc; ++i)
-    if (std::strncmp(argv[i], "--benchmark_format=", 19) == 0) console = std::strcmp(argv[i] + 19, "console") == 0;
+    if (std::strncmp(argv[i], "--benchmark_format=", 19) == 0)
+      console = std::strcmp(argv[i] + 19, "console") == 0;
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   if (console) {

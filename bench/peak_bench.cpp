@@ -11,8 +11,8 @@
 #include <headwise/headwise.hpp>
 #include <headwise/simd/pack.hpp>
 
-#include <Eigen/Dense>
 #include <benchmark/benchmark.h>
+#include <Eigen/Dense>
 
 #include <string>
 
@@ -39,7 +39,8 @@ float fma_loop(float seed) {
 void peak_fma(benchmark::State& st, unsigned threads) {
   float sink[2] = {0, 0};
   for (auto _ : st) {
-    headwise::detail::parallel_for(threads, threads, [&](std::size_t t, unsigned) { sink[t] = fma_loop(float(t)); });
+    headwise::detail::parallel_for(threads, threads,
+                                   [&](std::size_t t, unsigned) { sink[t] = fma_loop(float(t)); });
     benchmark::DoNotOptimize(sink);
   }
   const double flops = 2.0 * double(ops::width) * chains * double(fma_steps) * threads;
@@ -54,7 +55,8 @@ void peak_gemm(benchmark::State& st) {
     c.noalias() = a * b;
     benchmark::DoNotOptimize(c.data());
   }
-  st.counters["GFLOPS"] = benchmark::Counter(2.0 * n * n * n / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GFLOPS"] =
+      benchmark::Counter(2.0 * n * n * n / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 bool register_peak() {
@@ -70,7 +72,7 @@ bool register_peak() {
   return true;
 }
 
-const bool registered =
-    register_peak() && headwise_bench::declare(headwise_bench::metric{"GFLOPS", "GFLOP/s", "peak/fma", "fma", "peak"});
+const bool registered = register_peak() && headwise_bench::declare(headwise_bench::metric{
+                                               "GFLOPS", "GFLOP/s", "peak/fma", "fma", "peak"});
 
 }  // namespace

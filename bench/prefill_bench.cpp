@@ -12,8 +12,8 @@
 // Tensors are BHSD floats filled once per benchmark, outside the timed loop.
 #include <headwise/headwise.hpp>
 
-#include <Eigen/Dense>
 #include <benchmark/benchmark.h>
+#include <Eigen/Dense>
 
 #include <cmath>
 #include <limits>
@@ -33,7 +33,8 @@ struct shape {
   bool causal;
 
   std::string name() const {
-    std::string s = tag + (Hq == Hkv ? "H" + std::to_string(Hq) : "Hq" + std::to_string(Hq) + "_Hkv" + std::to_string(Hkv));
+    std::string s = tag + (Hq == Hkv ? "H" + std::to_string(Hq)
+                                     : "Hq" + std::to_string(Hq) + "_Hkv" + std::to_string(Hkv));
     return s + "_N" + std::to_string(N) + "_d" + std::to_string(d);
   }
   double flops() const { return 4.0 * double(Hq) * double(N) * double(N) * double(d) / (causal ? 2 : 1); }
@@ -43,8 +44,7 @@ struct problem {
   std::vector<float> q, k, v, o;
   headwise::tensor_view<const float> qv, kv, vv;
   headwise::tensor_view<float> ov;
-  explicit problem(const shape& s)
-      : q(s.Hq * s.N * s.d), k(s.Hkv * s.N * s.d), v(k.size()), o(q.size()) {
+  explicit problem(const shape& s) : q(s.Hq * s.N * s.d), k(s.Hkv * s.N * s.d), v(k.size()), o(q.size()) {
     std::mt19937 gen(1);
     std::normal_distribution<float> normal;
     for (auto* buf : {&q, &k, &v})
@@ -115,9 +115,8 @@ void run_eigen(benchmark::State& st, const shape& s, unsigned threads) {
 // table (it is the only shape where one reference iteration stays well under 2 s).
 // Causal and non-causal H8 N2048 d128 sit side by side to compare their times.
 const shape table_shapes[] = {
-    {"", 8, 8, 256, 64, false},          {"", 8, 8, 1024, 64, false},
-    {"", 8, 8, 1024, 128, false},        {"causal_", 8, 8, 2048, 128, true},
-    {"", 8, 8, 2048, 128, false},        {"gqa_causal_", 32, 8, 512, 128, true},
+    {"", 8, 8, 256, 64, false},         {"", 8, 8, 1024, 64, false},  {"", 8, 8, 1024, 128, false},
+    {"causal_", 8, 8, 2048, 128, true}, {"", 8, 8, 2048, 128, false}, {"gqa_causal_", 32, 8, 512, 128, true},
     {"causal_", 1, 1, 16384, 64, true},
 };
 const std::size_t sweep_n[] = {256, 512, 1024, 2048, 4096};  // for the plot, H8 d128, 1 thread
@@ -126,16 +125,16 @@ const std::size_t sweep_n[] = {256, 512, 1024, 2048, 4096};  // for the plot, H8
 bool too_slow(const std::string& impl, const shape& s) {
   const double gflops_guess = impl == "reference" ? 1 : impl == "plain" || impl == "flash_scalar" ? 2 : 20;
   const double eigen_bytes = impl == "eigen" ? 4.0 * double(s.N) * double(s.N) : 0;
-  return s.flops() / 1e9 / gflops_guess > (impl == "reference" ? 2.0 : 6.0) || eigen_bytes > 512.0 * (1 << 20);
+  return s.flops() / 1e9 / gflops_guess > (impl == "reference" ? 2.0 : 6.0) ||
+         eigen_bytes > 512.0 * (1 << 20);
 }
 
 void add(const std::string& suite, const std::string& impl, const shape& s, unsigned threads) {
   if (too_slow(impl, s)) return;
   const std::string name = suite + "/" + impl + "/" + s.name() + "/threads:" + std::to_string(threads);
   benchmark::internal::Benchmark* b =
-      impl == "eigen" ? benchmark::RegisterBenchmark(name.c_str(), [s, threads](benchmark::State& st) {
-        run_eigen(st, s, threads);
-      })
+      impl == "eigen" ? benchmark::RegisterBenchmark(
+                            name.c_str(), [s, threads](benchmark::State& st) { run_eigen(st, s, threads); })
                       : benchmark::RegisterBenchmark(name.c_str(), [s, impl, threads](benchmark::State& st) {
                           run_headwise(st, s, impl.c_str(), threads);
                         });
@@ -154,11 +153,10 @@ bool register_prefill() {
   return true;
 }
 
-const bool registered = register_prefill() &&
-                        headwise_bench::declare(headwise_bench::metric{"GFLOPS", "GFLOP/s", "peak/fma", "eigen", "prefill"}) &&
-                        headwise_bench::declare(headwise_bench::plot{"prefill_sweep", "GFLOPS", "N",
-                                                                     "headwise_prefill.svg",
-                                                                     "prefill H8 d128, 1 thread: GFLOP/s vs N", 1,
-                                                                     "peak/fma"});
+const bool registered =
+    register_prefill() &&
+    headwise_bench::declare(headwise_bench::metric{"GFLOPS", "GFLOP/s", "peak/fma", "eigen", "prefill"}) &&
+    headwise_bench::declare(headwise_bench::plot{"prefill_sweep", "GFLOPS", "N", "headwise_prefill.svg",
+                                                 "prefill H8 d128, 1 thread: GFLOP/s vs N", 1, "peak/fma"});
 
 }  // namespace

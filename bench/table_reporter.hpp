@@ -107,7 +107,8 @@ inline double shape_value(const std::string& shape, const std::string& key) {
 
 class table_reporter : public benchmark::ConsoleReporter {
  public:
-  table_reporter(std::vector<metric> ms, std::vector<plot> ps) : metrics_(std::move(ms)), plots_(std::move(ps)) {}
+  table_reporter(std::vector<metric> ms, std::vector<plot> ps)
+      : metrics_(std::move(ms)), plots_(std::move(ps)) {}
 
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
@@ -148,8 +149,8 @@ class table_reporter : public benchmark::ConsoleReporter {
     }
     return best;
   }
-  double find(const std::string& suite_impl, const std::string& shape, int threads, const std::string& counter,
-              bool any_shape = false) const {
+  double find(const std::string& suite_impl, const std::string& shape, int threads,
+              const std::string& counter, bool any_shape = false) const {
     const result* r = find_run(suite_impl, shape, threads, counter, any_shape);
     return r ? r->counters.at(counter) : NAN;
   }
@@ -166,9 +167,11 @@ class table_reporter : public benchmark::ConsoleReporter {
     for (const result& r : results_)
       if (r.suite == suite && (m = metric_of(r))) break;
     if (!m) return;
-    std::fprintf(out, "\nsuite %s: %s; %% of %s at the same thread count; speed-up over %s; x1T = over 1 thread;\n"
-                 "  cpu%%pk = 1-thread %% of peak on CPU times (robust to time slicing on a shared machine)\n",
-                 suite.c_str(), m->unit.c_str(), m->peak.c_str(), m->baseline.c_str());
+    std::fprintf(
+        out,
+        "\nsuite %s: %s; %% of %s at the same thread count; speed-up over %s; x1T = over 1 thread;\n"
+        "  cpu%%pk = 1-thread %% of peak on CPU times (robust to time slicing on a shared machine)\n",
+        suite.c_str(), m->unit.c_str(), m->peak.c_str(), m->baseline.c_str());
     std::fprintf(out, "%-34s %3s  %-13s %10s %10s %6s %8s %6s %6s\n", "shape", "thr", "impl", "ms/iter",
                  m->unit.c_str(), "%peak", ("x" + m->baseline).c_str(), "x1T", "cpu%pk");
     std::vector<std::string> keys;  // shape/threads in order of first appearance
@@ -228,7 +231,9 @@ class table_reporter : public benchmark::ConsoleReporter {
       }
     y1 = std::ceil(y1 * 1.02 / step) * step;
     const double W = 720, H = 440, L = 70, R = 170, T = 40, B = 50;
-    auto sx = [&](double x) { return L + (std::log2(x) - std::log2(x0)) / (std::log2(x1) - std::log2(x0)) * (W - L - R); };
+    auto sx = [&](double x) {
+      return L + (std::log2(x) - std::log2(x0)) / (std::log2(x1) - std::log2(x0)) * (W - L - R);
+    };
     auto sy = [&](double y) { return H - B - y / y1 * (H - T - B); };
     std::ofstream f(p.path);
     f << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H
@@ -247,8 +252,8 @@ class table_reporter : public benchmark::ConsoleReporter {
       << ")' text-anchor='middle'>" << p.counter << "</text>\n";
     if (std::isfinite(peak))
       f << "<line x1='" << L << "' x2='" << W - R << "' y1='" << sy(peak) << "' y2='" << sy(peak)
-        << "' stroke='black' stroke-dasharray='6 4'/><text x='" << L + 6 << "' y='" << sy(peak) - 5
-        << "'>" << p.peak << "</text>\n";
+        << "' stroke='black' stroke-dasharray='6 4'/><text x='" << L + 6 << "' y='" << sy(peak) - 5 << "'>"
+        << p.peak << "</text>\n";
     const char* colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"};
     int k = 0;
     for (const auto& [impl, pts] : series) {
@@ -256,8 +261,10 @@ class table_reporter : public benchmark::ConsoleReporter {
       f << "<polyline fill='none' stroke='" << c << "' stroke-width='2' points='";
       for (auto [x, y] : pts) f << sx(x) << "," << sy(y) << " ";
       f << "'/>\n";
-      for (auto [x, y] : pts) f << "<circle cx='" << sx(x) << "' cy='" << sy(y) << "' r='3' fill='" << c << "'/>\n";
-      f << "<text x='" << W - R + 12 << "' y='" << T + 18 * k + 10 << "' fill='" << c << "'>" << impl << "</text>\n";
+      for (auto [x, y] : pts)
+        f << "<circle cx='" << sx(x) << "' cy='" << sy(y) << "' r='3' fill='" << c << "'/>\n";
+      f << "<text x='" << W - R + 12 << "' y='" << T + 18 * k + 10 << "' fill='" << c << "'>" << impl
+        << "</text>\n";
       ++k;
     }
     f << "</svg>\n";

@@ -27,18 +27,18 @@ enum class mask_kind {
   none,
   causal_top_left,
   causal_bottom_right,
-  window,          // left 5, right 3, no causal
-  window_sinks,    // bottom-right causal, left 16, 4 sinks
-  boolean,         // [1, Hq, Nq, Nk], some rows fully hidden
-  additive,        // [B, 1, Nq, Nk], some -inf entries
+  window,        // left 5, right 3, no causal
+  window_sinks,  // bottom-right causal, left 16, 4 sinks
+  boolean,       // [1, Hq, Nq, Nk], some rows fully hidden
+  additive,      // [B, 1, Nq, Nk], some -inf entries
   alibi,
   softcap,
-  head_scale,      // one pruned head
-  everything,      // all of the above at once
+  head_scale,  // one pruned head
+  everything,  // all of the above at once
 };
 
 const char* mask_name(mask_kind m) {
-  static const char* names[] = {"none",    "causal_tl", "causal_br", "window",     "window_sinks", "boolean",
+  static const char* names[] = {"none",     "causal_tl", "causal_br", "window",     "window_sinks", "boolean",
                                 "additive", "alibi",     "softcap",   "head_scale", "everything"};
   return names[int(m)];
 }
@@ -71,7 +71,8 @@ struct options_holder {
     std::mt19937 gen(seed);
     std::uniform_real_distribution<float> unit(0, 1);
     if (m == mask_kind::causal_top_left || all) opt.causal = causal_mode::top_left;
-    if (m == mask_kind::causal_bottom_right || m == mask_kind::window_sinks) opt.causal = causal_mode::bottom_right;
+    if (m == mask_kind::causal_bottom_right || m == mask_kind::window_sinks)
+      opt.causal = causal_mode::bottom_right;
     if (m == mask_kind::window) opt.window_left = 5, opt.window_right = 3;
     if (m == mask_kind::window_sinks || all) opt.window_left = 16, opt.sink_tokens = 4;
     if (m == mask_kind::boolean || all) {
@@ -155,8 +156,8 @@ void check_case(const flash_case& c) {
     opt.lse = lse_view(lse.data(), c.B, c.Hq, c.Nq);
     attention(data.q.cview(), data.k.cview(), data.v.cview(), out.view, opt);
 
-    const std::string what = std::string(var.scalar ? "scalar" : "simd") + " threads " +
-                             std::to_string(var.threads);
+    const std::string what =
+        std::string(var.scalar ? "scalar" : "simd") + " threads " + std::to_string(var.threads);
     const double err = max_abs_diff(out.view, data.ref.view);
     EXPECT_TRUE(err <= data.tol) << what << ": max |out - ref| = " << err << " > " << data.tol;
     double lse_err = 0;
@@ -167,7 +168,8 @@ void check_case(const flash_case& c) {
       lse_err = finite ? std::max(lse_err, std::fabs(a - r) / std::max(1.0, std::fabs(r)))
                        : std::numeric_limits<double>::quiet_NaN();
     }
-    EXPECT_TRUE(lse_err <= data.lse_tol) << what << ": lse relative error " << lse_err << " > " << data.lse_tol;
+    EXPECT_TRUE(lse_err <= data.lse_tol)
+        << what << ": lse relative error " << lse_err << " > " << data.lse_tol;
 
     std::vector<T>& bits = first_bits[var.scalar];
     if (bits.empty()) {
@@ -231,8 +233,8 @@ std::vector<flash_case> mask_cases() {
 std::vector<flash_case> tile_boundary_cases() {
   std::vector<flash_case> cases;
   for (std::size_t d : {64, 128}) {
-    const kernels::flash_tiling t = kernels::make_flash_tiling(sizeof(float), simd::vector_width<float>,
-                                                               1024, 2, d, d);
+    const kernels::flash_tiling t =
+        kernels::make_flash_tiling(sizeof(float), simd::vector_width<float>, 1024, 2, d, d);
     for (std::size_t nq : {t.bq - 1, t.bq, t.bq + 1})
       for (std::size_t nk : {t.bc - 1, t.bc, t.bc + 1, 2 * t.bc + 1})
         cases.push_back({1, 4, 2, nq, nk, d, d, layout::bshd,
@@ -257,7 +259,8 @@ void check_storage_16() {
   fill_uniform(q, 1);
   fill_uniform(kf, 2);
   fill_uniform(vf, 3);
-  for (std::size_t e = 0; e < kf.storage.size(); ++e) k.storage[e] = S(kf.storage[e]), v.storage[e] = S(vf.storage[e]);
+  for (std::size_t e = 0; e < kf.storage.size(); ++e)
+    k.storage[e] = S(kf.storage[e]), v.storage[e] = S(vf.storage[e]);
   attention_options opt;
   opt.causal = causal_mode::bottom_right;
   reference::attention(q.cview(), k.cview(), v.cview(), ref.view, opt);
@@ -281,8 +284,8 @@ TEST(flash_storage, half_and_bfloat16_kv_match_the_oracle) {
 template <class T>
 double ulp_error(T a, double exact) {
   if (double(a) == exact) return 0;
-  const double ulp = std::max(std::fabs(exact) * std::numeric_limits<T>::epsilon(),
-                              double(std::numeric_limits<T>::min()));
+  const double ulp =
+      std::max(std::fabs(exact) * std::numeric_limits<T>::epsilon(), double(std::numeric_limits<T>::min()));
   return std::fabs(double(a) - exact) / ulp;
 }
 
@@ -291,8 +294,18 @@ void check_exp() {
   using O = simd::ops<P>;
   using T = typename O::value_type;
   constexpr std::size_t W = O::width;
-  std::vector<T> xs = {-std::numeric_limits<T>::infinity(), T(-1e30), T(-700), T(-80), T(-20), T(-1),
-                       T(-0.34), T(0), T(0.34), T(1), T(20), T(80)};
+  std::vector<T> xs = {-std::numeric_limits<T>::infinity(),
+                       T(-1e30),
+                       T(-700),
+                       T(-80),
+                       T(-20),
+                       T(-1),
+                       T(-0.34),
+                       T(0),
+                       T(0.34),
+                       T(1),
+                       T(20),
+                       T(80)};
   std::mt19937 gen(5);
   std::uniform_real_distribution<double> dist(-87, 88);
   for (int i = 0; i < 2000; ++i) xs.push_back(T(dist(gen)));
@@ -312,9 +325,26 @@ void check_exp() {
     }
   }
   EXPECT_TRUE(worst <= 2) << "worst ulp error " << worst;
+
+  // exp2_nonpositive over x <= 0, the flash softmax's form: 0 below lo2 (−125 for float).
+  std::vector<T> x2 = {
+      -std::numeric_limits<T>::infinity(), T(-1e30), T(-126), T(-125), T(-0.5), T(-1e-9), T(0)};
+  std::uniform_real_distribution<double> neg(-125, 0);
+  for (int i = 0; i < 2000; ++i) x2.push_back(T(neg(gen)));
+  while (x2.size() % W) x2.push_back(T(0));
+  for (std::size_t i = 0; i < x2.size(); i += W) {
+    T y[W];
+    O::store(y, simd::exp2_nonpositive<P>(O::load(x2.data() + i)));
+    for (std::size_t l = 0; l < W; ++l) {
+      const T x = x2[i + l];
+      const bool flushed = x < simd::exp_constants<T>::lo2;
+      const double e = flushed ? (y[l] == T(0) ? 0 : 1e9) : ulp_error(y[l], std::exp2(double(x)));
+      EXPECT_TRUE(e <= 2) << "exp2(" << x << ") = " << y[l];
+    }
+  }
 }
 
-TEST(flash_simd, exp_is_accurate_and_zero_at_minus_infinity) {
+TEST(flash_simd, exp_and_exp2_are_accurate_and_zero_at_minus_infinity) {
   check_exp<simd::vector_pack<float>>();
   check_exp<simd::vector_pack<double>>();
   check_exp<float>();

@@ -58,10 +58,10 @@ namespace headwise::kernels {
 
 /// Tile sizes of one flash call.
 struct flash_tiling {
-  std::size_t bq = 0;      // query rows per head per task
-  std::size_t heads = 0;   // query heads per task (a chunk of the GQA group)
-  std::size_t bc = 0;      // keys per tile, a multiple of kb
-  std::size_t kb = 0;      // keys per packed panel (tile_vectors · pack width)
+  std::size_t bq = 0;     // query rows per head per task
+  std::size_t heads = 0;  // query heads per task (a chunk of the GQA group)
+  std::size_t bc = 0;     // keys per tile, a multiple of kb
+  std::size_t kb = 0;     // keys per packed panel (tile_vectors · pack width)
   std::size_t dk = 0, dv_pad = 0;
   std::size_t rows() const { return bq * heads; }
 };
@@ -91,14 +91,18 @@ struct flash_scratch_layout {
   std::size_t q = 0, o = 0, k = 0, v = 0, s = 0, tmp = 0, total = 0;
   explicit flash_scratch_layout(const flash_tiling& t) {
     std::size_t at = 0;
-    auto take = [&](std::size_t n) { const std::size_t here = at; at += round_up(n, align); return here; };
+    auto take = [&](std::size_t n) {
+      const std::size_t here = at;
+      at += round_up(n, align);
+      return here;
+    };
     q = take(t.rows() * t.dk);
     o = take(t.rows() * t.dv_pad);
     k = take(t.bc * t.dk);
     v = take(t.bc * t.dv_pad);
     s = take(tile_rows * t.bc);
     tmp = take(t.kb * t.dk);  // kb >= W rows for pack_k_panels
-    total = at + align;  // room to align the base pointer
+    total = at + align;       // room to align the base pointer
   }
 };
 
@@ -112,8 +116,8 @@ std::size_t flash_scratch_bytes(const flash_tiling& t) {
 
 template <class P, class T, class TK, class TV>
 void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k,
-                   const tensor_view<const TV>& v, const tensor_view<T>& out,
-                   const tensor_view<float>& lse, const detail::score_rules<T>& rules, unsigned threads) {
+                   const tensor_view<const TV>& v, const tensor_view<T>& out, const tensor_view<float>& lse,
+                   const detail::score_rules<T>& rules, unsigned threads) {
   constexpr std::size_t W = simd::ops<P>::width, MR = tile_rows;
   const std::size_t B = q.batch(), Hq = q.heads(), Hkv = k.heads(), Nq = q.seq();
   const std::size_t Dk = q.dim(), Dv = v.dim(), group = Hq / Hkv;
@@ -136,6 +140,10 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
   }
   const T neg_inf = -std::numeric_limits<T>::infinity();
   const bool elementwise = rules.has_elementwise();
+  // The softmax runs in log2 units (exp2 reduces exactly, see simd/exp.hpp):
+  // log2 e is folded into Q unless element-wise rules need natural logits first.
+  constexpr T log2e = T(1.44269504088896340735992468100L);
+  const T q_scale = elementwise ? rules.scale : rules.scale * log2e;
 
   detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned worker) {
     const std::size_t qt = n_qt - 1 - task % n_qt, hc = task / n_qt % n_hc;
@@ -166,7 +174,7 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
     if (rows == 0) return;
     for (std::size_t r = 0; r < rows; ++r) {
       const T* q_row = q.row(b, active[r / nq], i0 + r % nq);
-      for (std::size_t d = 0; d < Dk; ++d) qs[r * Dk + d] = q_row[d] * rules.scale;
+      for (std::size_t d = 0; d < Dk; ++d) qs[r * Dk + d] = q_row[d] * q_scale;
       std::fill(os + r * tl.dv_pad, os + (r + 1) * tl.dv_pad, T(0));
       w.state[r] = softmax_row<T>{};
     }
@@ -209,7 +217,10 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
           std::fill(s_row + nb, s_row + nb_pad, neg_inf);
           const std::size_t h = active[(r0 + r) / nq];
           const std::int64_t i = std::int64_t(i0 + (r0 + r) % nq);
-          if (elementwise) rules.apply_elementwise(b, h, i, j0, nb, s_row);
+          if (elementwise) {
+            rules.apply_elementwise(b, h, i, j0, nb, s_row);
+            for (std::size_t c = 0; c < nb; ++c) s_row[c] *= log2e;
+          }
           if (!full) rules.hide_invisible(rules.ranges(i), j0, nb, s_row);
           alpha[r] = w.state[r0 + r].template absorb<P>(s_row, nb_pad);
         }
@@ -233,9 +244,8 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
 /// The flash kernel on the vector path, or 1-wide when force_scalar is set.
 template <class T, class TK, class TV>
 void flash_attention(const tensor_view<const T>& q, const tensor_view<const TK>& k,
-                     const tensor_view<const TV>& v, const tensor_view<T>& out,
-                     const tensor_view<float>& lse, const detail::score_rules<T>& rules, unsigned threads,
-                     bool force_scalar) {
+                     const tensor_view<const TV>& v, const tensor_view<T>& out, const tensor_view<float>& lse,
+                     const detail::score_rules<T>& rules, unsigned threads, bool force_scalar) {
   if (force_scalar)
     flash_prefill<T>(q, k, v, out, lse, rules, threads);
   else

@@ -66,12 +66,24 @@ void convert_row(const S* src, std::size_t n, std::size_t n_pad, T* dst) {
 template <class Fn>
 void with_tile_rows(std::size_t rows, Fn&& fn) {
   switch (rows) {
-    case 1: fn(std::integral_constant<std::size_t, 1>{}); break;
-    case 2: fn(std::integral_constant<std::size_t, 2>{}); break;
-    case 3: fn(std::integral_constant<std::size_t, 3>{}); break;
-    case 4: fn(std::integral_constant<std::size_t, 4>{}); break;
-    case 5: fn(std::integral_constant<std::size_t, 5>{}); break;
-    default: fn(std::integral_constant<std::size_t, tile_rows>{}); break;
+    case 1:
+      fn(std::integral_constant<std::size_t, 1>{});
+      break;
+    case 2:
+      fn(std::integral_constant<std::size_t, 2>{});
+      break;
+    case 3:
+      fn(std::integral_constant<std::size_t, 3>{});
+      break;
+    case 4:
+      fn(std::integral_constant<std::size_t, 4>{});
+      break;
+    case 5:
+      fn(std::integral_constant<std::size_t, 5>{});
+      break;
+    default:
+      fn(std::integral_constant<std::size_t, tile_rows>{});
+      break;
   }
 }
 
@@ -101,8 +113,8 @@ void pack_k_panels(const tensor_view<const TK>& k, std::size_t b, std::size_t hk
 
 /// V rows [j0, j0 + n) of (b, hk) → dst[c][0..dv_pad), zero past Dv.
 template <class P, class T, class TV>
-void pack_v_rows(const tensor_view<const TV>& v, std::size_t b, std::size_t hk, std::size_t j0,
-                 std::size_t n, std::size_t dv_pad, T* dst) {
+void pack_v_rows(const tensor_view<const TV>& v, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n,
+                 std::size_t dv_pad, T* dst) {
   const std::size_t dv = v.dim();
   for (std::size_t c = 0; c < n; ++c) convert_row<P>(v.row(b, hk, j0 + c), dv, dv_pad, dst + c * dv_pad);
 }
@@ -110,8 +122,7 @@ void pack_v_rows(const tensor_view<const TV>& v, std::size_t b, std::size_t hk, 
 /// s[r][0..n_pad) = Σ_d q[r][d] · K[d][·] for MR query rows (row stride dk) over
 /// n_pad / KB packed panels; s has row stride s_stride.
 template <class P, std::size_t MR, class T>
-void score_tile(const T* q, std::size_t dk, const T* panels, std::size_t n_pad, T* s,
-                std::size_t s_stride) {
+void score_tile(const T* q, std::size_t dk, const T* panels, std::size_t n_pad, T* s, std::size_t s_stride) {
   using O = simd::ops<P>;
   constexpr std::size_t W = O::width, NR = tile_vectors, KB = NR * W;
   for (std::size_t p0 = 0; p0 < n_pad; p0 += KB) {
@@ -134,9 +145,8 @@ void score_tile(const T* q, std::size_t dk, const T* panels, std::size_t n_pad, 
 
 /// One column block of NC packs: o[r][col..] = alpha[r]·o[r][col..] + Σ_j p[r][j]·v[j][col..].
 template <class P, std::size_t MR, std::size_t NC, class T>
-void accumulate_columns(const T* p, std::size_t p_stride, const T* alpha, const T* v,
-                        std::size_t v_stride, std::size_t n, T* o, std::size_t o_stride,
-                        std::size_t col) {
+void accumulate_columns(const T* p, std::size_t p_stride, const T* alpha, const T* v, std::size_t v_stride,
+                        std::size_t n, T* o, std::size_t o_stride, std::size_t col) {
   using O = simd::ops<P>;
   constexpr std::size_t W = O::width;
   P acc[MR][NC];
@@ -158,8 +168,8 @@ void accumulate_columns(const T* p, std::size_t p_stride, const T* alpha, const 
 
 /// O[MR][dv_pad] = alpha ⊙ O + P[MR][n] · V[n][dv_pad]; dv_pad is a multiple of W.
 template <class P, std::size_t MR, class T>
-void accumulate_tile(const T* p, std::size_t p_stride, const T* alpha, const T* v,
-                     std::size_t dv_pad, std::size_t n, T* o, std::size_t o_stride) {
+void accumulate_tile(const T* p, std::size_t p_stride, const T* alpha, const T* v, std::size_t dv_pad,
+                     std::size_t n, T* o, std::size_t o_stride) {
   constexpr std::size_t W = simd::ops<P>::width, NR = tile_vectors;
   std::size_t col = 0;
   for (; col + NR * W <= dv_pad; col += NR * W)

@@ -1,23 +1,24 @@
 // headwise/kernels/online_softmax.hpp — the running softmax state of one query row.
 //
-//   softmax_row<T>::absorb<P>(s, n): s[0..n) are the logits of one key tile
-//   (−inf = hidden; n a multiple of the pack width). On return s holds the
-//   unnormalised probabilities p_j = exp(s_j − m) for the updated running max m,
-//   and the returned factor alpha = exp(m_old − m) must rescale the row's output
+//   softmax_row<T>::absorb<P>(s, n): s[0..n) are the logits of one key tile in
+//   log2 units (logit·log2 e, which the flash kernel folds into its Q scale;
+//   −inf = hidden; n a multiple of the pack width). On return s holds the
+//   unnormalised probabilities p_j = 2^(s_j − m) for the updated running max m,
+//   and the returned factor alpha = 2^(m_old − m) must rescale the row's output
 //   accumulator before p·V is added (the flash kernel folds it into the P·V load).
 //   finish(): out = acc · out_scale(), lse = lse().
 //
 // Scalar form of one step (what the vector loops compute):
 //   m_new = max(m, max_j s_j)
-//   alpha = exp(m − m_new);  p_j = exp(s_j − m_new);  l = alpha·l + Σ_j p_j;  m = m_new
+//   alpha = 2^(m − m_new);  p_j = 2^(s_j − m_new);  l = alpha·l + Σ_j p_j;  m = m_new
 // Normalisation is deferred to the end (one division per row, not per tile).
 // Lazy rescale: m only moves when a tile's max exceeds it by more than 8, so
-// p_j <= e^8 and l, O stay far from overflow in float; m is then an upper
-// bound of the max within e^8 rather than the max, which the final division by
-// l cancels exactly. Most tiles then skip the scalar exp and the rescale.
+// p_j <= 2^8 and l, O stay far from overflow in float; m is then within 8 of
+// the max rather than the max, which the final division by l cancels exactly.
+// Most tiles then skip the scalar exp and the rescale.
 // No ∞−∞: while every logit seen so far is −inf, m stays −inf and the tile's
 // probabilities are written as 0 without evaluating s − m; once m is finite,
-// exp(−inf − m) = 0 and exp(m_old − m) with m_old = −inf is 0. A row that never
+// 2^(−inf − m) = 0 and 2^(m_old − m) with m_old = −inf is 0. A row that never
 // sees a visible key ends with l = 0: output 0 and LSE −inf, never NaN.
 // Cost per tile and row: n/W max + n/W exp + n/W add (W = pack width), plus one
 // scalar exp and two horizontal reductions.
@@ -40,8 +41,8 @@ namespace headwise::kernels {
 template <class T>
 struct softmax_row {
   T m = -std::numeric_limits<T>::infinity();  // running max of the logits seen
-  T l = 0;                                     // running Σ exp(s − m)
-  static constexpr T slack = 8;                // p <= e^8 ≈ 3000 between rescales
+  T l = 0;                                    // running Σ 2^(s − m)
+  static constexpr T slack = 8;               // p <= 2^8 between rescales
 
   /// Turns the logits s[0..n) into probabilities relative to the new running
   /// max and returns the factor that rescales the accumulated output.
@@ -58,17 +59,17 @@ struct softmax_row {
       return T(1);
     }
     // Lazy rescale: keep the reference m while the tile's max exceeds it by at
-    // most `slack`, so p <= e^slack (far from overflow) and alpha = 1 costs nothing.
+    // most `slack`, so p <= 2^slack (far from overflow) and alpha = 1 costs nothing.
     T alpha = T(1);
     if (m == neg_inf || tile_max > m + slack) {
       const T m_new = std::max(m, tile_max);
-      alpha = simd::exp_nonpositive<T>(m - m_new);
+      alpha = simd::exp2_nonpositive<T>(m - m_new);
       m = m_new;
     }
     const P shift(m);
     P sum(T(0));
     for (std::size_t j = 0; j < n; j += W) {
-      const P p = simd::exp_nonpositive<P>(O::load(s + j) - shift);
+      const P p = simd::exp2_nonpositive<P>(O::load(s + j) - shift);
       O::store(s + j, p);
       sum = sum + p;
     }
@@ -80,9 +81,11 @@ struct softmax_row {
   /// head multiplier); 0 for a row with no visible key.
   T out_scale(T head_multiplier) const { return l > 0 ? head_multiplier / l : T(0); }
 
-  /// Natural-log LSE of the row's visible logits; −inf when none is visible.
+  /// Natural-log LSE of the row's visible logits (m is in log2 units); −inf
+  /// when none is visible.
   float lse() const {
-    return l > 0 ? static_cast<float>(m + std::log(l)) : -std::numeric_limits<float>::infinity();
+    constexpr T ln2 = T(0.693147180559945309417232121458L);
+    return l > 0 ? static_cast<float>(m * ln2 + std::log(l)) : -std::numeric_limits<float>::infinity();
   }
 };
 

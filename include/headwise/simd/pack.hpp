@@ -117,7 +117,7 @@ struct ops<xsimd::batch<T, A>> {
   static pack fma(const pack& a, const pack& b, const pack& c) { return xsimd::fma(a, b, c); }
   static pack max(const pack& a, const pack& b) { return xsimd::max(a, b); }
   static T reduce_add(const pack& x) { return xsimd::hadd(x); }  // xsimd >= 9: reduce_add
-  static T reduce_max(const pack& x) {  // absent in xsimd 8.1
+  static T reduce_max(const pack& x) {                           // absent in xsimd 8.1
 #if defined(__AVX__)
     if constexpr (std::is_same_v<T, float> && width == 8) {  // 3 shuffle + max rounds
       __m256 m = _mm256_max_ps(x, _mm256_permute2f128_ps(x, x, 1));
