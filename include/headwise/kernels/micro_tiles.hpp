@@ -62,29 +62,13 @@ void convert_row(const S* src, std::size_t n, std::size_t n_pad, T* dst) {
   for (; i < n_pad; ++i) dst[i] = T(0);
 }
 
-/// Calls fn(std::integral_constant<size_t, MR>) for MR = rows in [1, tile_rows].
-template <class Fn>
+/// Calls fn(std::integral_constant<size_t, R>) with R = rows, for rows in [1, MR].
+template <std::size_t MR = tile_rows, class Fn>
 void with_tile_rows(std::size_t rows, Fn&& fn) {
-  switch (rows) {
-    case 1:
-      fn(std::integral_constant<std::size_t, 1>{});
-      break;
-    case 2:
-      fn(std::integral_constant<std::size_t, 2>{});
-      break;
-    case 3:
-      fn(std::integral_constant<std::size_t, 3>{});
-      break;
-    case 4:
-      fn(std::integral_constant<std::size_t, 4>{});
-      break;
-    case 5:
-      fn(std::integral_constant<std::size_t, 5>{});
-      break;
-    default:
-      fn(std::integral_constant<std::size_t, tile_rows>{});
-      break;
+  if constexpr (MR > 1) {
+    if (rows < MR) return with_tile_rows<MR - 1>(rows, fn);
   }
+  fn(std::integral_constant<std::size_t, MR>{});
 }
 
 /// K rows [j0, j0 + n) of (b, hk) → panels of kb keys: dst[p][d][c] = k[j0 + p·kb + c][d];
