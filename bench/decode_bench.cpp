@@ -7,8 +7,12 @@
 //                                        head, 4× here), short KV only: the baseline
 //     shape Hq 32, Hkv 8 (GQA group 4), d 128, one query token, KV 512 / 4096 / 32768
 //           (L2-resident, LLC-sized, DRAM-bound), B 1 and 4; threads 1 and 2
-//   counters GBps   K+V bytes of one step counted once (B·Hkv·N·2·d·sizeof) / time:
-//                   near DRAM bandwidth at N 32768 only if GQA reads K/V once
+//   counters GBps   K+V bytes of one step counted once (B·Hkv·N·2·d·sizeof) / time.
+//                   At N 32768 K/V (256 MiB per batch entry in fp32) cannot stay in
+//                   any cache, so a kernel that read them g times per step would be
+//                   capped at bandwidth / g on this counter: headwise above 25% of
+//                   peak/bandwidth means fewer than 4 (= Hq/Hkv) reads. plain reads
+//                   them once per query head (run at N <= 4096 only, to stay short).
 //            KV_MiB those bytes per step
 //   peak/bandwidth/1GiB/threads:<t>: sum of a 1 GiB float buffer with vector loads
 //            (the same GBps counter), the denominator of the %peak column.

@@ -284,6 +284,32 @@ INSTANTIATE_TEST_SUITE_P(shapes, decode_test, ::testing::ValuesIn(shape_cases())
 INSTANTIATE_TEST_SUITE_P(masks, decode_test, ::testing::ValuesIn(mask_cases()), case_name);
 INSTANTIATE_TEST_SUITE_P(dims, decode_test, ::testing::ValuesIn(dim_cases()), case_name);
 
+// The other kernels take 16-bit K/V too (widened through float, like the oracle).
+template <class S>
+void check_other_kernels_with_storage() {
+  tensor<float> q(1, 4, 5, 24), k(1, 2, 70, 24), v(1, 2, 70, 24);
+  fill_uniform(q, 7);
+  fill_uniform(k, 8);
+  fill_uniform(v, 9);
+  const tensor<S> ks = rounded<S>(k, layout::bhsd), vs = rounded<S>(v, layout::bhsd);
+  tensor<float> ref(1, 4, 5, 24), got(1, 4, 5, 24);
+  attention_options opt;
+  opt.causal = causal_mode::bottom_right;
+  reference::attention(q.cview(), ks.cview(), vs.cview(), ref.view, opt);
+  const double tol = attention_tolerance<float>(24, 70, 1 / std::sqrt(24.0), 1, 1, 1);
+  for (kernel_mode mode : {kernel_mode::plain, kernel_mode::flash}) {
+    opt.kernel = mode;
+    attention(q.cview(), ks.cview(), vs.cview(), got.view, opt);
+    const double err = max_abs_diff(got.view, ref.view);
+    EXPECT_TRUE(err <= tol) << "kernel " << int(mode) << ": " << err << " > " << tol;
+  }
+}
+
+TEST(storage_kernels, plain_and_flash_take_half_and_bfloat16) {
+  check_other_kernels_with_storage<half>();
+  check_other_kernels_with_storage<bfloat16>();
+}
+
 // automatic picks decode for one query token and gives the same bits as forcing it.
 TEST(decode_dispatch, automatic_takes_decode_for_few_queries) {
   tensor<float> q(1, 8, 1, 32), k(1, 2, 300, 32), v(1, 2, 300, 32), a(1, 8, 1, 32), d(1, 8, 1, 32);

@@ -186,6 +186,8 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
   const std::vector<chunk_span> chunks = visible_chunks(rules);
   const std::size_t nc = chunks.size(), lds = decode_block_keys + W;
   const bool elementwise = rules.has_elementwise();
+  constexpr T log2e = T(1.44269504088896340735992468100L), ln2 = T(0.693147180559945309417232121458L);
+  const T q_scale = elementwise ? rules.scale : rules.scale * log2e;
 
   // Active rows a of each kv head: g = hh·Nq + i for the unpruned heads hh of its group.
   std::vector<std::vector<std::size_t>> active(Hkv);
@@ -217,10 +219,11 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
     T* lse_part = part_lse.data() + task * G;
     const chunk_span cs = chunks[ci];
 
-    // q rows pre-multiplied by the scale: the scores come out scaled.
+    // q rows pre-multiplied by the scale, and by log2 e (the online softmax works in
+    // log2 units) unless the element-wise rules need natural logits first.
     for (std::size_t a = 0; a < A; ++a) {
       const T* q_row = q.row(b, hk * group + rows[a] / Nq, rows[a] % Nq);
-      for (std::size_t d = 0; d < Dk; ++d) qs[a * Dk + d] = q_row[d] * rules.scale;
+      for (std::size_t d = 0; d < Dk; ++d) qs[a * Dk + d] = q_row[d] * q_scale;
       state[a] = softmax_row<T>{};
     }
     std::fill(o_part, o_part + A * Dv, T(0));
@@ -259,7 +262,10 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
         const std::size_t h = hk * group + rows[a] / Nq;
         const auto i = std::int64_t(rows[a] % Nq);
         T* s_row = s + a * lds;
-        if (elementwise) rules.apply_elementwise(b, h, i, k0, n, s_row);
+        if (elementwise) {
+          rules.apply_elementwise(b, h, i, k0, n, s_row);
+          for (std::size_t j = 0; j < n; ++j) s_row[j] *= log2e;
+        }
         detail::score_rules<T>::hide_invisible(rules.ranges(i), k0, n, s_row);
         std::fill(s_row + n, s_row + npad, neg_inf);
         alpha[a] = state[a].template absorb<P>(s_row, npad);
@@ -272,11 +278,11 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
       for (; a < A; ++a) pv_rows<P, 1>(s + a * lds, lds, v0, vs, n, Dv, alpha + a, o_part + a * Dv, Dv);
     }
 
-    // the chunk's partial: normalised O and its LSE (kept in T for the merge).
+    // the chunk's partial: normalised O and its natural-log LSE (kept in T for the merge).
     for (std::size_t a = 0; a < A; ++a) {
       const T scale = state[a].out_scale(T(1));
       for (std::size_t d = 0; d < Dv; ++d) o_part[a * Dv + d] *= scale;
-      lse_part[a] = state[a].l > 0 ? state[a].m + std::log(state[a].l) : neg_inf;
+      lse_part[a] = state[a].l > 0 ? state[a].m * ln2 + std::log(state[a].l) : neg_inf;
     }
   });
 
