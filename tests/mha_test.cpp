@@ -413,6 +413,9 @@ TEST(mha_errors, bad_config_and_shapes_throw_and_write_nothing) {
   EXPECT_EQ(cache.size(), 0u);
   EXPECT_EQ(wrong_heads.size(), 0u);
 
+  row_matrix<float> x_empty(0, 16), y_empty(0, 16);
+  EXPECT_NO_THROW(layer.forward(x_empty, y_empty)) << "zero tokens is a valid, empty call";
+
   EXPECT_THROW(layer.unmerge_adapters(), error);
   layer.merge_adapters();
   EXPECT_THROW(layer.merge_adapters(), error);
