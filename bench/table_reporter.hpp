@@ -17,8 +17,11 @@
 // Plots: `plot` entries name a suite, a counter and a shape key whose number is
 // the x axis (N in "H8_N1024_d128"); one polyline per implementation, log2 x,
 // and the peak run as a dashed line.
-// Only the library's console reporter is replaced: --benchmark_format=json still
-// goes through the stock JSON reporter (see main.cpp).
+// Each row is the best of its repetitions (--benchmark_repetitions=N; the peak
+// runs 3): on a shared machine the best run is the least disturbed one, and a
+// peak is a maximum by definition. Only the library's console reporter is
+// replaced: --benchmark_format=json still goes through the stock JSON reporter
+// (see main.cpp).
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -184,6 +187,7 @@ class table_reporter : public benchmark::ConsoleReporter {
       for (const result& r : results_) {
         if (r.suite != suite || r.shape + "\t" + std::to_string(r.threads) != key) continue;
         const metric* rm = metric_of(r);
+        if (rm && find_run(suite + "/" + r.impl, r.shape, r.threads, rm->counter) != &r) continue;
         const double value = rm ? r.counters.at(rm->counter) : NAN;
         const double peak = rm ? find(rm->peak, "", r.threads, rm->counter, true) : NAN;
         const double base = rm ? find(suite + "/" + rm->baseline, r.shape, r.threads, rm->counter) : NAN;
