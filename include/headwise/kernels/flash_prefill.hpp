@@ -22,8 +22,9 @@
 // (exp dominates: replacing it by one FMA lifts d = 64 from 76% to 87% of the
 // FMA peak, d = 128 from 81% to 91%, one noisy run) and packing K/V,
 // bc·(Dk + Dv) element moves per tile amortised over the tile's rows. Measured
-// on AVX2 (Zen 5, 1 thread): 77% of the FMA peak at d = 64, 81% at d = 128,
-// 77% for causal d = 128 on its causal FLOPs.
+// on AVX2 (Zen 5, 1 thread, on CPU time: the machine was shared): 65–77% of
+// the FMA peak at d = 64, 78–82% at d = 128, 75–78% for causal d = 128 on its
+// causal FLOPs, over several runs.
 // Tile sizes: bq = 128 rows per head (halves the per-row packing cost of 64),
 // at most 256 rows per task (bounds O scratch for MQA); bc = 64 keys, or fewer
 // when (Dk + Dv)·bc·sizeof(T) > 64 KiB: the K and V tiles stay in L2 and each
