@@ -58,8 +58,8 @@
 namespace headwise::kernels {
 
 /// Keys per split-KV task: 32 tasks per (batch, kv head) at Nk 32768 balance two
-/// threads; a partial (O, lse) written and re-read per chunk costs 1/1024 of its
-/// K/V traffic at G = 4, d = 128.
+/// threads; the partial (O, lse) written and re-read per chunk, G·(Dv+1)·4·2 B =
+/// 4 KiB at G = 4, d = 128, is 1/256 of the chunk's 1 MiB of fp32 K/V.
 inline constexpr std::size_t decode_chunk_keys = 1024;
 
 /// Keys per online-softmax step inside a chunk: K and V are consumed in blocks of
