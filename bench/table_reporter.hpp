@@ -211,19 +211,19 @@ class table_reporter : public benchmark::ConsoleReporter {
   }
 
   void write_plot(const plot& p) const {
-    std::map<std::string, std::vector<std::pair<double, double>>> series;  // impl → (x, y)
+    std::map<std::string, std::map<double, double>> series;  // impl → x → best y over repetitions
     for (const result& r : results_) {
       const double x = shape_value(r.shape, p.x_key);
       const auto it = r.counters.find(p.counter);
-      if (r.suite == p.suite && r.threads == p.threads && x > 0 && it != r.counters.end())
-        series[r.impl].push_back({x, it->second});
+      if (r.suite == p.suite && r.threads == p.threads && x > 0 && it != r.counters.end()) {
+        double& y = series[r.impl].emplace(x, it->second).first->second;
+        y = std::max(y, it->second);
+      }
     }
     if (series.empty()) return;
     double x0 = 1e300, x1 = 0, y1 = 0;
-    for (auto& [impl, pts] : series) {
-      std::sort(pts.begin(), pts.end());
+    for (const auto& [impl, pts] : series)
       for (auto [x, y] : pts) x0 = std::min(x0, x), x1 = std::max(x1, x), y1 = std::max(y1, y);
-    }
     if (x1 <= x0) x1 = x0 * 2;
     const double peak = p.peak.empty() ? NAN : find(p.peak, "", p.threads, p.counter, true);
     if (peak > y1) y1 = peak;
