@@ -148,17 +148,11 @@ struct score_rules {
     }
   }
 
-  /// Logit of (b, h, i, j) from the raw dot product; -inf when masked.
+  /// Logit of (b, h, i, j) from the raw dot product; -inf when masked. One key
+  /// of apply_elementwise, so the rules live in one place.
   T logit(std::size_t b, std::size_t h, std::int64_t i, std::int64_t j, T dot) const {
     T s = scale * dot;
-    if (softcap > 0) s = softcap * std::tanh(s * inv_softcap);
-    if (!alibi.empty()) s -= T(alibi[h]) * T(std::abs(i + off - j));
-    if (has_boolean &&
-        !boolean(boolean.batch() == 1 ? 0 : b, boolean.heads() == 1 ? 0 : h, std::size_t(i), std::size_t(j)))
-      return -std::numeric_limits<T>::infinity();
-    if (has_additive)
-      s += T(additive(additive.batch() == 1 ? 0 : b, additive.heads() == 1 ? 0 : h, std::size_t(i),
-                      std::size_t(j)));
+    apply_elementwise(b, h, i, j, 1, &s);
     return s;
   }
 };
