@@ -114,6 +114,8 @@ struct score_rules {
 
   /// Sets s[c] = -inf for each key j0 + c (c < n) outside the row's ranges rr.
   static void hide_invisible(const row_ranges& rr, std::int64_t j0, std::size_t n, T* s) {
+    const std::int64_t j1 = j0 + std::int64_t(n);
+    if ((rr.band.begin <= j0 && j1 <= rr.band.end) || (rr.sinks.begin <= j0 && j1 <= rr.sinks.end)) return;
     const T neg_inf = -std::numeric_limits<T>::infinity();
     for (std::size_t c = 0; c < n; ++c) {
       const std::int64_t j = j0 + std::int64_t(c);

@@ -6,12 +6,20 @@
 // Why this shape of kernel. A decode step does 2·(Dk + Dv) flops per key and query
 // row but must stream all of K and V from DRAM: at Hq 32, Hkv 8, d 128, Nk 32768 the
 // step reads 8·32768·256·4 B = 256 MiB of fp32 K/V (128 MiB in fp16) for 537 MFLOP,
-// about 2 flops per byte. One core here reads ~31 GB/s and does ~94 GFLOPS of FMA,
-// so fp32 is memory bound only if the K/V bytes are read *once* per step and the
-// arithmetic runs at >50% of FMA peak; fp16 halves the bytes and becomes FMA bound:
-// at G = 4 rows per K/V row a key costs 4·(128+128)/8 = 128 FMAs ≥ 64 cycles ≈ 21 ns
-// at ~3 GHz, while its 1 KiB of fp32 K/V takes 33 ns at 31 GB/s and its 512 B of
-// fp16 16.5 ns: fp16 can be at most ~1.6× faster than fp32 on this core.
+// about 2 flops per byte. One core here (Zen 5, 2 FMA/cycle) reads ~30 GB/s and does
+// ~105 GFLOP/s of FMA: at G = 4 rows per K/V row a key costs 128 FMAs ≥ 64 cycles
+// (≈ 18 ns) against 1 KiB of fp32 K/V (≈ 33 ns at 30 GB/s) or 512 B of fp16 (≈ 17
+// ns). So fp32 is memory bound only if the arithmetic overlaps the stream, and fp16
+// is FMA bound (plus one vcvtph2ps per 8 K/V elements on the same pipes): fp16 can
+// be at most ~1.6× faster than fp32 here, less the closer fp32 gets to bandwidth.
+// What the core needs, measured (bench/decode_bench.cpp, and a pattern study):
+//   - Enough independent FMA chains: score tiles of 4 rows × 3 keys (12 chains) run
+//     the score pass at ~93% of peak where 4 × 2 (8 chains) ran at 54%.
+//   - Memory-level parallelism: the hardware stream prefetchers lose a stream read
+//     a few rows interleaved (as multi-key score tiles do) and do not run far enough
+//     ahead of a compute-heavy loop, so the score pass requests every line of the K
+//     and V rows decode_prefetch_keys ahead, and the first line of each page of the
+//     next block at the block's start. V is consumed in groups of decode_pv_keys rows.
 //   - GQA: a task is (batch, kv head, chunk) and computes every query row of the
 //     group at once: rows G = (Hq/Hkv)·Nq. Each K/V row is loaded from DRAM once and
 //     reused from L1 for the G rows, instead of Hq/Hkv times by per-head kernels.
@@ -19,11 +27,12 @@
 //     the thread count, so every thread count gives the same bits). B·Hkv·chunks
 //     tasks keep both cores busy at B = 1. Chunks that no row can see do not exist.
 //   - Per chunk, blocks of decode_block_keys keys: pass 1 scores s = (scale·q)·k
-//     for the G rows in register tiles of R rows × W/R keys (one horizontal sum,
-//     haddp, per W dot products) while prefetching the block's V rows; masks
-//     (score_rules); the online-softmax step (online_softmax.hpp); pass 2
-//     O = alpha·O + P·V in tiles of R rows × 2 packs of Dv held in registers across
-//     the block. Per key and row: (Dk+Dv)/W FMA instructions, the fp16 bound.
+//     for the G rows in register tiles of 4 rows × 3 keys (2 × 4, 1 × 8 for the
+//     rest; one horizontal sum, haddp, per W dot products) while prefetching ahead;
+//     masks (score_rules); the online-softmax step (online_softmax.hpp), whose rare
+//     alpha != 1 rescales O; pass 2 O += P·V in strips of R rows × 2 packs of Dv held
+//     in registers over groups of decode_pv_keys keys. Per key and row: (Dk+Dv)/W
+//     FMA instructions, the fp16 bound.
 //     The chunk's partial (O/l, lse) goes to a scratch buffer:
 //     B·Hq·Nq·chunks·(Dv+1) floats, 0.4% of the K/V bytes at the shape above.
 //   - Merge: a second parallel pass folds the partials of each row in chunk order with
@@ -43,6 +52,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -67,6 +77,15 @@ inline constexpr std::size_t decode_chunk_keys = 1024;
 /// so the K and V streams alternate at a fine grain and DRAM stays busy.
 inline constexpr std::size_t decode_block_keys = 64;
 
+/// Keys per group of the P·V pass: the R·2-pack accumulator strip runs over 8 V rows
+/// (4 KiB in fp32 at d 128) before moving on, so V is read nearly in address order.
+/// Whole-block strips (64 rows, column by column) measured 5-10% slower.
+inline constexpr std::size_t decode_pv_keys = 8;
+
+/// How far ahead the score pass requests K and V rows, in keys (one block: 64 KiB
+/// of fp32 K+V at d 128). 32..128 measured alike; 0 (hardware prefetch only) ran 1.5× slower.
+inline constexpr std::size_t decode_prefetch_keys = 64;
+
 /// attention() with kernel_mode::automatic takes this kernel when it holds. Measured
 /// against flash at Hq 32, Hkv 8, d 128, Nk 4096, one thread (CPU ms, decode/flash):
 /// Nq 1: 2.4/3.3, Nq 2: 3.6/4.4, Nq 4: 6.0/5.5, Nq 8: 10.8/9.0, Nq 16: 18.3/14.5.
@@ -78,76 +97,131 @@ namespace decode_impl {
 template <class P>
 using value_t = typename simd::ops<P>::value_type;
 
-/// dots[r·ld + t] = q_r · k_t for R query rows (stride ldq) and the W/R keys k[t],
-/// writing the first `valid` keys. One horizontal sum (haddp) per W dot products.
-template <class P, std::size_t R, class S>
-inline void dot_tile(const value_t<P>* q, std::size_t ldq, const S* const* k, std::size_t dk,
-                     value_t<P>* dots, std::size_t ld, std::size_t valid) {
-  using O = simd::ops<P>;
-  using T = value_t<P>;
-  constexpr std::size_t W = O::width, KT = W / R;
-  P acc[W];
-  for (P& a : acc) a = P(T(0));
-  std::size_t d = 0;
-  for (; d + W <= dk; d += W) {
-    P kv[KT];
-    for (std::size_t t = 0; t < KT; ++t) kv[t] = simd::load_as<P>(k[t] + d);
-    for (std::size_t r = 0; r < R; ++r) {
-      const P qv = O::load(q + r * ldq + d);
-      for (std::size_t t = 0; t < KT; ++t) acc[r * KT + t] = O::fma(qv, kv[t], acc[r * KT + t]);
+/// Requests the K and V rows of the keys decode_prefetch_keys ahead of the ones
+/// being scored, every 64-byte line, in key order (see the design note above).
+template <class S>
+struct row_prefetch {
+  const S* k = nullptr;
+  const S* v = nullptr;
+  std::ptrdiff_t k_stride = 0, v_stride = 0;
+  std::size_t rows = 0, k_bytes = 0, v_bytes = 0;  // rows that exist ahead; bytes per row
+
+  /// Prefetches rows [j0, j1) of the look-ahead window (those that exist).
+  void operator()(std::size_t j0, std::size_t j1) const {
+    for (std::size_t j = j0; j < std::min(j1, rows); ++j) {
+      const char* kr = reinterpret_cast<const char*>(k + std::ptrdiff_t(j) * k_stride);
+      const char* vr = reinterpret_cast<const char*>(v + std::ptrdiff_t(j) * v_stride);
+      for (std::size_t b = 0; b < k_bytes; b += 64) simd::prefetch(kr + b);
+      for (std::size_t b = 0; b < v_bytes; b += 64) simd::prefetch(vr + b);
     }
   }
-  alignas(64) T sums[W];
-  if constexpr (W == 1)
-    sums[0] = acc[0];
-  else
-    xsimd::haddp(acc).store_aligned(sums);
-  for (; d < dk; ++d)
-    for (std::size_t r = 0; r < R; ++r)
-      for (std::size_t t = 0; t < KT; ++t) sums[r * KT + t] = std::fma(q[r * ldq + d], simd::widen<T>(k[t][d]), sums[r * KT + t]);
-  for (std::size_t r = 0; r < R; ++r)
-    for (std::size_t t = 0; t < valid; ++t) dots[r * ld + t] = sums[r * KT + t];
+};
+
+/// s[r·lds + j] = q_r · k_j for R query rows (stride ldq) and the n keys k_j = k0 + j·ks.
+/// Tiles of R rows × KT keys keep R·KT accumulators (4 × 3 = 12 chains: with 8 the
+/// FMA latency showed and this pass ran at 54% of peak instead of 93%); every W of
+/// them share one horizontal sum (haddp). pf(j, j + KT) runs once per tile.
+template <class P, std::size_t R, std::size_t KT, class S>
+inline void score_rows(const value_t<P>* q, std::size_t ldq, const S* k0, std::ptrdiff_t ks, std::size_t n,
+                       std::size_t dk, value_t<P>* s, std::size_t lds, const row_prefetch<S>& pf) {
+  using O = simd::ops<P>;
+  using T = value_t<P>;
+  constexpr std::size_t W = O::width, NA = R * KT, NG = (NA + W - 1) / W;
+  for (std::size_t j = 0; j < n; j += KT) {
+    const S* k[KT];
+    HEADWISE_UNROLL
+    for (std::size_t t = 0; t < KT; ++t) k[t] = k0 + std::ptrdiff_t(std::min(j + t, n - 1)) * ks;
+    pf(j, j + KT);
+    P acc[NG * W];
+    HEADWISE_UNROLL
+    for (P& a : acc) a = P(T(0));
+    std::size_t d = 0;
+    for (; d + W <= dk; d += W) {
+      P kv[KT];
+      HEADWISE_UNROLL
+      for (std::size_t t = 0; t < KT; ++t) kv[t] = simd::load_as<P>(k[t] + d);
+      HEADWISE_UNROLL
+      for (std::size_t r = 0; r < R; ++r) {
+        const P qv = O::load(q + r * ldq + d);
+        HEADWISE_UNROLL
+        for (std::size_t t = 0; t < KT; ++t) acc[r * KT + t] = O::fma(qv, kv[t], acc[r * KT + t]);
+      }
+    }
+    alignas(64) T sums[NG * W];
+    if constexpr (W == 1) {
+      HEADWISE_UNROLL
+      for (std::size_t i = 0; i < NA; ++i) sums[i] = acc[i];
+    } else {
+      HEADWISE_UNROLL
+      for (std::size_t g = 0; g < NG; ++g) xsimd::haddp(acc + g * W).store_aligned(sums + g * W);
+    }
+    for (; d < dk; ++d)
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t t = 0; t < KT; ++t)
+          sums[r * KT + t] = std::fma(q[r * ldq + d], simd::widen<T>(k[t][d]), sums[r * KT + t]);
+    if (j + KT <= n) {
+      HEADWISE_UNROLL
+      for (std::size_t r = 0; r < R; ++r) std::memcpy(s + r * lds + j, sums + r * KT, KT * sizeof(T));
+    } else {
+      for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t t = 0; t < n - j; ++t) s[r * lds + j + t] = sums[r * KT + t];
+    }
+  }
 }
 
-/// o[r·ldo + d0 ..] = alpha[r] · o[..] + Σ_j p[r·ldp + j] · v_j[d0 ..] over n keys, for R
-/// rows and DT packs of Dv; the R·DT accumulators stay in registers for all n keys.
+/// o[r·ldo + d0 ..] += Σ_j p[r·ldp + j] · v_j[d0 ..] over n keys, for R rows and DT
+/// packs of Dv; the R·DT accumulators stay in registers for all n keys.
 template <class P, std::size_t R, std::size_t DT, class S>
 inline void pv_tile(const value_t<P>* p, std::size_t ldp, const S* v0, std::ptrdiff_t v_stride,
-                    std::size_t n, std::size_t d0, const value_t<P>* alpha, value_t<P>* o, std::size_t ldo) {
+                    std::size_t n, std::size_t d0, value_t<P>* o, std::size_t ldo) {
   using O = simd::ops<P>;
   constexpr std::size_t W = O::width;
   P acc[R][DT];
+  HEADWISE_UNROLL
   for (std::size_t r = 0; r < R; ++r)
-    for (std::size_t t = 0; t < DT; ++t) acc[r][t] = O::load(o + r * ldo + d0 + t * W) * P(alpha[r]);
+    HEADWISE_UNROLL
+    for (std::size_t t = 0; t < DT; ++t) acc[r][t] = O::load(o + r * ldo + d0 + t * W);
   const S* v_row = v0 + d0;
   for (std::size_t j = 0; j < n; ++j, v_row += v_stride) {
     P vv[DT];
+    HEADWISE_UNROLL
     for (std::size_t t = 0; t < DT; ++t) vv[t] = simd::load_as<P>(v_row + t * W);
+    HEADWISE_UNROLL
     for (std::size_t r = 0; r < R; ++r) {
       const P pr(p[r * ldp + j]);
+      HEADWISE_UNROLL
       for (std::size_t t = 0; t < DT; ++t) acc[r][t] = O::fma(pr, vv[t], acc[r][t]);
     }
   }
+  HEADWISE_UNROLL
   for (std::size_t r = 0; r < R; ++r)
+    HEADWISE_UNROLL
     for (std::size_t t = 0; t < DT; ++t) O::store(o + r * ldo + d0 + t * W, acc[r][t]);
 }
 
-/// Runs pv_tile over all of Dv for R rows: pairs of packs, one pack, then a scalar tail.
+/// o[r·ldo ..] += Σ_j p[r·ldp + j] · v_j over n keys for R rows: groups of
+/// decode_pv_keys keys, each over all of Dv in pv_tile strips (pairs of packs, one
+/// pack, a scalar tail), so V is read a few rows at a time, near its address order.
 template <class P, std::size_t R, class S>
 inline void pv_rows(const value_t<P>* p, std::size_t ldp, const S* v0, std::ptrdiff_t v_stride,
-                    std::size_t n, std::size_t dv, const value_t<P>* alpha, value_t<P>* o, std::size_t ldo) {
+                    std::size_t n, std::size_t dv, value_t<P>* o, std::size_t ldo) {
   using T = value_t<P>;
   constexpr std::size_t W = simd::ops<P>::width;
-  std::size_t d = 0;
-  for (; d + 2 * W <= dv; d += 2 * W) pv_tile<P, R, 2>(p, ldp, v0, v_stride, n, d, alpha, o, ldo);
-  if (d + W <= dv) pv_tile<P, R, 1>(p, ldp, v0, v_stride, n, d, alpha, o, ldo), d += W;
-  for (; d < dv; ++d)
-    for (std::size_t r = 0; r < R; ++r) {
-      T acc = o[r * ldo + d] * alpha[r];
-      const S* v_row = v0;
-      for (std::size_t j = 0; j < n; ++j, v_row += v_stride) acc += p[r * ldp + j] * simd::widen<T>(v_row[d]);
-      o[r * ldo + d] = acc;
-    }
+  for (std::size_t j0 = 0; j0 < n; j0 += decode_pv_keys) {
+    const std::size_t g = std::min(decode_pv_keys, n - j0);
+    const S* vg = v0 + std::ptrdiff_t(j0) * v_stride;
+    const T* pg = p + j0;
+    std::size_t d = 0;
+    for (; d + 2 * W <= dv; d += 2 * W) pv_tile<P, R, 2>(pg, ldp, vg, v_stride, g, d, o, ldo);
+    if (d + W <= dv) pv_tile<P, R, 1>(pg, ldp, vg, v_stride, g, d, o, ldo), d += W;
+    for (; d < dv; ++d)
+      for (std::size_t r = 0; r < R; ++r) {
+        T acc = o[r * ldo + d];
+        const S* v_row = vg;
+        for (std::size_t j = 0; j < g; ++j, v_row += v_stride) acc += pg[r * ldp + j] * simd::widen<T>(v_row[d]);
+        o[r * ldo + d] = acc;
+      }
+  }
 }
 
 /// Keys [begin, end) of one chunk that at least one query row can see.
@@ -179,7 +253,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
          const tensor_view<T>& out, const tensor_view<float>& lse, const detail::score_rules<T>& rules,
          unsigned threads) {
   using O = simd::ops<P>;
-  constexpr std::size_t W = O::width, R = W < 4 ? W : 4;  // score rows per tile
+  constexpr std::size_t W = O::width;
   constexpr T neg_inf = -std::numeric_limits<T>::infinity();
   const std::size_t B = q.batch(), Hq = q.heads(), Hkv = k.heads(), Nq = q.seq();
   const std::size_t Dk = q.dim(), Dv = v.dim(), group = Hq / Hkv, G = group * Nq;
@@ -239,22 +313,27 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
       }
       if (!any_visible) continue;  // e.g. the gap between sinks and window
 
-      // pass 1: scores, keys outer so a W-key block of K stays in L1 across row
-      // tiles. K rows are read in order (the hardware prefetcher follows); the V
-      // rows of the block are prefetched here because pass 2 walks them in column
-      // strips, a pattern the hardware follows late (without it: ~1.4× slower).
-      const S* kp[W];
+      // pass 1: scores, R rows at a time over the whole block. The first row tile
+      // also requests the rows decode_prefetch_keys ahead, line by line; the first
+      // line of each 4 KiB page of the next block is requested at once, which
+      // starts its page walk early.
+      const S* k_blk = k.row(b, hk, std::size_t(k0));
       const S* v0 = v.row(b, hk, std::size_t(k0));
-      const std::ptrdiff_t vs = v.seq_stride();
-      for (std::size_t j = 0; j < n; j += W) {
-        for (std::size_t t = 0; t < W; ++t) kp[t] = k.row(b, hk, std::size_t(k0) + std::min(j + t, n - 1));
-        for (std::size_t t = j; t < std::min(n, j + W); ++t)
-          for (std::size_t d = 0; d < Dv; d += 64 / sizeof(S)) __builtin_prefetch(v0 + std::ptrdiff_t(t) * vs + d, 0, 3);
+      const std::ptrdiff_t ks = k.seq_stride(), vs = v.seq_stride();
+      const auto ahead = std::int64_t(decode_prefetch_keys);
+      const auto page_rows = std::max<std::int64_t>(1, 4096 / std::max<std::int64_t>(1, ks * std::int64_t(sizeof(S))));
+      for (std::int64_t j = k0 + ahead; j < std::min(rules.Nk, k0 + 2 * ahead); j += page_rows) {
+        simd::prefetch(k.row(b, hk, std::size_t(j)));
+        simd::prefetch(v.row(b, hk, std::size_t(j)));
+      }
+      row_prefetch<S> pf{k_blk + ahead * ks, v0 + ahead * vs, ks, vs,
+                         std::size_t(std::clamp<std::int64_t>(cs.end - (k0 + ahead), 0, std::int64_t(n))),
+                         Dk * sizeof(S), Dv * sizeof(S)};
+      {
         std::size_t a = 0;
-        for (; a + R <= A; a += R)
-          for (std::size_t t = 0; t < W; t += W / R)
-            dot_tile<P, R>(qs + a * Dk, Dk, kp + t, Dk, s + a * lds + j + t, lds, std::min(W / R, n - std::min(n, j + t)));
-        for (; a < A; ++a) dot_tile<P, 1>(qs + a * Dk, Dk, kp, Dk, s + a * lds + j, lds, std::min(W, n - j));
+        for (; a + 4 <= A; a += 4, pf.rows = 0) score_rows<P, 4, 3>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
+        for (; a + 2 <= A; a += 2, pf.rows = 0) score_rows<P, 2, 4>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
+        for (; a < A; ++a, pf.rows = 0) score_rows<P, 1, 8>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
       }
 
       // masks, then the online softmax step of each row (alpha rescales its O).
@@ -272,10 +351,13 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
       }
 
       // pass 2: O = alpha·O + P·V, R rows at a time.
+      for (std::size_t a = 0; a < A; ++a)
+        if (alpha[a] != T(1))
+          for (std::size_t d = 0; d < Dv; ++d) o_part[a * Dv + d] *= alpha[a];
       std::size_t a = 0;
-      for (; a + 4 <= A; a += 4) pv_rows<P, 4>(s + a * lds, lds, v0, vs, n, Dv, alpha + a, o_part + a * Dv, Dv);
-      for (; a + 2 <= A; a += 2) pv_rows<P, 2>(s + a * lds, lds, v0, vs, n, Dv, alpha + a, o_part + a * Dv, Dv);
-      for (; a < A; ++a) pv_rows<P, 1>(s + a * lds, lds, v0, vs, n, Dv, alpha + a, o_part + a * Dv, Dv);
+      for (; a + 4 <= A; a += 4) pv_rows<P, 4>(s + a * lds, lds, v0, vs, n, Dv, o_part + a * Dv, Dv);
+      for (; a + 2 <= A; a += 2) pv_rows<P, 2>(s + a * lds, lds, v0, vs, n, Dv, o_part + a * Dv, Dv);
+      for (; a < A; ++a) pv_rows<P, 1>(s + a * lds, lds, v0, vs, n, Dv, o_part + a * Dv, Dv);
     }
 
     // the chunk's partial: normalised O and its natural-log LSE (kept in T for the merge).

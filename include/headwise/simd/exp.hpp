@@ -24,6 +24,7 @@
 #error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
 #endif
 
+#include <array>
 #include <limits>
 
 #include "headwise/simd/pack.hpp"
@@ -65,14 +66,29 @@ constexpr T taylor_coefficient(int k) {
   return T(c);
 }
 
+/// The coefficients 0..degree as a compile-time table: at -O2 GCC neither unrolls
+/// the Horner loop nor folds taylor_coefficient, and evaluated it in long double
+/// on every call (the decode kernel spent a third of its time there).
+template <class T, bool base2>
+struct taylor_table {
+  static constexpr int size = exp_constants<T>::degree + 1;
+  static constexpr std::array<T, size> c = [] {
+    std::array<T, size> a{};
+    for (int k = 0; k < size; ++k) a[std::size_t(k)] = taylor_coefficient<T, base2>(k);
+    return a;
+  }();
+};
+
 /// poly(r)·2^n, where t = magic + n: Horner, then n added to the exponent field.
 template <bool base2, class P>
 P scaled_polynomial(const P& r, const P& t) {
   using O = ops<P>;
   using T = typename O::value_type;
   using C = exp_constants<T>;
-  P poly(taylor_coefficient<T, base2>(C::degree));
-  for (int k = C::degree - 1; k >= 0; --k) poly = O::fma(poly, r, P(taylor_coefficient<T, base2>(k)));
+  using table = taylor_table<T, base2>;
+  P poly(table::c[C::degree]);
+  HEADWISE_UNROLL
+  for (int k = C::degree - 1; k >= 0; --k) poly = O::fma(poly, r, P(table::c[std::size_t(k)]));
   // bits(t) = bits(magic) + n; shifting out the magic's own exponent leaves
   // n·2^mantissa, which added to poly's bits adds n to its exponent: poly·2^n
   // with an integer add instead of an FMA-port multiply.
