@@ -14,6 +14,7 @@
 //                   peak/bandwidth means fewer than 4 (= Hq/Hkv) reads. plain reads
 //                   them once per query head (run at N <= 4096 only, to stay short).
 //            KV_MiB those bytes per step
+//   K, V and the bandwidth buffer start on a cache line, as kv_cache allocates them.
 //   peak/bandwidth/1GiB/threads:<t>: sum of a 1 GiB float buffer with vector loads
 //            (the same GBps counter), the denominator of the %peak column.
 // The x-baseline column is the speed-up over headwise_f32 at the same shape: for
@@ -28,6 +29,7 @@
 
 #include <headwise/headwise.hpp>
 
+#include "headwise/detail/aligned_allocator.hpp"
 #include "headwise/simd/pack.hpp"
 #include "table_reporter.hpp"
 
@@ -40,8 +42,9 @@ using namespace headwise;
     headwise_bench::declare(headwise_bench::metric{"GBps", "GB/s", "peak/bandwidth", "bandwidth", "peak"});
 
 /// Cheap deterministic fill in [-1, 1): the buffers are up to 1 GiB.
-template <class T>
-void fill(std::vector<T>& x, std::uint32_t seed) {
+template <class Vec>
+void fill(Vec& x, std::uint32_t seed) {
+  using T = typename Vec::value_type;
   std::uint32_t s = seed * 2654435761u + 1;
   for (T& e : x) {
     s = s * 1664525u + 1013904223u;
@@ -53,7 +56,7 @@ template <class S>
 void bm_decode(benchmark::State& state, kernel_mode mode, std::size_t B, std::size_t N, unsigned threads) {
   constexpr std::size_t Hq = 32, Hkv = 8, d = 128;
   std::vector<float> q(B * Hq * d), out(B * Hq * d);
-  std::vector<S> k(B * Hkv * N * d), v(B * Hkv * N * d);
+  detail::cache_line_vector<S> k(B * Hkv * N * d), v(B * Hkv * N * d);  // as kv_cache holds them
   fill(q, 1);
   fill(k, 2);
   fill(v, 3);
@@ -78,7 +81,7 @@ void bm_bandwidth(benchmark::State& state, unsigned threads) {
   using P = simd::vector_pack<float>;
   using O = simd::ops<P>;
   constexpr std::size_t W = O::width, bytes = std::size_t(1) << 30, n = bytes / sizeof(float);
-  std::vector<float> buf(n);
+  detail::cache_line_vector<float> buf(n);
   fill(buf, 4);
   std::vector<float> sums(threads);
   for (auto _ : state) {

@@ -1,8 +1,10 @@
 // Tests of kv_cache (kv_cache.hpp): a prefill followed by decode steps, each with
 // bottom-right causal attention over the cache, equals one causal attention over
-// the whole sequence; appending past the capacity throws and changes nothing.
+// the whole sequence; appending past the capacity throws and changes nothing; the
+// buffers start on a cache line (decode streams their rows line by line).
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -92,6 +94,18 @@ TEST(kv_cache, appending_past_capacity_throws_and_leaves_the_cache_unchanged) {
   EXPECT_EQ(cache.capacity(), 5u);
   EXPECT_EQ(cache.values().seq(), 0u);
   EXPECT_THROW(kv_cache<float>(1, 0, 4, 4), error);
+}
+
+TEST(kv_cache, buffers_start_on_a_cache_line) {
+  auto line_offset = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 64; };
+  for (std::size_t capacity : {1u, 7u, 4096u}) {
+    kv_cache<float> f(2, 3, capacity, 128, 64);
+    kv_cache<half> h(1, 1, capacity, 5);
+    EXPECT_EQ(line_offset(f.keys().data()), 0u);
+    EXPECT_EQ(line_offset(f.values().data()), 0u);
+    EXPECT_EQ(line_offset(h.keys().data()), 0u);
+    EXPECT_EQ(line_offset(h.values().data()), 0u);
+  }
 }
 
 }  // namespace

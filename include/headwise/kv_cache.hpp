@@ -14,7 +14,8 @@
 // position size − n + i, the convention that makes prefill + steps equal one call.
 // append() checks everything first and throws headwise::error (nothing written) on a
 // shape mismatch or when size + n would exceed capacity; the cache never reallocates,
-// so views taken earlier stay valid (their seq() is the size when taken).
+// so views taken earlier stay valid (their seq() is the size when taken). Both
+// buffers start on a 64-byte boundary (see detail/aligned_allocator.hpp).
 #pragma once
 
 #ifndef HEADWISE_INTERNAL
@@ -25,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "headwise/detail/aligned_allocator.hpp"
 #include "headwise/detail/checks.hpp"
 #include "headwise/storage.hpp"
 #include "headwise/tensor.hpp"
@@ -107,7 +109,7 @@ class kv_cache {
   }
 
   std::size_t batch_, heads_, capacity_, dk_, dv_, size_ = 0;
-  std::vector<T> keys_, values_;
+  detail::cache_line_vector<T> keys_, values_;  // rows start on cache lines when D·sizeof(T) % 64 == 0
 };
 
 }  // namespace headwise

@@ -87,11 +87,16 @@ inline constexpr std::size_t decode_pv_keys = 8;
 /// hardware prefetchers alone ran 1.5× slower; further ahead measured no better.
 inline constexpr std::size_t decode_prefetch_keys = decode_block_keys;
 
-/// attention() with kernel_mode::automatic takes this kernel when it holds. Measured
-/// against flash at Hq 32, Hkv 8, d 128, Nk 4096, one thread (CPU ms, decode/flash):
-/// Nq 1: 2.4/3.3, Nq 2: 3.6/4.4, Nq 4: 6.0/5.5, Nq 8: 10.8/9.0, Nq 16: 18.3/14.5.
-/// One query token always decodes: split-KV is its only parallelism when B·Hkv is small.
-inline bool decode_preferred(std::size_t nq, std::size_t group) { return nq == 1 || nq * group <= 8; }
+/// attention() with kernel_mode::automatic takes this kernel when it holds. The cost
+/// grows with G = group·Nq, the query rows per K/V row. Measured against flash, one
+/// thread, d 128, ms decode/flash (G in brackets):
+///   Hq 32 Hkv 8, Nk 4096: Nq 1 (4) 1.2/3.2, Nq 4 (16) 3.9/5.4, Nq 8 (32) 7.2/8.7, Nq 16 (64) 13.7/14.0
+///   Hq 32 Hkv 8, Nk  512: Nq 4 (16) 0.49/0.54, Nq 8 (32) 1.02/1.02, Nq 16 (64) 2.0/1.9
+///   Hq 8 Hkv 8,  Nk 4096: Nq 16 (16) 4.6/6.5, Nq 32 (32) 8.9/9.8
+///   Hq 32 Hkv 4, Nk 4096: Nq 4 (32) 4.3/5.0, Nq 8 (64) 8.4/7.8
+/// so decode up to G = 32 (a tie at short KV). One query token always decodes:
+/// split-KV is its only parallelism when B·Hkv is small.
+inline bool decode_preferred(std::size_t nq, std::size_t group) { return nq == 1 || nq * group <= 32; }
 
 namespace decode_impl {
 
@@ -110,11 +115,17 @@ struct row_prefetch {
   /// Prefetches rows [j0, j1) of the look-ahead window (those that exist).
   void operator()(std::size_t j0, std::size_t j1) const {
     for (std::size_t j = j0; j < std::min(j1, rows); ++j) {
-      const char* kr = reinterpret_cast<const char*>(k + std::ptrdiff_t(j) * k_stride);
-      const char* vr = reinterpret_cast<const char*>(v + std::ptrdiff_t(j) * v_stride);
-      for (std::size_t b = 0; b < k_bytes; b += 64) simd::prefetch(kr + b);
-      for (std::size_t b = 0; b < v_bytes; b += 64) simd::prefetch(vr + b);
+      lines(k + std::ptrdiff_t(j) * k_stride, k_bytes);
+      lines(v + std::ptrdiff_t(j) * v_stride, v_bytes);
     }
+  }
+
+  /// Every cache line that [row, row + bytes) touches, also when row is not line aligned.
+  static void lines(const S* row, std::size_t bytes) {
+    const auto first = reinterpret_cast<std::uintptr_t>(row);
+    const std::uintptr_t end = first + bytes;
+    for (std::uintptr_t a = first & ~std::uintptr_t(63); a < end; a += 64)
+      simd::prefetch(reinterpret_cast<const void*>(a));
   }
 };
 
