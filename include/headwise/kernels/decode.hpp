@@ -272,8 +272,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
   const std::vector<chunk_span> chunks = visible_chunks(rules);
   const std::size_t nc = chunks.size(), lds = decode_block_keys + W;
   const bool elementwise = rules.has_elementwise();
-  constexpr T log2e = T(1.44269504088896340735992468100L), ln2 = T(0.693147180559945309417232121458L);
-  const T q_scale = elementwise ? rules.scale : rules.scale * log2e;
+  const T q_scale = softmax_row<T>::q_scale(rules.scale, elementwise);
 
   // Active rows a of each kv head: g = hh·Nq + i for the unpruned heads hh of its group.
   std::vector<std::vector<std::size_t>> active(Hkv);
@@ -355,7 +354,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
         T* s_row = s + a * lds;
         if (elementwise) {
           rules.apply_elementwise(b, h, i, k0, n, s_row);
-          for (std::size_t j = 0; j < n; ++j) s_row[j] *= log2e;
+          softmax_row<T>::to_log2(s_row, n);
         }
         detail::score_rules<T>::hide_invisible(rules.ranges(i), k0, n, s_row);
         std::fill(s_row + n, s_row + npad, neg_inf);
@@ -376,7 +375,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
     for (std::size_t a = 0; a < A; ++a) {
       const T scale = state[a].out_scale(T(1));
       for (std::size_t d = 0; d < Dv; ++d) o_part[a * Dv + d] *= scale;
-      lse_part[a] = state[a].l > 0 ? state[a].m * ln2 + std::log(state[a].l) : neg_inf;
+      lse_part[a] = state[a].log_sum();
     }
   });
 

@@ -141,10 +141,8 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
   }
   const T neg_inf = -std::numeric_limits<T>::infinity();
   const bool elementwise = rules.has_elementwise();
-  // The softmax runs in log2 units (exp2 reduces exactly, see simd/exp.hpp):
-  // log2 e is folded into Q unless element-wise rules need natural logits first.
-  constexpr T log2e = T(1.44269504088896340735992468100L);
-  const T q_scale = elementwise ? rules.scale : rules.scale * log2e;
+  // The softmax runs in log2 units (exp2 reduces exactly, see simd/exp.hpp).
+  const T q_scale = softmax_row<T>::q_scale(rules.scale, elementwise);
 
   detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned worker) {
     const std::size_t qt = n_qt - 1 - task % n_qt, hc = task / n_qt % n_hc;
@@ -220,7 +218,7 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
           const std::int64_t i = std::int64_t(i0 + (r0 + r) % nq);
           if (elementwise) {
             rules.apply_elementwise(b, h, i, j0, nb, s_row);
-            for (std::size_t c = 0; c < nb; ++c) s_row[c] *= log2e;
+            softmax_row<T>::to_log2(s_row, nb);
           }
           if (!full) rules.hide_invisible(rules.ranges(i), j0, nb, s_row);
           alpha[r] = w.state[r0 + r].template absorb<P>(s_row, nb_pad);

@@ -43,6 +43,16 @@ struct softmax_row {
   T m = -std::numeric_limits<T>::infinity();  // running max of the logits seen
   T l = 0;                                    // running Σ 2^(s − m)
   static constexpr T slack = 8;               // p <= 2^8 between rescales
+  static constexpr T log2e = simd::exp_constants<T>::log2e;
+  static constexpr T ln2 = T(0.693147180559945309417232121458L);
+
+  /// The factor a kernel multiplies q by: the scale, times log2 e so the scores
+  /// come out in log2 units, unless element-wise rules (softcap, ALiBi, masks)
+  /// must see natural logits first; their output then goes through to_log2.
+  static T q_scale(T scale, bool natural_first) { return natural_first ? scale : scale * log2e; }
+  static void to_log2(T* s, std::size_t n) {
+    for (std::size_t j = 0; j < n; ++j) s[j] *= log2e;
+  }
 
   /// Turns the logits s[0..n) into probabilities relative to the new running
   /// max and returns the factor that rescales the accumulated output.
@@ -82,11 +92,9 @@ struct softmax_row {
   T out_scale(T head_multiplier) const { return l > 0 ? head_multiplier / l : T(0); }
 
   /// Natural-log LSE of the row's visible logits (m is in log2 units); −inf
-  /// when none is visible.
-  float lse() const {
-    constexpr T ln2 = T(0.693147180559945309417232121458L);
-    return l > 0 ? static_cast<float>(m * ln2 + std::log(l)) : -std::numeric_limits<float>::infinity();
-  }
+  /// when none is visible. log_sum() keeps T (decode merges partials in T).
+  T log_sum() const { return l > 0 ? m * ln2 + std::log(l) : -std::numeric_limits<T>::infinity(); }
+  float lse() const { return static_cast<float>(log_sum()); }
 };
 
 }  // namespace headwise::kernels
