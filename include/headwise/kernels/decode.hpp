@@ -18,8 +18,9 @@
 //   - Memory-level parallelism: the hardware stream prefetchers lose a stream read
 //     a few rows interleaved (as multi-key score tiles do) and do not run far enough
 //     ahead of a compute-heavy loop, so the score pass requests every line of the K
-//     and V rows decode_prefetch_keys ahead, and the first line of each page of the
-//     next block at the block's start. V is consumed in groups of decode_pv_keys rows.
+//     and V rows decode_prefetch_keys ahead (half a block: a whole block ahead
+//     overflows a 32 KiB L1), and the first line of each page of that window at the
+//     block's start. V is consumed in groups of decode_pv_keys rows.
 //   - GQA: a task is (batch, kv head, chunk) and computes every query row of the
 //     group at once: rows G = (Hq/Hkv)·Nq. Each K/V row is loaded from DRAM once and
 //     reused from L1 for the G rows, instead of Hq/Hkv times by per-head kernels.
@@ -73,9 +74,9 @@ namespace headwise::kernels {
 inline constexpr std::size_t decode_chunk_keys = 1024;
 
 /// Keys per online-softmax step inside a chunk: K and V are consumed in blocks of
-/// 32 rows (16 KiB each at d 128 fp32), so the block being computed and the one
-/// being prefetched fit L1 (48 KiB) together, and the K and V streams alternate at
-/// a fine grain. Measured against 64-key blocks: fp16 ~10% and fp32 ~3% faster.
+/// 32 rows (16 KiB each at d 128 fp32), so the block being computed and the
+/// look-ahead window fit L1 together, and the K and V streams alternate at a fine
+/// grain. Measured against 64-key blocks on Zen 5: fp16 ~10% and fp32 ~3% faster.
 inline constexpr std::size_t decode_block_keys = 32;
 
 /// Keys per group of the P·V pass: the R·2-pack accumulator strip runs over 8 V rows
@@ -83,9 +84,12 @@ inline constexpr std::size_t decode_block_keys = 32;
 /// Whole-block strips (column by column) measured 5-10% slower.
 inline constexpr std::size_t decode_pv_keys = 8;
 
-/// How far ahead the score pass requests K and V rows, in keys (one block). The
-/// hardware prefetchers alone ran 1.5× slower; further ahead measured no better.
-inline constexpr std::size_t decode_prefetch_keys = decode_block_keys;
+/// How far ahead the score pass requests K and V rows, in keys (half a block). The
+/// hardware prefetchers alone ran 1.2-1.5× slower. On Zen 5 (48 KiB L1) distances of
+/// 16-192 keys measured alike; on Zen 3 (32 KiB L1) a whole block ahead (32 KiB of fp32
+/// K+V at d 128, on top of the 32 KiB block in use) evicts lines before their use, and
+/// 16 keys ran fp32 ~13% faster (6 of 6 paired runs, 7-22%) and fp16 ~8%.
+inline constexpr std::size_t decode_prefetch_keys = decode_block_keys / 2;
 
 /// attention() with kernel_mode::automatic takes this kernel when it holds. The cost
 /// grows with G = group·Nq, the query rows per K/V row. Measured against flash, one
@@ -326,7 +330,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
 
       // pass 1: scores, R rows at a time over the whole block. The first row tile
       // also requests the rows decode_prefetch_keys ahead, line by line; the first
-      // line of each 4 KiB page of the next block is requested at once, which
+      // line of each 4 KiB page of the look-ahead window is requested at once, which
       // starts its page walk early.
       const S* k_blk = k.row(b, hk, std::size_t(k0));
       const S* v0 = v.row(b, hk, std::size_t(k0));
