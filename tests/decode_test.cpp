@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "mask_cases.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -35,14 +36,6 @@ enum class storage { f32, f64, f16, bf16 };
 const char* storage_name(storage s) {
   static const char* names[] = {"f32", "f64", "f16", "bf16"};
   return names[int(s)];
-}
-
-enum class mask_kind { none, top_left, bottom_right, window, window_sinks, boolean, additive, alibi, softcap,
-                       head_scale, everything };
-const char* mask_name(mask_kind m) {
-  static const char* names[] = {"none",     "causal_tl", "causal_br", "window",     "window_sinks", "boolean",
-                                "additive", "alibi",     "softcap",   "head_scale", "everything"};
-  return names[int(m)];
 }
 
 struct decode_case {
@@ -60,52 +53,21 @@ std::string case_name(const ::testing::TestParamInfo<decode_case>& info) {
   return os.str();
 }
 
-/// The options of a mask kind and the memory they point to; extra_logit bounds
-/// the magnitude of what the element-wise rules add to a logit (for tolerances).
-struct mask_options {
-  attention_options opt;
-  std::unique_ptr<bool[]> boolean;
-  std::vector<float> additive, slopes, head_scale;
-  double extra_logit = 0, max_head_scale = 1;
-
-  explicit mask_options(const decode_case& c) {
-    const mask_kind m = c.mask;
-    const bool all = m == mask_kind::everything;
-    std::mt19937 gen(7);
-    std::uniform_real_distribution<float> unit(0, 1);
-    if (m == mask_kind::top_left) opt.causal = causal_mode::top_left;
-    if (m == mask_kind::bottom_right || m == mask_kind::window_sinks || all) opt.causal = causal_mode::bottom_right;
-    if (m == mask_kind::window) opt.window_left = 300, opt.window_right = 2;
-    if (m == mask_kind::window_sinks || all) opt.window_left = 20, opt.sink_tokens = 5;
-    if (m == mask_kind::boolean || all) {
-      const std::size_t n = c.Hq * c.Nq * c.Nk;
-      boolean.reset(new bool[n]);
-      for (std::size_t e = 0; e < n; ++e) boolean[e] = unit(gen) < 0.6f;
-      for (std::size_t j = 0; j < c.Nk; ++j) boolean[j] = false;  // head 0, row 0 sees nothing
-      opt.boolean_mask = mask_view<const bool>(boolean.get(), 1, c.Hq, c.Nq, c.Nk);
-    }
-    if (m == mask_kind::additive || all) {
-      additive.resize(c.B * c.Nq * c.Nk);
-      for (float& a : additive) a = unit(gen) < 0.1f ? -INFINITY : 2 * unit(gen) - 1;
-      opt.additive_mask = mask_view<const float>(additive.data(), c.B, 1, c.Nq, c.Nk);
-      extra_logit += 1;
-    }
-    if (m == mask_kind::alibi || all) {
-      for (std::size_t h = 0; h < c.Hq; ++h) slopes.push_back(std::pow(0.5f, float(h + 3)));
-      opt.alibi_slopes = slopes;
-      extra_logit += double(c.Nk) / 8;
-    }
-    if (m == mask_kind::softcap || all) {
-      opt.softcap = 0.6;
-      extra_logit += 0.6;
-    }
-    if (m == mask_kind::head_scale || all) {
-      for (std::size_t h = 0; h < c.Hq; ++h) head_scale.push_back(h == 1 % c.Hq ? 0.0f : 0.5f + float(h));
-      for (float s : head_scale) max_head_scale = std::max(max_head_scale, double(s));
-      opt.head_scale = head_scale;
-    }
-  }
-};
+/// Decode's figures for the mask kinds: windows wider than a block and narrower
+/// than a chunk, gentle ALiBi slopes for long KV.
+mask_recipe decode_recipe() {
+  mask_recipe r;
+  r.everything_causal = causal_mode::bottom_right;
+  r.window_left = 300, r.window_right = 2;
+  r.sink_window_left = 20, r.sinks = 5;
+  r.visible = 0.6f;
+  r.hide_row0_in_every_head = false;
+  r.alibi_first_exponent = 3;
+  r.softcap = 0.6;
+  r.pruned_head = 1;
+  r.seed = 7;
+  return r;
+}
 
 /// A copy of t with every element rounded to S.
 template <class S, class T>
@@ -164,7 +126,7 @@ void check_case(const decode_case& c) {
   fill_uniform(k, 2);
   fill_uniform(v, 3);
   const tensor<S> ks = rounded<S>(k, c.lay), vs = rounded<S>(v, c.lay);
-  const mask_options mo(c);
+  const masked_options mo(c.mask, c.B, c.Hq, c.Nq, c.Nk, decode_recipe());
 
   tensor<T> ref(c.B, c.Hq, c.Nq, c.Dv, c.lay);
   std::vector<float> ref_lse(c.B * c.Hq * c.Nq);
@@ -215,10 +177,10 @@ void check_case(const decode_case& c) {
   }
 
   if constexpr (is_storage_16<S>) {
-    if (c.mask != mask_kind::none && c.mask != mask_kind::bottom_right) return;
+    if (c.mask != mask_kind::none && c.mask != mask_kind::causal_bottom_right) return;
     tensor<T> exact(c.B, c.Hq, c.Nq, c.Dv, c.lay);
     reference::attention(q.cview(), k.cview(), v.cview(), exact.view, mo.opt);
-    const tensor<float> naive = naive_low_precision<S>(q, k, v, c.mask == mask_kind::bottom_right, c.lay);
+    const tensor<float> naive = naive_low_precision<S>(q, k, v, c.mask == mask_kind::causal_bottom_right, c.lay);
     const double naive_err = max_abs_diff(naive.view, exact.view), err = max_abs_diff(simd_out.view, exact.view);
     EXPECT_TRUE(err <= 2 * naive_err) << storage_name(c.st) << ": error vs unrounded K/V " << err
                                       << " > 2 × naive same-precision error " << naive_err;
@@ -276,7 +238,7 @@ std::vector<decode_case> dim_cases() {
   for (storage st : {storage::f32, storage::f64, storage::bf16, storage::f16})
     for (std::size_t d : {std::size_t(1), W - 1, W, W + 1, std::size_t(128)})
       for (std::size_t dv : {d, std::size_t(2 * W + 3)})
-        cases.push_back({st, 1, 8, 2, 2, C + 3, d, dv, layout::bhsd, mask_kind::bottom_right});
+        cases.push_back({st, 1, 8, 2, 2, C + 3, d, dv, layout::bhsd, mask_kind::causal_bottom_right});
   return cases;
 }
 

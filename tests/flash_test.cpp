@@ -17,31 +17,12 @@
 #include <string>
 #include <vector>
 
+#include "mask_cases.hpp"
 #include "test_util.hpp"
 
 namespace {
 
 using namespace hwtest;  // brings in headwise too
-
-enum class mask_kind {
-  none,
-  causal_top_left,
-  causal_bottom_right,
-  window,        // left 5, right 3, no causal
-  window_sinks,  // bottom-right causal, left 16, 4 sinks
-  boolean,       // [1, Hq, Nq, Nk], some rows fully hidden
-  additive,      // [B, 1, Nq, Nk], some -inf entries
-  alibi,
-  softcap,
-  head_scale,  // one pruned head
-  everything,  // all of the above at once
-};
-
-const char* mask_name(mask_kind m) {
-  static const char* names[] = {"none",     "causal_tl", "causal_br", "window",     "window_sinks", "boolean",
-                                "additive", "alibi",     "softcap",   "head_scale", "everything"};
-  return names[int(m)];
-}
 
 struct flash_case {
   std::size_t B, Hq, Hkv, Nq, Nk, Dk, Dv;
@@ -57,60 +38,12 @@ std::string case_name(const flash_case& c) {
   return os.str();
 }
 
-/// Options for a mask kind, with the storage of its masks and per-head arrays;
-/// `extra_logit` bounds |terms added to the scaled logit| for the tolerance.
-struct options_holder {
-  attention_options opt;
-  std::unique_ptr<bool[]> boolean;
-  std::vector<float> additive, slopes, head_scale;
-  double extra_logit = 0;
-
-  options_holder(const flash_case& c, std::uint32_t seed) {
-    const mask_kind m = c.mask;
-    const bool all = m == mask_kind::everything;
-    std::mt19937 gen(seed);
-    std::uniform_real_distribution<float> unit(0, 1);
-    if (m == mask_kind::causal_top_left || all) opt.causal = causal_mode::top_left;
-    if (m == mask_kind::causal_bottom_right || m == mask_kind::window_sinks)
-      opt.causal = causal_mode::bottom_right;
-    if (m == mask_kind::window) opt.window_left = 5, opt.window_right = 3;
-    if (m == mask_kind::window_sinks || all) opt.window_left = 16, opt.sink_tokens = 4;
-    if (m == mask_kind::boolean || all) {
-      const std::size_t n = c.Hq * c.Nq * c.Nk;
-      boolean.reset(new bool[n]);
-      for (std::size_t e = 0; e < n; ++e) boolean[e] = unit(gen) < 0.7f;
-      for (std::size_t h = 0; h < c.Hq; ++h)  // row 0 of every head sees nothing
-        for (std::size_t j = 0; j < c.Nk; ++j) boolean[h * c.Nq * c.Nk + j] = false;
-      opt.boolean_mask = mask_view<const bool>(boolean.get(), 1, c.Hq, c.Nq, c.Nk);
-    }
-    if (m == mask_kind::additive || all) {
-      additive.resize(c.B * c.Nq * c.Nk);
-      for (float& a : additive) a = unit(gen) < 0.1f ? -INFINITY : 2 * unit(gen) - 1;
-      opt.additive_mask = mask_view<const float>(additive.data(), c.B, 1, c.Nq, c.Nk);
-      extra_logit += 1;
-    }
-    if (m == mask_kind::alibi || all) {
-      for (std::size_t h = 0; h < c.Hq; ++h) slopes.push_back(std::pow(0.5f, float(h + 1)));
-      opt.alibi_slopes = slopes;
-      extra_logit += 0.5 * double(c.Nq + c.Nk);
-    }
-    if (m == mask_kind::softcap || all) {
-      opt.softcap = 0.75;
-      extra_logit += 0.75;
-    }
-    if (m == mask_kind::head_scale || all) {
-      for (std::size_t h = 0; h < c.Hq; ++h) head_scale.push_back(h == 0 ? 0.0f : 0.5f + float(h));
-      opt.head_scale = head_scale;
-    }
-  }
-};
-
 template <class T>
 struct case_data {
   tensor<T> q, k, v, ref;
   std::vector<float> ref_lse;
-  options_holder holder;
-  double tol, lse_tol, max_head_scale = 1;
+  masked_options masks;
+  double tol, lse_tol;
 
   explicit case_data(const flash_case& c)
       : q(c.B, c.Hq, c.Nq, c.Dk, c.lay),
@@ -118,19 +51,18 @@ struct case_data {
         v(c.B, c.Hkv, c.Nk, c.Dv, c.lay),
         ref(c.B, c.Hq, c.Nq, c.Dv, c.lay),
         ref_lse(c.B * c.Hq * c.Nq),
-        holder(c, 99) {
+        masks(c.mask, c.B, c.Hq, c.Nq, c.Nk) {
     fill_uniform(q, 1);
     fill_uniform(k, 2);
     fill_uniform(v, 3);
-    attention_options opt = holder.opt;
+    attention_options opt = masks.opt;
     opt.lse = lse_view(ref_lse.data(), c.B, c.Hq, c.Nq);
     reference::attention(q.cview(), k.cview(), v.cview(), ref.view, opt);
-    for (float s : holder.head_scale) max_head_scale = std::max(max_head_scale, double(s));
     // The kernel's logit error: the dot-product bound of attention_tolerance plus
     // a few ulps of every term the element-wise rules add (softcap, ALiBi, mask).
     const double u = unit_roundoff<T>(), scale = 1 / std::sqrt(double(c.Dk));
-    const double extra = 4 * u * holder.extra_logit;
-    tol = max_head_scale * (attention_tolerance<T>(c.Dk, c.Nk, scale, 1, 1, 1) + 2 * extra);
+    const double extra = 4 * u * masks.extra_logit;
+    tol = masks.max_head_scale * (attention_tolerance<T>(c.Dk, c.Nk, scale, 1, 1, 1) + 2 * extra);
     lse_tol = (double(c.Dk) + 2) * u * scale * double(c.Dk) + extra + (double(c.Nk) + 16) * u +
               8 * unit_roundoff<float>();
   }
@@ -149,7 +81,7 @@ void check_case(const flash_case& c) {
     tensor<T> out(c.B, c.Hq, c.Nq, c.Dv, c.lay);
     std::fill(out.storage.begin(), out.storage.end(), T(7));  // every element must be written
     std::vector<float> lse(c.B * c.Hq * c.Nq, 7.0f);
-    attention_options opt = data.holder.opt;
+    attention_options opt = data.masks.opt;
     opt.kernel = kernel_mode::flash;
     opt.force_scalar = var.scalar;
     opt.threads = var.threads;
