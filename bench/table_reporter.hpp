@@ -17,8 +17,8 @@
 // Plots: `plot` entries name a suite, a counter and a shape key whose number is
 // the x axis (N in "H8_N1024_d128"); one polyline per implementation, log2 x,
 // and the peak run as a dashed line.
-// Each row is the best of its repetitions (--benchmark_repetitions=N; the peak
-// runs 3): on a shared machine the best run is the least disturbed one, and a
+// Each row is the best of its repetitions (--benchmark_repetitions=N; the peak,
+// bandwidth and DRAM-bound decode rows run 3): on a shared machine the best run is the least disturbed one, and a
 // peak is a maximum by definition. Only the library's console reporter is
 // replaced: --benchmark_format=json still goes through the stock JSON reporter
 // (see main.cpp).
