@@ -17,16 +17,22 @@
 //   K, V and the bandwidth buffer start on a cache line, as kv_cache allocates them.
 //   peak/bandwidth/1GiB/threads:<t>: sum of a 1 GiB float buffer with vector loads
 //            (the same GBps counter), the denominator of the %peak column.
+//   peak/bandwidth_fma8/1GiB/threads:<t>: the same read with 8 independent FMAs per
+//            64-B line, the decode's arithmetic per line of fp32 K+V (x-baseline: its
+//            share of the plain bandwidth). One core that must also compute keeps fewer
+//            lines in flight; this row shows how many fewer, in the same run.
 //   The bandwidth rows and the N 32768 rows run 3 times and the table keeps the best
 //   of each: on a shared host both swing by ±20% between seconds.
-// The x-baseline column is the speed-up over headwise_f32 at the same shape: for
-// headwise_f16 it is the fp16-over-fp32 ratio.
+// The x-baseline column is the speed-up over headwise_f32 at the same shape, a ratio
+// of times: for headwise_f16 it is the fp16-over-fp32 speed-up (its GB/s counts the
+// half-size bytes it reads).
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <headwise/headwise.hpp>
@@ -79,10 +85,17 @@ void bm_decode(benchmark::State& state, kernel_mode mode, std::size_t B, std::si
   state.counters["KV_MiB"] = bytes / (1 << 20);
 }
 
+/// Sums a 1 GiB buffer with vector loads on `threads` threads. With FmaPerLine > 0
+/// it also issues that many independent FMAs per 64-byte line read, in registers: a
+/// decode step at G = 4 query rows per K/V row does 128 FMAs per 1 KiB of fp32 K+V,
+/// 8 per line. That row is the bandwidth one core keeps while its FMA pipes are as
+/// busy as the decode's, reading in the easiest order: a reference, not a bound.
+template <int FmaPerLine>
 void bm_bandwidth(benchmark::State& state, unsigned threads) {
   using P = simd::vector_pack<float>;
   using O = simd::ops<P>;
   constexpr std::size_t W = O::width, bytes = std::size_t(1) << 30, n = bytes / sizeof(float);
+  constexpr int fma_per_step = FmaPerLine * int(4 * W * sizeof(float)) / 64;  // a step reads 4 packs
   detail::cache_line_vector<float> buf(n);
   fill(buf, 4);
   std::vector<float> sums(threads);
@@ -90,11 +103,17 @@ void bm_bandwidth(benchmark::State& state, unsigned threads) {
     detail::parallel_for(threads, threads, [&](std::size_t t, unsigned) {
       const float* p = buf.data() + n / threads * t;
       P a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);  // 4 chains hide the add latency
+      P f[8] = {P(0.0f), P(0.0f), P(0.0f), P(0.0f), P(0.0f), P(0.0f), P(0.0f), P(0.0f)};
+      const P m(0.999f), c(1e-3f);
       for (std::size_t i = 0; i < n / threads; i += 4 * W) {
         a0 = a0 + O::load(p + i), a1 = a1 + O::load(p + i + W);
         a2 = a2 + O::load(p + i + 2 * W), a3 = a3 + O::load(p + i + 3 * W);
+        HEADWISE_UNROLL
+        for (int k = 0; k < fma_per_step; ++k) f[k % 8] = O::fma(f[k % 8], m, c);
       }
-      sums[t] = O::reduce_add((a0 + a1) + (a2 + a3));
+      P total = (a0 + a1) + (a2 + a3);
+      for (const P& x : f) total = total + x;
+      sums[t] = O::reduce_add(total);
     });
     benchmark::DoNotOptimize(sums.data());
   }
@@ -103,10 +122,11 @@ void bm_bandwidth(benchmark::State& state, unsigned threads) {
 
 int register_all() {
   for (unsigned t : {1u, 2u})
-    benchmark::RegisterBenchmark(("peak/bandwidth/1GiB/threads:" + std::to_string(t)).c_str(), bm_bandwidth, t)
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond)
-        ->Repetitions(3);  // the table keeps the best: the machine's bandwidth is shared
+    for (auto [name, fn] : {std::pair{"bandwidth", bm_bandwidth<0>}, std::pair{"bandwidth_fma8", bm_bandwidth<8>}})
+      benchmark::RegisterBenchmark(("peak/" + std::string(name) + "/1GiB/threads:" + std::to_string(t)).c_str(), fn, t)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond)
+          ->Repetitions(3);  // the table keeps the best: the machine's bandwidth is shared
   for (std::size_t N : {512, 4096, 32768})
     for (std::size_t B : {1, 4})
       for (unsigned t : {1u, 2u}) {

@@ -18,8 +18,8 @@
 // the x axis (N in "H8_N1024_d128"); one polyline per implementation, log2 x,
 // and the peak run as a dashed line.
 // Each row is the best of its repetitions (--benchmark_repetitions=N; the peak,
-// bandwidth and DRAM-bound decode rows run 3): on a shared machine the best run is the least disturbed one, and a
-// peak is a maximum by definition. Only the library's console reporter is
+// bandwidth and DRAM-bound decode rows run 3): on a shared machine the best run
+// is the least disturbed one, and a peak is a maximum by definition. Only the library's console reporter is
 // replaced: --benchmark_format=json still goes through the stock JSON reporter
 // (see main.cpp).
 #pragma once
@@ -157,6 +157,7 @@ class table_reporter : public benchmark::ConsoleReporter {
     const result* r = find_run(suite_impl, shape, threads, counter, any_shape);
     return r ? r->counters.at(counter) : NAN;
   }
+  static double ms_of(const result* r) { return r ? r->ms : NAN; }
   /// 1-thread rate on CPU time instead of real time: what the run would show
   /// without time slicing on a shared machine (the benchmark thread's CPU time;
   /// meaningless with worker threads, so NaN for threads > 1).
@@ -175,7 +176,7 @@ class table_reporter : public benchmark::ConsoleReporter {
         "\nsuite %s: %s; %% of %s at the same thread count; speed-up over %s; x1T = over 1 thread;\n"
         "  cpu%%pk = 1-thread %% of peak on CPU times (robust to time slicing on a shared machine)\n",
         suite.c_str(), m->unit.c_str(), m->peak.c_str(), m->baseline.c_str());
-    std::fprintf(out, "%-34s %3s  %-13s %10s %10s %6s %8s %6s %6s\n", "shape", "thr", "impl", "ms/iter",
+    std::fprintf(out, "%-34s %3s  %-14s %10s %10s %6s %8s %6s %6s\n", "shape", "thr", "impl", "ms/iter",
                  m->unit.c_str(), "%peak", ("x" + m->baseline).c_str(), "x1T", "cpu%pk");
     std::vector<std::string> keys;  // shape/threads in order of first appearance
     for (const result& r : results_) {
@@ -190,14 +191,16 @@ class table_reporter : public benchmark::ConsoleReporter {
         if (rm && find_run(suite + "/" + r.impl, r.shape, r.threads, rm->counter) != &r) continue;
         const double value = rm ? r.counters.at(rm->counter) : NAN;
         const double peak = rm ? find(rm->peak, "", r.threads, rm->counter, true) : NAN;
-        const double base = rm ? find(suite + "/" + rm->baseline, r.shape, r.threads, rm->counter) : NAN;
-        const double one = rm ? find(suite + "/" + r.impl, r.shape, 1, rm->counter) : NAN;
+        // Speed-ups are ratios of times at the same shape: the rate counters of two
+        // implementations may count different bytes (fp16 vs fp32 K/V).
+        const double base = rm ? ms_of(find_run(suite + "/" + rm->baseline, r.shape, r.threads, rm->counter)) : NAN;
+        const double one = rm ? ms_of(find_run(suite + "/" + r.impl, r.shape, 1, rm->counter)) : NAN;
         const double cpu_pk = rm ? cpu_rate(&r, rm->counter) /
                                        cpu_rate(find_run(rm->peak, "", 1, rm->counter, true), rm->counter)
                                  : NAN;
-        std::fprintf(out, "%-34s %3d  %-13s %10.3f %10.2f %6s %8s %6s %6s\n", r.shape.c_str(), r.threads,
+        std::fprintf(out, "%-34s %3d  %-14s %10.3f %10.2f %6s %8s %6s %6s\n", r.shape.c_str(), r.threads,
                      r.impl.c_str(), r.ms, value, fmt(100 * value / peak, "%.1f").c_str(),
-                     fmt(value / base, "%.2f").c_str(), fmt(value / one, "%.2f").c_str(),
+                     fmt(base / r.ms, "%.2f").c_str(), fmt(one / r.ms, "%.2f").c_str(),
                      fmt(100 * cpu_pk, "%.1f").c_str());
       }
     }
