@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <complex>
@@ -343,6 +344,77 @@ TEST_P(mha, decode_with_half_cache_stays_within_the_half_rounding_bound) {
   EXPECT_TRUE(err <= tol) << err << " > " << tol;
 }
 
+// ---- several sequences in one call
+
+/// Rows [s·T, (s+1)·T) of m, as a matrix.
+row_matrix<float> sequence(const row_matrix<float>& m, Eigen::Index s, Eigen::Index T) {
+  return m.middleRows(s * T, T);
+}
+
+TEST_P(mha, batched_sequences_match_each_sequence_alone) {
+  const mha_case& c = GetParam();
+  constexpr Eigen::Index B = 3;
+  const Eigen::Index T = c.tokens;
+  multi_head_attention<float> layer(config_of(c));
+  randomize(layer, 1000);
+  const adapter_id id = layer.adapters().add("ko");
+  attach_random(layer, id, {projection::k, projection::o}, 2, 1100);
+  const row_matrix<float> x = random_matrix<float>(B * T, Eigen::Index(c.model), 12);
+  std::vector<adapter_id> ids(std::size_t(B * T), lora_adapter_set<float>::none);
+  std::fill(ids.begin() + T, ids.begin() + 2 * T, id);  // sequence 1 alone uses the adapter
+  row_matrix<float> y(x.rows(), x.cols());
+  layer.forward(x, y, ids, B);
+
+  const dense_adapter ko = densify(layer.adapters(), id);
+  for (Eigen::Index s = 0; s < B; ++s) {
+    const dmat xs = sequence(x, s, T).cast<double>();
+    const composed want = compose(layer, xs, s == 1 ? ko.all_rows() : no_delta);
+    const double tol = layer_bound(layer, xs, want, s == 1 ? ko.abs : std::array<dmat, 4>{}, s == 1 ? 2 : 0);
+    const double err = max_diff(sequence(y, s, T), want.y);
+    EXPECT_TRUE(err <= tol) << "sequence " << s << ": " << err << " > " << tol;
+  }
+}
+
+TEST_P(mha, batched_prefill_and_steps_equal_batched_forward) {
+  const mha_case& c = GetParam();
+  if (!c.causal) GTEST_SKIP() << "decode equals a full forward only under causal attention";
+  constexpr Eigen::Index B = 2;
+  const Eigen::Index T = c.tokens, prompt = c.tokens / 2, model = Eigen::Index(c.model);
+  multi_head_attention<float> layer(config_of(c));
+  randomize(layer, 1200);
+  const row_matrix<float> x = random_matrix<float>(B * T, model, 13);
+  row_matrix<float> full(x.rows(), x.cols()), stepped(x.rows(), x.cols());
+  layer.forward(x, full, {}, B);
+
+  kv_cache<float> cache(std::size_t(B), c.kv_heads, std::size_t(T), c.dim);
+  row_matrix<float> one(1, model);
+  EXPECT_THROW(layer.step(x.topRows(1), one, cache), error) << "one row for a cache of two sequences";
+  EXPECT_EQ(cache.size(), 0u);
+
+  // prefill: the first `prompt` tokens of each sequence, sequence after sequence
+  row_matrix<float> xp(B * prompt, model), yp(B * prompt, model);
+  for (Eigen::Index b = 0; b < B; ++b) xp.middleRows(b * prompt, prompt) = x.middleRows(b * T, prompt);
+  layer.prefill(xp, yp, cache);
+  for (Eigen::Index b = 0; b < B; ++b) stepped.middleRows(b * T, prompt) = yp.middleRows(b * prompt, prompt);
+  // steps: token t of every sequence at once
+  for (Eigen::Index t = prompt; t < T; ++t) {
+    row_matrix<float> xt(B, model), yt(B, model);
+    for (Eigen::Index b = 0; b < B; ++b) xt.row(b) = x.row(b * T + t);
+    layer.step(xt, yt, cache);
+    for (Eigen::Index b = 0; b < B; ++b) stepped.row(b * T + t) = yt.row(b);
+  }
+  EXPECT_EQ(cache.size(), std::size_t(T));
+
+  for (Eigen::Index s = 0; s < B; ++s) {
+    const dmat xs = sequence(x, s, T).cast<double>();
+    const composed want = compose(layer, xs, no_delta);
+    const double tol = layer_bound(layer, xs, want, {}, 0);
+    const double err = (sequence(full, s, T) - sequence(stepped, s, T)).cwiseAbs().maxCoeff();
+    EXPECT_TRUE(err <= 2 * tol) << "sequence " << s << ", prefill + steps vs forward: " << err;
+    EXPECT_TRUE(max_diff(sequence(stepped, s, T), want.y) <= tol) << "sequence " << s;
+  }
+}
+
 // ---- RoPE against the hand-written rotation
 
 TEST(rope, matches_hand_written_rotation_and_linear_scaling) {
@@ -388,6 +460,17 @@ TEST(eigen_adapters, bshd_views_alias_the_matrix) {
   EXPECT_THROW(as_matrix(bhsd(qkv.data(), 1, 2, 5, 4)), error);
 }
 
+TEST(eigen_adapters, batched_bshd_views_split_rows_into_sequences) {
+  row_matrix<float> m(6, 2 * 4);
+  const tensor_view<float> v = as_bshd(m, 2, 4, 3);
+  EXPECT_EQ(v.batch(), 3u);
+  EXPECT_EQ(v.seq(), 2u);
+  EXPECT_EQ(&v(1, 0, 0, 0), &m(2, 0));
+  EXPECT_EQ(&v(2, 1, 1, 3), &m(5, 7));
+  EXPECT_THROW(as_bshd(m, 2, 4, 4), error);  // 6 rows are not 4 equal sequences
+  EXPECT_THROW(as_bshd(m, 2, 4, 0), error);
+}
+
 // ---- errors
 
 TEST(mha_errors, bad_config_and_shapes_throw_and_write_nothing) {
@@ -406,6 +489,8 @@ TEST(mha_errors, bad_config_and_shapes_throw_and_write_nothing) {
   EXPECT_THROW(layer.forward(x, y_bad), error);
   const std::vector<adapter_id> short_ids(2, lora_adapter_set<float>::none);
   EXPECT_THROW(layer.forward(x, y, short_ids), error);
+  EXPECT_THROW(layer.forward(x, y, {}, 2), error);  // three rows are not two equal sequences
+  EXPECT_THROW(layer.forward(x, y, {}, 0), error);
   kv_cache<float> cache(1, 2, 8, 4), wrong_heads(1, 4, 8, 4);
   EXPECT_THROW(layer.step(x, y, cache), error);  // three rows are not one step
   EXPECT_THROW(layer.prefill(x, y, wrong_heads), error);

@@ -3,8 +3,9 @@
 // Model code keeps activations as row-major token matrices: x [T × H·D], one
 // token per row, its H heads of D features side by side. That memory *is* a
 // BSHD tensor with B = 1, so the adapters below only compute strides:
-//   as_bshd(m, H, D)  →  tensor_view [1, H, T, D], seq stride = m.outerStride()
-//   as_matrix(view)   →  Map [T × H·D] with that outer stride (the inverse)
+//   as_bshd(m, H, D)     →  tensor_view [1, H, T, D], seq stride = m.outerStride()
+//   as_bshd(m, H, D, B)  →  [B, H, T/B, D]: B sequences of T/B rows, one after another
+//   as_matrix(view)      →  Map [T × H·D] with that outer stride (the inverse)
 // A column block of a wider matrix (the q part of a fused qkv buffer, say) works
 // too: its outer stride is the parent's width. Nothing is copied, ever.
 //
@@ -64,18 +65,22 @@ inline void check_head_split(const char* where, const char* name, Eigen::Index c
 
 }  // namespace detail
 
-/// BSHD view [1, heads, rows, dim] of a row-major token matrix [rows × heads·dim]:
+/// BSHD view [batch, heads, rows / batch, dim] of a row-major token matrix
+/// [rows × heads·dim] holding `batch` sequences of equal length, one after another:
 /// any Eigen object with direct access (Matrix, Map, Ref, a block of them). The
 /// view's elements are const exactly when m's data() is (a const matrix, a Ref<const>).
 template <class M>
-auto as_bshd(M&& m, std::size_t heads, std::size_t dim) {
+auto as_bshd(M&& m, std::size_t heads, std::size_t dim, std::size_t batch = 1) {
   static_assert(std::decay_t<M>::IsRowMajor, "as_bshd needs a row-major matrix: one token per row");
   using element = std::remove_pointer_t<decltype(m.data())>;
   detail::check_head_split("as_bshd", "m", m.cols(), heads, dim);
   if (m.innerStride() != 1) detail::fail("as_bshd", "m.innerStride() must be 1 (got ", m.innerStride(), ")");
-  const auto rows = static_cast<std::ptrdiff_t>(m.rows()),
-             stride = static_cast<std::ptrdiff_t>(m.outerStride());
-  return tensor_view<element>(m.data(), 1, heads, static_cast<std::size_t>(rows), dim, rows * stride,
+  const auto rows = static_cast<std::size_t>(m.rows());
+  if (batch == 0 || rows % batch != 0)
+    detail::fail("as_bshd", "m.rows() must be a multiple of batch (", batch, ") (got ", rows, ")");
+  const auto seq = rows / batch;
+  const auto stride = static_cast<std::ptrdiff_t>(m.outerStride());
+  return tensor_view<element>(m.data(), batch, heads, seq, dim, std::ptrdiff_t(seq) * stride,
                               static_cast<std::ptrdiff_t>(dim), stride);
 }
 

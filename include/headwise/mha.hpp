@@ -1,25 +1,29 @@
 // headwise/mha.hpp — a multi-head attention layer: projections, GQA, RoPE, KV cache, LoRA.
 //
-// Shapes (row-major token matrices, B = 1; Hq = num_heads, Hkv = num_kv_heads, D = head_dim):
-//   x, y [T × model_dim]
+// Shapes (row-major token matrices; Hq = num_heads, Hkv = num_kv_heads, D = head_dim):
+//   x, y [B·T × model_dim]: B sequences of T tokens, one after another (B = 1 by default)
 //   Wq [Hq·D × model]   Wk, Wv [Hkv·D × model]   Wo [model × Hq·D]   (y = x·Wᵀ + b)
 //   biases bq [Hq·D], bk, bv [Hkv·D], bo [model], present when config.bias
 // forward(x, y):
-//   1. q = x·Wqᵀ + bq, k = x·Wkᵀ + bk, v = x·Wvᵀ + bv   Eigen GEMMs into one [T × (Hq+2Hkv)·D]
+//   1. q = x·Wqᵀ + bq, k = x·Wkᵀ + bk, v = x·Wvᵀ + bv   Eigen GEMMs into one [B·T × (Hq+2Hkv)·D]
 //      buffer, plus the active LoRA mix (or per-row adapters) on each projection
-//   2. RoPE on q and k in place, row t at position p0 + t
-//   3. headwise::attention on BSHD views of that buffer (as_bshd: strides, no copies),
-//      query head h reading kv head h / (Hq / Hkv), into a [T × Hq·D] buffer
+//   2. RoPE on q and k in place, row t of each sequence at position p0 + t
+//   3. headwise::attention on [B, T, H, D] views of that buffer (as_bshd: strides, no
+//      copies), query head h reading kv head h / (Hq / Hkv), into a [B·T × Hq·D] buffer;
+//      a sequence attends only to itself
 //   4. y = a·Woᵀ + bo, plus the adapters on o
 // Costs per token: 2·model·(2·Hq + 2·Hkv)·D FLOPs of projections, 4·Hq·D·Nk of attention.
-// At decode (T = 1) the projections are GEMVs bound by reading the weights: for a
-// Llama-like layer (4096, 32/8 heads, D = 128) that is 42M parameters, 168 MB in float.
+// At decode (T = 1) the projections are bound by reading the weights: for a
+// Llama-like layer (4096, 32/8 heads, D = 128) that is 42M parameters, 168 MB in float,
+// read once per step for all B sequences — why serving batches sequences.
 //
 // KV cache: prefill(x, y, cache) appends the rotated k and the v of every row of x
 // to the cache and attends over everything it holds (causal bottom-right, so row t
-// sees the cache plus itself); step(x_t, y_t, cache) is the same for one token.
-// The Cache type needs size(), append(k, v) taking [1, Hkv, n, D] views, and
-// keys() / values() views of its filled part — headwise::kv_cache has them.
+// sees the cache plus itself); step(x_t, y_t, cache) is the same for one token per
+// sequence. The cache's batch is B: x holds B·n rows, sequence b's n rows go to
+// cache batch entry b. The Cache type needs size(), append(k, v) taking [B, Hkv, n, D]
+// views, and keys() / values() views [B, Hkv, size, D] of its filled part —
+// headwise::kv_cache has them.
 //
 // LoRA: adapters() is a lora_adapter_set over q, k, v and o. merge_adapters() folds
 // the active mix into the weights (forward then costs exactly the base price and
@@ -113,30 +117,36 @@ class multi_head_attention {
   }
   bool adapters_merged() const noexcept { return merged_; }
 
-  /// Self-attention over the T rows of x, no cache. row_adapters (empty, or one id
-  /// per row) selects a LoRA adapter per row instead of the active mix.
-  void forward(const const_matrix_ref<T>& x, matrix_ref<T> y, span<const adapter_id> row_adapters = {}) {
-    check_io("multi_head_attention::forward", x, y, row_adapters);
-    auto qkv = project_qkv(x, row_adapters, 0);
-    attend(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim),
-           as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim),
-           as_bshd(v_of(qkv), cfg_.num_kv_heads, cfg_.head_dim), x.rows(), y, row_adapters);
+  /// Self-attention, no cache, over x holding `sequences` sequences of
+  /// x.rows() / sequences tokens, one after another; each attends only to itself.
+  /// row_adapters (empty, or one id per row) selects a LoRA adapter per row instead
+  /// of the active mix.
+  void forward(const const_matrix_ref<T>& x, matrix_ref<T> y, span<const adapter_id> row_adapters = {},
+               std::size_t sequences = 1) {
+    check_io("multi_head_attention::forward", x, y, row_adapters, sequences);
+    auto qkv = project_qkv(x, row_adapters, 0, sequences);
+    attend(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim, sequences),
+           as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim, sequences),
+           as_bshd(v_of(qkv), cfg_.num_kv_heads, cfg_.head_dim, sequences), x.rows(), y, row_adapters, sequences);
   }
 
-  /// Appends the rows of x to the cache, then attends over all of it.
+  /// Appends the rows of x to the cache, then attends over all of it. One sequence
+  /// per cache batch entry: x holds batch runs of x.rows() / batch tokens.
   template <class Cache>
   void prefill(const const_matrix_ref<T>& x, matrix_ref<T> y, Cache& cache,
                span<const adapter_id> row_adapters = {}) {
-    check_io("multi_head_attention::prefill", x, y, row_adapters);
+    check_io("multi_head_attention::prefill", x, y, row_adapters, cache.keys().batch());
     extend(x, y, cache, row_adapters);
   }
 
-  /// One decode step: x_t, y_t [1 × model_dim].
+  /// One decode step: one token per sequence, x_t, y_t [batch × model_dim] for a
+  /// cache of that batch (row b continues sequence b).
   template <class Cache>
   void step(const const_matrix_ref<T>& x_t, matrix_ref<T> y_t, Cache& cache,
             span<const adapter_id> row_adapters = {}) {
-    detail::expect_equal("multi_head_attention::step", "x_t.rows() must equal 1", 1, x_t.rows());
-    check_io("multi_head_attention::step", x_t, y_t, row_adapters);
+    detail::expect_equal("multi_head_attention::step", "x_t.rows() must equal the cache's batch",
+                         cache.keys().batch(), x_t.rows());
+    check_io("multi_head_attention::step", x_t, y_t, row_adapters, cache.keys().batch());
     extend(x_t, y_t, cache, row_adapters);
   }
 
@@ -163,10 +173,13 @@ class multi_head_attention {
   }
 
   void check_io(const char* where, const const_matrix_ref<T>& x, const matrix_ref<T>& y,
-                span<const adapter_id> row_adapters) const {
+                span<const adapter_id> row_adapters, std::size_t sequences) const {
     const auto model = static_cast<Eigen::Index>(cfg_.model_dim);
     detail::check_rows_cols(where, "x", x.rows(), x.cols(), x.rows(), model);
     detail::check_rows_cols(where, "y", y.rows(), y.cols(), x.rows(), model);
+    if (sequences == 0 || std::size_t(x.rows()) % sequences != 0)
+      detail::fail(where, "x.rows() must be a multiple of the number of sequences (", sequences, ") (got ",
+                   x.rows(), ")");
     if (row_adapters.empty()) return;
     detail::expect_equal(where, "row_adapters.size() must equal x.rows()", x.rows(), row_adapters.size());
     if (merged_) detail::fail(where, "per-row adapters need unmerged weights (call unmerge_adapters())");
@@ -185,17 +198,18 @@ class multi_head_attention {
       adapters_.apply(p, in, out, row_adapters);
   }
 
-  /// Projects x into the [T × (Hq + 2·Hkv)·D] buffer (q | k | v) and rotates q, k.
+  /// Projects x into the [B·T × (Hq + 2·Hkv)·D] buffer (q | k | v) and rotates q, k:
+  /// row t of each of the B sequences at position first_position + t.
   matrix_map<T> project_qkv(const const_matrix_ref<T>& x, span<const adapter_id> row_adapters,
-                            std::size_t first_position) {
+                            std::size_t first_position, std::size_t sequences) {
     const auto qd = static_cast<Eigen::Index>(cfg_.num_heads * cfg_.head_dim);
     const auto kvd = static_cast<Eigen::Index>(cfg_.num_kv_heads * cfg_.head_dim);
     matrix_map<T> qkv = qkv_.take(x.rows(), qd + 2 * kvd);
     project(projection::q, x, q_of(qkv), row_adapters);
     project(projection::k, x, k_of(qkv), row_adapters);
     project(projection::v, x, v_of(qkv), row_adapters);
-    rope_.apply(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim), first_position);
-    rope_.apply(as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim), first_position);
+    rope_.apply(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim, sequences), first_position);
+    rope_.apply(as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim, sequences), first_position);
     return qkv;
   }
   auto q_of(matrix_map<T>& qkv) const {
@@ -212,23 +226,24 @@ class multi_head_attention {
   /// Attention of the rotated queries over k, v, then the output projection into y.
   template <class K, class V>
   void attend(const tensor_view<T>& q, const K& k, const V& v, Eigen::Index rows, matrix_ref<T> y,
-              span<const adapter_id> row_adapters) {
+              span<const adapter_id> row_adapters, std::size_t sequences) {
     attention_options opt;
     opt.causal = cfg_.causal ? causal_mode::bottom_right : causal_mode::none;
     opt.threads = cfg_.threads;
     matrix_map<T> a = attn_.take(rows, static_cast<Eigen::Index>(cfg_.num_heads * cfg_.head_dim));
-    attention(q, k, v, as_bshd(a, cfg_.num_heads, cfg_.head_dim), opt);
+    attention(q, k, v, as_bshd(a, cfg_.num_heads, cfg_.head_dim, sequences), opt);
     project(projection::o, a, y, row_adapters);
   }
 
   template <class Cache>
   void extend(const const_matrix_ref<T>& x, matrix_ref<T> y, Cache& cache,
               span<const adapter_id> row_adapters) {
-    auto qkv = project_qkv(x, row_adapters, cache.size());
-    cache.append(as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim),
-                 as_bshd(v_of(qkv), cfg_.num_kv_heads, cfg_.head_dim));
-    attend(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim), cache.keys(), cache.values(), x.rows(), y,
-           row_adapters);
+    const std::size_t B = cache.keys().batch();
+    auto qkv = project_qkv(x, row_adapters, cache.size(), B);
+    cache.append(as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim, B),
+                 as_bshd(v_of(qkv), cfg_.num_kv_heads, cfg_.head_dim, B));
+    attend(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim, B), cache.keys(), cache.values(), x.rows(), y,
+           row_adapters, B);
   }
 
   mha_config cfg_;
