@@ -6,11 +6,16 @@
 // stable index in [0, workers) to pick its own scratch buffer. The calling
 // thread is worker 0, so threads = 1 runs inline with no thread created.
 //
-// Helper threads come from a persistent pool (worker_pool), created on first use
-// and parked on a condition variable between calls: creating and joining a thread
-// costs 30–60 µs here, as much as a whole decode step at KV 512 (~150 µs), while
-// waking a parked one costs a few µs. A call that finds the pool busy (a nested
-// parallel_for, or two user threads at once) spawns its own threads as before.
+// Helper threads come from a persistent pool (worker_pool), created on first use.
+// Between calls a helper first spins for spin_before_park, then parks on a
+// condition variable; the caller spins the same way for the helpers to finish.
+// Why: creating and joining a thread costs 30–60 µs, and on a VM waking a parked
+// thread costs tens of µs more (the idle vCPU halts and the host must reschedule
+// it): measured at KV 512 (a ~190 µs decode step), two threads ran 0.96× one
+// thread with parking alone. Back-to-back calls (decode layer after layer) find
+// the helpers awake; an idle process stops spinning after spin_before_park.
+// A call that finds the pool busy (a nested parallel_for, or two user threads at
+// once) spawns its own threads.
 #pragma once
 
 #ifndef HEADWISE_INTERNAL
@@ -19,11 +24,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -36,7 +43,23 @@ inline unsigned resolve_threads(unsigned requested, std::size_t tasks) {
   return static_cast<unsigned>(std::max<std::size_t>(1, std::min<std::size_t>(t, tasks)));
 }
 
-/// Parked helper threads, shared by every parallel_for of the process.
+/// Spins until ready() holds or spin_before_park has passed; returns ready().
+template <class Ready>
+bool spin_until(Ready&& ready) {
+  constexpr auto spin_before_park = std::chrono::microseconds(500);
+  const auto deadline = std::chrono::steady_clock::now() + spin_before_park;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+      __builtin_ia32_pause();  // yields the core's pipeline to a hyper-thread sibling
+#endif
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return ready();
+  }
+}
+
+/// Helper threads shared by every parallel_for of the process (see the top note).
 class worker_pool {
  public:
   static worker_pool& instance() {
@@ -49,23 +72,25 @@ class worker_pool {
   bool try_run(unsigned helpers, const std::function<void(unsigned)>& job) {
     if (busy_.exchange(true, std::memory_order_acquire)) return false;
     {
-      std::unique_lock<std::mutex> lock(mutex_);
+      std::lock_guard<std::mutex> lock(mutex_);
+      while (slots_.size() < helpers) slots_.push_back(std::make_unique<slot>());
       while (threads_.size() < helpers) {
         const auto w = static_cast<unsigned>(threads_.size()) + 1;
         threads_.emplace_back([this, w] { serve(w); });
       }
       job_ = &job;
-      helpers_ = helpers;
-      pending_ = helpers;
+      pending_.store(helpers, std::memory_order_relaxed);
       ++generation_;
+      // A helper's ticket is published last (release): it then sees job_ and pending_.
+      for (unsigned w = 1; w <= helpers; ++w) slots_[w - 1]->ticket.store(generation_, std::memory_order_release);
     }
     wake_.notify_all();
     job(0);
-    {
+    if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
       std::unique_lock<std::mutex> lock(mutex_);
-      done_.wait(lock, [this] { return pending_ == 0; });
-      job_ = nullptr;
+      done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
     }
+    job_ = nullptr;
     busy_.store(false, std::memory_order_release);
     return true;
   }
@@ -73,38 +98,54 @@ class worker_pool {
   ~worker_pool() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
+      stop_.store(true, std::memory_order_release);
     }
     wake_.notify_all();
     for (std::thread& t : threads_) t.join();
   }
 
  private:
+  /// Helper w's ticket: the generation of the last job it was given (own cache line).
+  struct alignas(64) slot {
+    std::atomic<std::uint64_t> ticket{0};
+  };
+
   worker_pool() = default;
 
   void serve(unsigned w) {
+    // threads_ and slots_ only grow, under mutex_, and slot w exists before thread w.
+    std::atomic<std::uint64_t>* ticket;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ticket = &slots_[w - 1]->ticket;
+    }
     std::uint64_t seen = 0;
-    std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
-      wake_.wait(lock, [&] { return stop_ || (generation_ != seen && w <= helpers_); });
-      if (stop_) return;
-      seen = generation_;
-      const std::function<void(unsigned)>* job = job_;
-      lock.unlock();
-      (*job)(w);
-      lock.lock();
-      if (--pending_ == 0) done_.notify_one();
+      auto ready = [&] {
+        return stop_.load(std::memory_order_acquire) || ticket->load(std::memory_order_acquire) != seen;
+      };
+      if (!spin_until(ready)) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, ready);
+      }
+      if (stop_.load(std::memory_order_acquire)) return;
+      seen = ticket->load(std::memory_order_acquire);
+      (*job_)(w);  // job_ stays set until this helper's decrement below
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);  // the caller may be about to wait
+        done_.notify_one();
+      }
     }
   }
 
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   std::vector<std::thread> threads_;
+  std::vector<std::unique_ptr<slot>> slots_;
   const std::function<void(unsigned)>* job_ = nullptr;
-  unsigned helpers_ = 0, pending_ = 0;
+  std::atomic<unsigned> pending_{0};
   std::uint64_t generation_ = 0;
-  bool stop_ = false;
-  std::atomic<bool> busy_{false};
+  std::atomic<bool> stop_{false}, busy_{false};
 };
 
 /// Runs fn(task, worker) for task in [0, tasks) on `workers` threads.
