@@ -152,7 +152,10 @@ void check_all_modes(problem<T>& p, std::size_t Dv) {
 // ---------------------------------------------------------------------------
 // Shapes: (Nq, Nk) × head_dim × MHA/GQA/MQA × layout, no mask and bottom-right causal.
 // (Nq, Nk) straddle tile sizes and the decode/prefill boundary; head_dim straddles the
-// 8-float AVX2 width (7, 8, 9) and covers the common 64 and 128; 1 is the degenerate case.
+// float pack width W (7, 8, 9 on AVX2; 15, 16, 17 on AVX-512) and covers the common 64
+// and 128; 1 is the degenerate case.
+
+constexpr std::size_t kW = headwise::simd::vector_width<float>;
 
 using shape_param = std::tuple<std::pair<std::size_t, std::size_t>, std::size_t, heads_config, layout, bool>;
 
@@ -178,7 +181,7 @@ INSTANTIATE_TEST_SUITE_P(Small, Shapes,
                                                               std::pair<std::size_t, std::size_t>{1, 7},
                                                               std::pair<std::size_t, std::size_t>{17, 3},
                                                               std::pair<std::size_t, std::size_t>{113, 203}),
-                                            ::testing::Values(1, 7, 8, 9, 64, 128),
+                                            ::testing::Values(1, kW - 1, kW, kW + 1, 64, 128),
                                             ::testing::Values(kMha, kGqa, kMqa),
                                             ::testing::Values(layout::bshd, layout::bhsd),
                                             ::testing::Bool()),

@@ -133,8 +133,9 @@ const heads mha{2, 2}, gqa{4, 2}, mqa{3, 1};
 std::vector<flash_case> foundation_cases() {
   std::vector<flash_case> cases;
   const std::pair<std::size_t, std::size_t> seqs[] = {{1, 1}, {1, 7}, {17, 3}, {113, 203}};
+  constexpr std::size_t W = simd::vector_width<float>;  // 8 on AVX2, 16 on AVX-512
   for (auto [nq, nk] : seqs)
-    for (std::size_t d : {1, 7, 8, 9, 64, 128})
+    for (std::size_t d : {std::size_t(1), W - 1, W, W + 1, std::size_t(64), std::size_t(128)})
       for (heads h : {mha, gqa, mqa})
         for (layout l : {layout::bshd, layout::bhsd})
           cases.push_back({1, h.Hq, h.Hkv, nq, nk, d, d, l, mask_kind::none, false});

@@ -79,7 +79,8 @@ TEST(parallel_for, nested_calls_and_concurrent_callers_run_every_task) {
   std::vector<std::thread> callers;
   for (int c = 0; c < 3; ++c)
     callers.emplace_back([&] {
-      for (int round = 0; round < 50; ++round) parallel_for(10, 2, [&](std::size_t, unsigned) { total.fetch_add(1); });
+      for (int round = 0; round < 50; ++round)
+        parallel_for(10, 2, [&](std::size_t, unsigned) { total.fetch_add(1); });
     });
   for (std::thread& t : callers) t.join();
   EXPECT_EQ(total.load(), 3 * 50 * 10);

@@ -82,7 +82,8 @@ class worker_pool {
       pending_.store(helpers, std::memory_order_relaxed);
       ++generation_;
       // A helper's ticket is published last (release): it then sees job_ and pending_.
-      for (unsigned w = 1; w <= helpers; ++w) slots_[w - 1]->ticket.store(generation_, std::memory_order_release);
+      for (unsigned w = 1; w <= helpers; ++w)
+        slots_[w - 1]->ticket.store(generation_, std::memory_order_release);
     }
     wake_.notify_all();
     job(0);

@@ -29,7 +29,8 @@
 //     tasks keep both cores busy at B = 1. Chunks that no row can see do not exist.
 //   - Per chunk, blocks of decode_block_keys keys: pass 1 scores s = (scale·q)·k
 //     for the G rows in register tiles of 4 rows × 3 keys (2 × 4, 1 × 8 for the
-//     rest; one horizontal sum, haddp, per W dot products) while prefetching ahead;
+//     rest; 16 accumulators on AVX-512: decode_score_keys), one horizontal sum
+//     (reduce_add_rows) per W dot products, while prefetching ahead;
 //     masks (score_rules); the online-softmax step (online_softmax.hpp), whose rare
 //     alpha != 1 rescales O; pass 2 O += P·V in strips of R rows × 2 packs of Dv held
 //     in registers over groups of decode_pv_keys keys. Per key and row: (Dk+Dv)/W
@@ -104,6 +105,14 @@ inline bool decode_preferred(std::size_t nq, std::size_t group) { return nq == 1
 
 namespace decode_impl {
 
+/// Keys per score tile of R = 4, 2 or 1 rows. 16 registers: 4 × 3 (12 accumulators
+/// + 3 K + 1 q = 16), 2 × 4, 1 × 8. AVX-512 (32 registers): R × 16/R = 16
+/// accumulators, which fill exactly one 16-lane reduce_add_rows (4 × 3 left a
+/// quarter of it summing zeros; measured in L2, B1 Nk 512: fp16 5% faster, fp32
+/// 2% slower; DRAM-bound rows alike).
+template <std::size_t R>
+inline constexpr std::size_t decode_score_keys = simd::vector_registers >= 32 ? 16 / R : (R == 4 ? 3 : 8 / R);
+
 template <class P>
 using value_t = typename simd::ops<P>::value_type;
 
@@ -136,7 +145,7 @@ struct row_prefetch {
 /// s[r·lds + j] = q_r · k_j for R query rows (stride ldq) and the n keys k_j = k0 + j·ks.
 /// Tiles of R rows × KT keys keep R·KT accumulators (4 × 3 = 12 chains: with 8 the
 /// FMA latency showed and this pass ran at 54% of peak instead of 93%); every W of
-/// them share one horizontal sum (haddp). pf(j, j + KT) runs once per tile.
+/// them share one horizontal sum (reduce_add_rows). pf(j, j + KT) runs once per tile.
 template <class P, std::size_t R, std::size_t KT, class S>
 inline void score_rows(const value_t<P>* q, std::size_t ldq, const S* k0, std::ptrdiff_t ks, std::size_t n,
                        std::size_t dk, value_t<P>* s, std::size_t lds, const row_prefetch<S>& pf) {
@@ -169,7 +178,7 @@ inline void score_rows(const value_t<P>* q, std::size_t ldq, const S* k0, std::p
       for (std::size_t i = 0; i < NA; ++i) sums[i] = acc[i];
     } else {
       HEADWISE_UNROLL
-      for (std::size_t g = 0; g < NG; ++g) xsimd::haddp(acc + g * W).store_aligned(sums + g * W);
+      for (std::size_t g = 0; g < NG; ++g) O::reduce_add_rows(acc + g * W).store_aligned(sums + g * W);
     }
     for (; d < dk; ++d)
       for (std::size_t r = 0; r < R; ++r)
@@ -346,9 +355,12 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
                          Dk * sizeof(S), Dv * sizeof(S)};
       {
         std::size_t a = 0;
-        for (; a + 4 <= A; a += 4, pf.rows = 0) score_rows<P, 4, 3>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
-        for (; a + 2 <= A; a += 2, pf.rows = 0) score_rows<P, 2, 4>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
-        for (; a < A; ++a, pf.rows = 0) score_rows<P, 1, 8>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
+        for (; a + 4 <= A; a += 4, pf.rows = 0)
+          score_rows<P, 4, decode_score_keys<4>>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
+        for (; a + 2 <= A; a += 2, pf.rows = 0)
+          score_rows<P, 2, decode_score_keys<2>>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
+        for (; a < A; ++a, pf.rows = 0)
+          score_rows<P, 1, decode_score_keys<1>>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
       }
 
       // masks, then the online softmax step of each row (alpha rescales its O).

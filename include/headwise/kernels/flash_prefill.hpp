@@ -10,9 +10,10 @@
 //   1. classify from the row ranges: hidden for every row → skipped (causal and
 //      window tiles cost nothing); visible for every row and no element-wise
 //      rule → fast path with no per-element mask work; otherwise partial, where
-//      each 6-row micro-tile only computes up to its rows' furthest visible key
-//   2. pack K into panels (8×8 register transposes) and V into dense rows
-//   3. per micro-tile of 6 rows: S = Qs·Kᵀ (register-blocked, micro_tiles.hpp),
+//      each micro-tile (tile_rows: 6 rows, 12 on AVX-512) only computes up to
+//      its rows' furthest visible key
+//   2. pack K into panels (W×W register transposes) and V into dense rows
+//   3. per micro-tile: S = Qs·Kᵀ (register-blocked, micro_tiles.hpp),
 //      element-wise rules and structural mask (partial only), online softmax
 //      (online_softmax.hpp), O = alpha·O + P·V
 // After the last tile each row is normalised once: out = O · head_scale / l.

@@ -3,10 +3,10 @@
 //   load_as<P>(const S* p): reads ops<P>::width elements of storage type S at p
 //   (unaligned) and returns them as a pack P of float or double (see pack.hpp).
 //     S = T            a plain load
-//     S = half         F16C vcvtph2ps (8 or 4 lanes, 1 uop, exact) when __F16C__ is
-//                      defined, else the portable bit converter of storage.hpp per lane
-//     S = bfloat16     zero-extend 16 → 32 bits and shift left by 16 (exact; AVX2 or
-//                      SSE2 integer ops), else the portable converter per lane
+//     S = half         vcvtph2ps (16 lanes on AVX-512, 8 or 4 with F16C; exact), else
+//                      the portable bit converter of storage.hpp per lane
+//     S = bfloat16     zero-extend 16 → 32 bits and shift left by 16 (exact; AVX-512,
+//                      AVX2 or SSE2 integer ops), else the portable converter per lane
 // Decode streams K and V through this once per step, so the widening must cost less
 // than the memory it saves: vcvtph2ps reads 16 bytes and issues one uop where the
 // fp32 load would read 32; the bf16 path is two integer uops. Both are exact, so the
@@ -49,8 +49,14 @@ inline P load_as(const S* p) noexcept {
   } else if constexpr (O::width == 1) {
     return widen<T>(*p);
   } else {
-    static_assert(std::is_same_v<T, float> && is_storage_16<S>,
-                  "16-bit K/V storage widens to float only");
+    static_assert(std::is_same_v<T, float> && is_storage_16<S>, "16-bit K/V storage widens to float only");
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<S, half> && O::width == 16)
+      return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    if constexpr (std::is_same_v<S, bfloat16> && O::width == 16)
+      return _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+#endif
 #if defined(__F16C__)
     if constexpr (std::is_same_v<S, half> && O::width == 8)
       return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));

@@ -5,13 +5,20 @@
 //   Kernels are written once against ops<P>; force_scalar instantiates them with
 //   P = T, as Eigen treats a scalar as a packet of size 1.
 //
-// Arch: the widest of AVX2+FMA, AVX2, AVX, SSE*, NEON that the compiler enables.
-// AVX-512 is deliberately not chosen even when enabled: the micro-kernels are
-// register-blocked for 16 vector registers (see kernels/micro_tiles.hpp). When no
-// SIMD ISA is enabled at all, vector_pack<T> is T and everything runs 1-wide.
+// Arch: the widest of AVX-512 (F + BW), AVX2+FMA, AVX2, AVX, SSE*, NEON that the
+// compiler enables (-march=native, or -mavx512f -mavx512bw ...); define
+// HEADWISE_NO_AVX512 to stay on AVX2 in an AVX-512 build. vector_registers tells
+// the kernels how many registers their blocks may use (32 zmm, else 16): see
+// kernels/micro_tiles.hpp. On the Xeon these notes were measured on, AVX-512
+// doubles the FMA peak (241 vs 131 GFLOP/s on one core); Zen 4 issues its
+// 512-bit FMAs as two halves, so there the gain is the wider loads and fewer
+// instructions, not the peak. When no SIMD ISA is enabled at all, vector_pack<T>
+// is T and everything runs 1-wide.
 //
 // xsimd 8.1 shims live here and nowhere else: 8.1 spells the horizontal sum
-// `hadd` (later `reduce_add`) and has no `reduce_max`.
+// `hadd` (later `reduce_add`), has no `reduce_max`, and its AVX-512 float `haddp`
+// returns rows 2–5 and 10–13 in the wrong lanes (tests/pack_test.cpp), so
+// reduce_add_rows has its own AVX-512 float version.
 #pragma once
 
 #ifndef HEADWISE_INTERNAL
@@ -40,6 +47,9 @@ namespace headwise::simd {
 
 #if defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
 #define HEADWISE_SIMD_NONE 1
+#elif XSIMD_WITH_AVX512BW && !defined(HEADWISE_NO_AVX512)
+using arch = xsimd::avx512bw;
+#define HEADWISE_SIMD_AVX512 1
 #elif XSIMD_WITH_FMA3_AVX2
 using arch = xsimd::fma3<xsimd::avx2>;
 #elif XSIMD_WITH_AVX2
@@ -58,6 +68,13 @@ using vector_pack = T;
 #else
 template <class T>
 using vector_pack = xsimd::batch<T, arch>;
+#endif
+
+/// Vector registers the chosen arch has: the kernels size their register blocks by it.
+#if defined(HEADWISE_SIMD_AVX512)
+inline constexpr std::size_t vector_registers = 32;
+#else
+inline constexpr std::size_t vector_registers = 16;
 #endif
 
 /// Unsigned integer of the same width as T (bit manipulation in exp).
@@ -123,7 +140,44 @@ struct ops<xsimd::batch<T, A>> {
   static pack fma(const pack& a, const pack& b, const pack& c) { return xsimd::fma(a, b, c); }
   static pack max(const pack& a, const pack& b) { return xsimd::max(a, b); }
   static T reduce_add(const pack& x) { return xsimd::hadd(x); }  // xsimd >= 9: reduce_add
-  static T reduce_max(const pack& x) {                           // absent in xsimd 8.1
+  /// Lane i of the result is the sum of the lanes of rows[i], for i < width.
+  static pack reduce_add_rows(const pack* rows) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float> && width == 16) {
+      // 1. pairs of rows: the halves of each row folded, row 2k in the low and
+      //    row 2k+1 in the high 256 bits (8 partial sums each)
+      __m512 v[8];
+      for (int k = 0; k < 8; ++k) {
+        const __m512 a = rows[2 * k], b = rows[2 * k + 1];
+        v[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+      }
+      // 2. 128-bit lane L of w[m] holds 4 partial sums of row 4m + L
+      __m512 w[4];
+      for (int m = 0; m < 4; ++m)
+        w[m] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * m], v[2 * m + 1], 0x88),
+                             _mm512_shuffle_f32x4(v[2 * m], v[2 * m + 1], 0xDD));
+      // 3. within each lane L: element e becomes the total of row 4e + L
+      const __m512 z0 =
+          _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], 0x88), _mm512_shuffle_ps(w[0], w[1], 0xDD));
+      const __m512 z1 =
+          _mm512_add_ps(_mm512_shuffle_ps(w[2], w[3], 0x88), _mm512_shuffle_ps(w[2], w[3], 0xDD));
+      const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(z0, z1, 0x88), _mm512_shuffle_ps(z0, z1, 0xDD));
+      // 4. row i sits at element 4·(i mod 4) + i / 4
+      const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+      return _mm512_permutexvar_ps(order, r);
+    }
+#endif
+    return xsimd::haddp(rows);
+  }
+  static T reduce_max(const pack& x) {  // absent in xsimd 8.1
+#if defined(__AVX512F__)
+    if constexpr (width * sizeof(T) == 64) {
+      if constexpr (std::is_same_v<T, float>)
+        return _mm512_reduce_max_ps(x);
+      else
+        return _mm512_reduce_max_pd(x);
+    }
+#endif
 #if defined(__AVX__)
     if constexpr (std::is_same_v<T, float> && width == 8) {  // 3 shuffle + max rounds
       __m256 m = _mm256_max_ps(x, _mm256_permute2f128_ps(x, x, 1));
