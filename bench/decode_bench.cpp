@@ -14,6 +14,8 @@
 //                   peak/bandwidth means fewer than 4 (= Hq/Hkv) reads. plain reads
 //                   them once per query head (run at N <= 4096 only, to stay short).
 //            KV_MiB those bytes per step
+//            copies K/V copies the step cycles through: at N 32768 enough that their
+//                   total is twice the last-level cache, so every step reads DRAM
 //   K, V and the bandwidth buffer start on a cache line, as kv_cache allocates them.
 //   peak/bandwidth/1GiB/threads:<t>: sum of a 1 GiB float buffer with vector loads
 //            (the same GBps counter), the denominator of the %peak column.
@@ -28,12 +30,15 @@
 // half-size bytes it reads).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 #include <headwise/headwise.hpp>
 
@@ -46,7 +51,8 @@ namespace {
 using namespace headwise;
 
 [[maybe_unused]] const bool metrics_declared =
-    headwise_bench::declare(headwise_bench::metric{"GBps", "GB/s", "peak/bandwidth", "headwise_f32", "decode"}) &&
+    headwise_bench::declare(
+        headwise_bench::metric{"GBps", "GB/s", "peak/bandwidth", "headwise_f32", "decode"}) &&
     headwise_bench::declare(headwise_bench::metric{"GBps", "GB/s", "peak/bandwidth", "bandwidth", "peak"});
 
 /// Cheap deterministic fill in [-1, 1): the buffers are up to 1 GiB.
@@ -60,29 +66,51 @@ void fill(Vec& x, std::uint32_t seed) {
   }
 }
 
+/// The last-level cache's bytes (sysconf; 64 MiB when the system does not say).
+std::size_t llc_bytes() {
+  long l3 = -1;
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+  l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+  return l3 > 0 ? std::size_t(l3) : std::size_t(64) << 20;
+}
+
 template <class S>
 void bm_decode(benchmark::State& state, kernel_mode mode, std::size_t B, std::size_t N, unsigned threads) {
   constexpr std::size_t Hq = 32, Hkv = 8, d = 128;
+  const std::size_t elems = B * Hkv * N * d, bytes = 2 * elems * sizeof(S);
+  // DRAM-bound rows (N 32768) cycle through copies of K/V whose total is at least
+  // twice the last-level cache, so no step finds its K/V left in cache by the step
+  // before (this Xeon VM reports 480 MiB of L3: one fp16 B1 step's 128 MiB fits).
+  const std::size_t copies =
+      N >= 32768 ? std::clamp<std::size_t>((2 * llc_bytes() + bytes - 1) / bytes, 1, 16) : 1;
   std::vector<float> q(B * Hq * d), out(B * Hq * d);
-  detail::cache_line_vector<S> k(B * Hkv * N * d), v(B * Hkv * N * d);  // as kv_cache holds them
+  std::vector<detail::cache_line_vector<S>> k(copies), v(copies);  // as kv_cache holds them
   fill(q, 1);
-  fill(k, 2);
-  fill(v, 3);
+  for (std::size_t c = 0; c < copies; ++c) {
+    k[c].resize(elems);
+    v[c].resize(elems);
+    fill(k[c], 2);
+    fill(v[c], 3);
+  }
   attention_options opt;
   opt.kernel = mode;
   opt.threads = threads;
   opt.causal = causal_mode::bottom_right;
   const auto qv = bhsd<const float>(q.data(), B, Hq, 1, d);
-  const auto kv = bhsd<const S>(k.data(), B, Hkv, N, d), vv = bhsd<const S>(v.data(), B, Hkv, N, d);
   const auto ov = bhsd(out.data(), B, Hq, 1, d);
+  std::size_t c = 0;
   for (auto _ : state) {
+    const auto kv = bhsd<const S>(k[c].data(), B, Hkv, N, d), vv = bhsd<const S>(v[c].data(), B, Hkv, N, d);
     attention(qv, kv, vv, ov, opt);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
+    c = (c + 1) % copies;
   }
-  const double bytes = double(B * Hkv * N * 2 * d * sizeof(S));
-  state.counters["GBps"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["KV_MiB"] = bytes / (1 << 20);
+  state.counters["GBps"] =
+      benchmark::Counter(double(bytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["KV_MiB"] = double(bytes) / (1 << 20);
+  state.counters["copies"] = double(copies);
 }
 
 /// Sums a 1 GiB buffer with vector loads on `threads` threads. With FmaPerLine > 0
@@ -117,13 +145,16 @@ void bm_bandwidth(benchmark::State& state, unsigned threads) {
     });
     benchmark::DoNotOptimize(sums.data());
   }
-  state.counters["GBps"] = benchmark::Counter(double(bytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GBps"] =
+      benchmark::Counter(double(bytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 int register_all() {
   for (unsigned t : {1u, 2u})
-    for (auto [name, fn] : {std::pair{"bandwidth", bm_bandwidth<0>}, std::pair{"bandwidth_fma8", bm_bandwidth<8>}})
-      benchmark::RegisterBenchmark(("peak/" + std::string(name) + "/1GiB/threads:" + std::to_string(t)).c_str(), fn, t)
+    for (auto [name, fn] :
+         {std::pair{"bandwidth", bm_bandwidth<0>}, std::pair{"bandwidth_fma8", bm_bandwidth<8>}})
+      benchmark::RegisterBenchmark(
+          ("peak/" + std::string(name) + "/1GiB/threads:" + std::to_string(t)).c_str(), fn, t)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond)
           ->Repetitions(3);  // the table keeps the best: the machine's bandwidth is shared
@@ -146,8 +177,8 @@ int register_all() {
             ->Unit(benchmark::kMillisecond)
             ->Repetitions(repetitions);
         if (N <= 4096)
-          benchmark::RegisterBenchmark(("decode/plain_f32" + shape).c_str(), bm_decode<float>, kernel_mode::plain,
-                                       B, N, t)
+          benchmark::RegisterBenchmark(("decode/plain_f32" + shape).c_str(), bm_decode<float>,
+                                       kernel_mode::plain, B, N, t)
               ->UseRealTime()
               ->Unit(benchmark::kMillisecond);
       }
