@@ -12,6 +12,13 @@
 // ns). So fp32 is memory bound only if the arithmetic overlaps the stream, and fp16
 // is FMA bound (plus one vcvtph2ps per 8 K/V elements on the same pipes): fp16 can
 // be at most ~1.6× faster than fp32 here, less the closer fp32 gets to bandwidth.
+// On an AVX-512 Xeon VM (one core: ~15 GB/s, ~215–240 GFLOP/s) the balance moves:
+// fp16 with K/V in L2 computes a key of one kv head in ~24 ns against ~33 ns of
+// DRAM time for its 512 B, so it is not FMA bound, yet it reaches only ~75% of
+// bandwidth (fp32 ~84%): peak/bandwidth_fma8 shows the same core's read rate falling
+// to ~60% once 8 FMAs per line are interleaved, so fewer lines are in flight while
+// it computes. Prefetch distances of 8–128 keys, prefetcht1 and none (1.6× slower
+// for fp16) were measured there; 16 keys stays.
 // What the core needs, measured (bench/decode_bench.cpp, and a pattern study):
 //   - Enough independent FMA chains: score tiles of 4 rows × 3 keys (12 chains) run
 //     the score pass at ~93% of peak where 4 × 2 (8 chains) ran at 54%.
