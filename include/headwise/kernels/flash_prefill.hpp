@@ -29,10 +29,12 @@
 // Tile sizes: bq = 128 rows per head (halves the per-row packing cost of 64),
 // at most 256 rows per task (bounds O scratch for MQA); bc = 64 keys, or fewer
 // when (Dk + Dv)·bc·sizeof(T) > 64 KiB: the K and V tiles stay in L2 and each
-// micro-tile streams them once (~16% of L2 bandwidth at the FMA peak).
+// micro-tile streams them once (~16% of L2 bandwidth at the FMA peak). Both double
+// with 64-byte packs (AVX-512): 128 keys, 128 KiB (make_flash_tiling).
 // Scratch per worker (allocated once per call, flash_scratch_bytes): Q and O of
 // the tall tile, one packed K and V tile, one S micro-tile — independent of Nk,
-// bounded in Nq by bq: 104 KiB at d = 64, 204 KiB at d = 128 (float).
+// bounded in Nq by bq: 104 KiB at d = 64, 204 KiB at d = 128 (float, AVX2
+// tiles; the AVX-512 tiles' 128-key K/V tiles make d = 64 144 KiB).
 // Determinism: a task owns its output rows and its arithmetic does not depend on
 // the worker, so any thread count gives identical bits. Tasks are issued with
 // the last query tiles first: under a causal mask they are the most expensive,
@@ -73,7 +75,13 @@ inline std::size_t round_up(std::size_t x, std::size_t m) { return (x + m - 1) /
 /// Tile sizes for element type T and pack width W (see the header comment).
 inline flash_tiling make_flash_tiling(std::size_t elem_bytes, std::size_t W, std::size_t Nq,
                                       std::size_t group, std::size_t Dk, std::size_t Dv) {
-  constexpr std::size_t max_rows = 256, kv_tile_bytes = 64 * 1024;
+  // The K/V tile budget and bc scale with the pack's bytes: 64 KiB and 64 keys for
+  // 32-byte packs (AVX2), 128 KiB and 128 keys for 64-byte ones (AVX-512, where
+  // kb = 32: 64 keys were only two panels; 128 keys, one thread, 7 paired runs: d 128
+  // faster in 6 of 7 (~3%), causal N2048 in 5 of 7, d 64 within noise).
+  const std::size_t scale = std::max<std::size_t>(1, W * elem_bytes / 32);
+  constexpr std::size_t max_rows = 256;
+  const std::size_t kv_tile_bytes = scale * 64 * 1024;
   flash_tiling t;
   t.bq = std::max<std::size_t>(1, std::min<std::size_t>(128, Nq));
   t.heads = std::max<std::size_t>(1, std::min(group, max_rows / t.bq));
@@ -81,7 +89,7 @@ inline flash_tiling make_flash_tiling(std::size_t elem_bytes, std::size_t W, std
   t.dk = Dk;
   t.dv_pad = round_up(Dv, W);
   const std::size_t fit = kv_tile_bytes / ((Dk + t.dv_pad) * elem_bytes) / t.kb * t.kb;
-  t.bc = std::clamp<std::size_t>(fit, std::max<std::size_t>(t.kb, 16), 64);
+  t.bc = std::clamp<std::size_t>(fit, std::max<std::size_t>(t.kb, 16), scale * 64);
   t.bc = round_up(t.bc, t.kb);
   return t;
 }
