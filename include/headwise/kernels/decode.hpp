@@ -40,8 +40,8 @@
 //     (reduce_add_rows) per W dot products, while prefetching ahead;
 //     masks (score_rules); the online-softmax step (online_softmax.hpp), whose rare
 //     alpha != 1 rescales O; pass 2 O += P·V in strips of R rows × 2 packs of Dv
-//     (4 on AVX-512) held in registers over groups of decode_pv_keys keys. Per key and row: (Dk+Dv)/W
-//     FMA instructions, the fp16 bound.
+//     (4 on AVX-512) held in registers over groups of decode_pv_keys keys. Per key
+//     and row: (Dk+Dv)/W FMA instructions, the fp16 bound.
 //     The chunk's partial (O/l, lse) goes to a scratch buffer:
 //     B·Hq·Nq·chunks·(Dv+1) floats, 0.4% of the K/V bytes at the shape above.
 //   - Merge: a second parallel pass folds the partials of each row in chunk order with

@@ -31,8 +31,9 @@ namespace headwise::simd {
 #if defined(__AVX__)
 namespace detail {
 
-/// dst[i·ds + r] = src[r·ss + i] for an 8×8 float block.
-inline void transpose_8x8(const float* src, std::size_t src_stride, float* dst, std::size_t dst_stride) {
+/// dst[i·ds + r] = src[r·ss + i] for an AVX block: 8×8 floats.
+inline void transpose_avx_block(const float* src, std::size_t src_stride, float* dst,
+                                std::size_t dst_stride) {
   __m256 r[8], t[8];
   for (std::size_t i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
   for (std::size_t i = 0; i < 8; i += 2) {  // interleave pairs of rows
@@ -51,8 +52,9 @@ inline void transpose_8x8(const float* src, std::size_t src_stride, float* dst, 
   }
 }
 
-/// The same for a 4×4 double block.
-inline void transpose_4x4(const double* src, std::size_t src_stride, double* dst, std::size_t dst_stride) {
+/// The same for 4×4 doubles.
+inline void transpose_avx_block(const double* src, std::size_t src_stride, double* dst,
+                                std::size_t dst_stride) {
   __m256d r[4], t[4];
   for (std::size_t i = 0; i < 4; ++i) r[i] = _mm256_loadu_pd(src + i * src_stride);
   t[0] = _mm256_unpacklo_pd(r[0], r[1]);
@@ -69,14 +71,6 @@ inline void transpose_4x4(const double* src, std::size_t src_stride, double* dst
 template <class T>
 inline constexpr std::size_t avx_block = 32 / sizeof(T);
 
-template <class T>
-inline void transpose_avx_block(const T* src, std::size_t src_stride, T* dst, std::size_t dst_stride) {
-  if constexpr (std::is_same_v<T, float>)
-    transpose_8x8(src, src_stride, dst, dst_stride);
-  else
-    transpose_4x4(src, src_stride, dst, dst_stride);
-}
-
 }  // namespace detail
 #endif
 
@@ -84,7 +78,7 @@ template <class P, class T>
 void transpose_block(const T* src, std::size_t src_stride, T* dst, std::size_t dst_stride) {
   constexpr std::size_t W = ops<P>::width;
 #if defined(__AVX__)
-  if constexpr (std::is_floating_point_v<T> && W % detail::avx_block<T> == 0) {
+  if constexpr ((std::is_same_v<T, float> || std::is_same_v<T, double>)&&W % detail::avx_block<T> == 0) {
     // W = 2·A on AVX-512: block (bi, bj) of dst is the transpose of block (bj, bi) of src.
     constexpr std::size_t A = detail::avx_block<T>;
     for (std::size_t bi = 0; bi < W; bi += A)
