@@ -22,10 +22,11 @@
 //     impl  prefill, prefill_lora   t = 512 prompt tokens into an empty KV cache
 //           decode, decode_lora     one token per iteration after a 512-token prefill
 //           (_lora: a rank-16 adapter on q and v, unmerged)
-//     a     attention threads; the projections are Eigen GEMMs on one thread
+//     a     mha_config::threads: attention and the projection GEMMs (the layer cuts
+//           each GEMM into 512-column tasks; the adapters' small GEMMs stay on one)
 //   counters tok_s        tokens per second; the x-prefill column is over prefill
-// Eigen runs single-threaded here: it only threads with OpenMP, which the build
-// does not enable. peak/fma (peak_bench.cpp) gives the %peak column.
+// Eigen itself runs single-threaded here: it only threads with OpenMP, which the
+// build does not enable. peak/fma (peak_bench.cpp) gives the %peak column.
 #include <benchmark/benchmark.h>
 
 #include <chrono>

@@ -415,6 +415,38 @@ TEST_P(mha, batched_prefill_and_steps_equal_batched_forward) {
   }
 }
 
+// ---- projections cut into column tasks: the same bits for every thread count
+
+TEST(mha_threads, projection_tasks_give_the_same_bits_for_every_thread_count) {
+  // Wq has 8·72 = 576 output columns (tasks of 512 and 64), Wo 1100 (512, 512, 76),
+  // Wk and Wv 144 (one task): more tasks than threads, fewer, and a ragged last one.
+  mha_config cfg;
+  cfg.model_dim = 1100;
+  cfg.num_heads = 8;
+  cfg.num_kv_heads = 2;
+  cfg.head_dim = 72;
+  cfg.rope = {rope_style::neox, 10000, 1};
+  cfg.bias = true;
+  const row_matrix<float> x = random_matrix<float>(6, 1100, 31);
+  row_matrix<float> y1;
+  for (unsigned threads : {1u, 2u, 3u}) {
+    cfg.threads = threads;
+    multi_head_attention<float> layer(cfg);
+    randomize(layer, 100);
+    row_matrix<float> y(6, 1100);
+    layer.forward(x, y);
+    if (threads == 1) {
+      y1 = y;
+      const dmat xd = x.cast<double>();
+      const composed want = compose(layer, xd, no_delta);
+      const double err = max_diff(y, want.y), tol = layer_bound(layer, xd, want, {}, 0);
+      EXPECT_TRUE(err <= tol) << "max |layer − composition| = " << err << ", bound " << tol;
+    } else {
+      EXPECT_TRUE(y == y1) << threads << " threads: max |y − y(1 thread)| = " << (y - y1).cwiseAbs().maxCoeff();
+    }
+  }
+}
+
 // ---- RoPE against the hand-written rotation
 
 TEST(rope, matches_hand_written_rotation_and_linear_scaling) {

@@ -30,17 +30,19 @@
 // skips the adapters) and unmerge_adapters() takes the same mix out again.
 //
 // Buffers are grow-only members: after the first call of a given size a forward
-// allocates nothing of its own. y may alias x. One layer, one thread at a time
-// (attention itself runs on config.threads threads; Eigen's GEMMs are single
-// threaded unless the build enables OpenMP).
+// allocates nothing of its own. y may alias x. One layer, one thread at a time;
+// attention and the projection GEMMs run on config.threads threads (each GEMM cut
+// into fixed blocks of output columns, so the bits do not depend on the count).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <utility>
 #include <vector>
 
 #include "headwise/attention.hpp"
+#include "headwise/detail/parallel.hpp"
 #include "headwise/eigen.hpp"
 #include "headwise/lora.hpp"
 #include "headwise/rope.hpp"
@@ -55,7 +57,7 @@ struct mha_config {
   rope_config rope;
   bool causal = true;
   bool bias = false;     ///< q, k, v and o biases
-  unsigned threads = 0;  ///< attention() threads; 0 = hardware
+  unsigned threads = 0;  ///< threads of attention() and of the projection GEMMs; 0 = hardware
 };
 
 template <class T>
@@ -185,11 +187,26 @@ class multi_head_attention {
     if (merged_) detail::fail(where, "per-row adapters need unmerged weights (call unmerge_adapters())");
   }
 
-  /// out = in·Wᵀ + b, plus the adapters unless merged.
+  /// Output columns per task of a projection GEMM: fixed, never from the thread count,
+  /// so every thread count gives the same bits. Each task multiplies all of `in` by
+  /// its rows of W: at decode (T = 1) the tasks split the weight bytes the step must
+  /// read; at prefill each repacks `in` (T·in copies against 2·T·in·512 FLOPs).
+  /// Measured (model 4096, 32/8 heads, T 512, AVX-512 Xeon): 2 threads run prefill
+  /// 1.94× and a decode step 2.03× faster than 1 (1.01× and 0.97× with one-thread
+  /// GEMMs); 1 thread as fast as one whole-matrix GEMM.
+  static constexpr Eigen::Index projection_cols_per_task = 512;
+
+  /// out = in·Wᵀ + b on config.threads threads, plus the adapters unless merged.
   template <class Out>
   void project(projection p, const const_matrix_ref<T>& in, Out&& out, span<const adapter_id> row_adapters) {
     const std::size_t i = index(p);
-    out.noalias() = in * weights_[i].transpose();
+    const row_matrix<T>& w = weights_[i];
+    const Eigen::Index cols = w.rows(), per = projection_cols_per_task;
+    const auto tasks = std::size_t((cols + per - 1) / per);
+    detail::parallel_for(tasks, detail::resolve_threads(cfg_.threads, tasks), [&](std::size_t t, unsigned) {
+      const Eigen::Index c0 = Eigen::Index(t) * per, n = std::min(per, cols - c0);
+      out.middleCols(c0, n).noalias() = in * w.middleRows(c0, n).transpose();
+    });
     if (biases_[i].size() != 0) out.rowwise() += biases_[i];
     if (merged_) return;
     if (row_adapters.empty())
