@@ -18,7 +18,11 @@
 // bandwidth (fp32 ~84%): peak/bandwidth_fma8 shows the same core's read rate falling
 // to ~60% once 8 FMAs per line are interleaved, so fewer lines are in flight while
 // it computes. Prefetch distances of 8–128 keys, prefetcht1 and none (1.6× slower
-// for fp16) were measured there; 16 keys stays.
+// for fp16) were measured there; 16 keys stays. Also measured there and within the
+// ±5% noise: an extra prefetcht1 64–256 keys ahead, t1 at 16/32 keys with or without
+// t0 at 8/16, K and V at different distances. V requested during pass 2 instead of
+// pass 1 made fp16 ~20% slower (too little lead time). A bare stream with 16 FMAs
+// per line reads 10.0 GB/s there with t0 prefetches: fp16 decode (~10.6) is at it.
 // What the core needs, measured (bench/decode_bench.cpp, and a pattern study):
 //   - Enough independent FMA chains: score tiles of 4 rows × 3 keys (12 chains) run
 //     the score pass at ~93% of peak where 4 × 2 (8 chains) ran at 54%.
