@@ -23,6 +23,12 @@
 // t0 at 8/16, K and V at different distances. V requested during pass 2 instead of
 // pass 1 made fp16 ~20% slower (too little lead time). A bare stream with 16 FMAs
 // per line reads 10.0 GB/s there with t0 prefetches: fp16 decode (~10.6) is at it.
+// There the arithmetic adds to the DRAM time rather than hiding under it: dropping
+// pass 2 made the Nk 32768 step 17% (fp16) and 11% (fp32) faster, dropping the
+// score FMAs 10% (both), so the fp16/fp32 ratio stayed ~1.8 either way. Requests
+// issued during pass 2 (V at t0 1.5 blocks ahead, or t1 64/128 keys ahead) ran
+// 5-15% slower, and pass 2 of block b interleaved with the scores of b + 1 in 8-,
+// 16- or 32-key steps (same arithmetic order, so the same bits) within noise.
 // What the core needs, measured (bench/decode_bench.cpp, and a pattern study):
 //   - Enough independent FMA chains: score tiles of 4 rows × 3 keys (12 chains) run
 //     the score pass at ~93% of peak where 4 × 2 (8 chains) ran at 54%.
