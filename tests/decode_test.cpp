@@ -203,7 +203,9 @@ struct heads {
   std::size_t Hq, Hkv;
 };
 const heads mha{2, 2}, gqa{4, 2}, mqa{3, 1};
-constexpr std::size_t C = kernels::decode_chunk_keys, Kb = kernels::decode_block_keys;
+// The block of the d 64 cases below (32 keys for float and 16-bit K/V alike).
+constexpr std::size_t C = kernels::decode_chunk_keys, Kb = kernels::decode_block_keys(2 * 64 * sizeof(float));
+static_assert(Kb == kernels::decode_block_keys(2 * 64 * sizeof(half)));
 
 /// Nk around the pack width, the online-softmax block and the chunk × GQA shapes
 /// × Nq × storage, no mask.

@@ -29,15 +29,22 @@
 // issued during pass 2 (V at t0 1.5 blocks ahead, or t1 64/128 keys ahead) ran
 // 5-15% slower, and pass 2 of block b interleaved with the scores of b + 1 in 8-,
 // 16- or 32-key steps (same arithmetic order, so the same bits) within noise.
+// On a Zen 5 EPYC VM with AVX-512 (one core: ~26-35 GB/s, ~225 GFLOP/s) fp32 is far
+// from bandwidth (~55%) and is not FMA bound either: with K/V in L3 (B1 Nk 512) the
+// step took 0.159 ms, 0.100 without the score FMAs, 0.117 without P·V and 0.052
+// with neither (the prefetched lines alone), so the three add up: the core does not
+// compute while its L1 misses are outstanding. Spreading the look-ahead over the
+// d loop of the score tile, prefetcht1 one to eight blocks ahead, and V requested
+// during P·V one block ahead all measured slower there (8-60%).
 // What the core needs, measured (bench/decode_bench.cpp, and a pattern study):
 //   - Enough independent FMA chains: score tiles of 4 rows × 3 keys (12 chains) run
 //     the score pass at ~93% of peak where 4 × 2 (8 chains) ran at 54%.
 //   - Memory-level parallelism: the hardware stream prefetchers lose a stream read
 //     a few rows interleaved (as multi-key score tiles do) and do not run far enough
 //     ahead of a compute-heavy loop, so the score pass requests every line of the K
-//     and V rows decode_prefetch_keys ahead (half a block: a whole block ahead
-//     overflows a 32 KiB L1), and the first line of each page of that window at the
-//     block's start. V is consumed in groups of decode_pv_keys rows.
+//     and V rows decode_prefetch_keys ahead (half a block of decode_block_bytes:
+//     the block and the window share L1), and the first line of each page of that
+//     window at the block's start. V is consumed in groups of decode_pv_keys rows.
 //   - GQA: a task is (batch, kv head, chunk) and computes every query row of the
 //     group at once: rows G = (Hq/Hkv)·Nq. Each K/V row is loaded from DRAM once and
 //     reused from L1 for the G rows, instead of Hq/Hkv times by per-head kernels.
@@ -92,23 +99,33 @@ namespace headwise::kernels {
 /// 4 KiB at G = 4, d = 128, is 1/256 of the chunk's 1 MiB of fp32 K/V.
 inline constexpr std::size_t decode_chunk_keys = 1024;
 
-/// Keys per online-softmax step inside a chunk: K and V are consumed in blocks of
-/// 32 rows (16 KiB each at d 128 fp32), so the block being computed and the
-/// look-ahead window fit L1 together, and the K and V streams alternate at a fine
-/// grain. Measured against 64-key blocks on Zen 5: fp16 ~10% and fp32 ~3% faster.
-inline constexpr std::size_t decode_block_keys = 32;
-
 /// Keys per group of the P·V pass: the R·2-pack accumulator strip runs over 8 V rows
 /// (4 KiB in fp32 at d 128) before moving on, so V is read nearly in address order.
 /// Whole-block strips (column by column) measured 5-10% slower.
 inline constexpr std::size_t decode_pv_keys = 8;
 
-/// How far ahead the score pass requests K and V rows, in keys (half a block). The
-/// hardware prefetchers alone ran 1.2-1.5× slower. On Zen 5 (48 KiB L1) distances of
-/// 16-192 keys measured alike; on Zen 3 (32 KiB L1) a whole block ahead (32 KiB of fp32
-/// K+V at d 128, on top of the 32 KiB block in use) evicts lines before their use, and
-/// 16 keys ran fp32 ~13% faster (6 of 6 paired runs, 7-22%) and fp16 ~8%.
-inline constexpr std::size_t decode_prefetch_keys = decode_block_keys / 2;
+/// K+V bytes per online-softmax block. The block in use and the look-ahead window
+/// (half a block, decode_prefetch_keys) must sit in L1 together: 16 + 8 KiB. The
+/// budget is in bytes, not keys, because the lines in flight are what matters: 32
+/// keys suit fp16 at d 128 (512 B a key), but 32 fp32 keys (32 KiB, + 16 KiB ahead)
+/// filled Zen 5's 48 KiB L1, and 16 fp32 keys ran 13-19% faster at Nk 32768 there
+/// (AVX-512, B 1/2/4, steps of both builds alternating in one process), with
+/// 4-8 KiB ahead the best distance for both storage types. On Zen 3 (32 KiB L1) a
+/// whole 32 KiB fp32 block ahead evicted lines before their use (16 keys ahead ran
+/// ~13% faster). 64-key fp16 blocks measured ~10% slower than 32 on Zen 5.
+inline constexpr std::size_t decode_block_bytes = 16384;
+
+/// Keys per online-softmax step inside a chunk for K+V rows of row_bytes: as many as
+/// fit decode_block_bytes, whole P·V groups, 8 to 32 (fp32 d 128: 16, fp16 d 128: 32).
+inline constexpr std::size_t decode_block_keys(std::size_t row_bytes) {
+  const std::size_t keys = decode_block_bytes / std::max<std::size_t>(row_bytes, 1);
+  return std::clamp<std::size_t>(keys / decode_pv_keys * decode_pv_keys, decode_pv_keys, 4 * decode_pv_keys);
+}
+
+/// How far ahead the score pass requests K and V rows, in keys: half a block (8 KiB
+/// at most). The hardware prefetchers alone ran 1.2-1.5× slower (Zen 3, Zen 5: 1.45×
+/// slower at fp32 d 128 on the AVX-512 build).
+inline constexpr std::size_t decode_prefetch_keys(std::size_t block_keys) { return block_keys / 2; }
 
 /// attention() with kernel_mode::automatic takes this kernel when it holds. The cost
 /// grows with G = group·Nq, the query rows per K/V row. Measured against flash, one
@@ -305,7 +322,8 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
   const std::size_t B = q.batch(), Hq = q.heads(), Hkv = k.heads(), Nq = q.seq();
   const std::size_t Dk = q.dim(), Dv = v.dim(), group = Hq / Hkv, G = group * Nq;
   const std::vector<chunk_span> chunks = visible_chunks(rules);
-  const std::size_t nc = chunks.size(), lds = decode_block_keys + W;
+  const std::size_t block_keys = decode_block_keys((Dk + Dv) * sizeof(S));
+  const std::size_t nc = chunks.size(), lds = block_keys + W;
   const bool elementwise = rules.has_elementwise();
   const T q_scale = softmax_row<T>::q_scale(rules.scale, elementwise);
 
@@ -353,8 +371,8 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
     }
     std::fill(o_part, o_part + A * Dv, T(0));
 
-    for (std::int64_t k0 = cs.begin; k0 < cs.end; k0 += std::int64_t(decode_block_keys)) {
-      const std::size_t n = std::size_t(std::min<std::int64_t>(cs.end - k0, decode_block_keys));
+    for (std::int64_t k0 = cs.begin; k0 < cs.end; k0 += std::int64_t(block_keys)) {
+      const std::size_t n = std::size_t(std::min<std::int64_t>(cs.end - k0, block_keys));
       const std::size_t npad = (n + W - 1) / W * W;
       auto local = [&](std::int64_t key) { return std::size_t(std::clamp<std::int64_t>(key - k0, 0, std::int64_t(n))); };
       bool any_visible = false;
@@ -371,7 +389,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
       const S* k_blk = k.row(b, hk, std::size_t(k0));
       const S* v0 = v.row(b, hk, std::size_t(k0));
       const std::ptrdiff_t ks = k.seq_stride(), vs = v.seq_stride();
-      const auto ahead = std::int64_t(decode_prefetch_keys);
+      const auto ahead = std::int64_t(decode_prefetch_keys(block_keys));
       const auto page_rows = std::max<std::int64_t>(1, 4096 / std::max<std::int64_t>(1, ks * std::int64_t(sizeof(S))));
       for (std::int64_t j = k0 + ahead; j < std::min(rules.Nk, k0 + 2 * ahead); j += page_rows) {
         simd::prefetch(k.row(b, hk, std::size_t(j)));
