@@ -21,8 +21,9 @@
 //            (the same GBps counter), the denominator of the %peak column.
 //   peak/bandwidth_fma8/1GiB/threads:<t>: the same read with 8 independent FMAs per
 //            64-B line, the decode's arithmetic per line of fp32 K+V (x-baseline: its
-//            share of the plain bandwidth). One core that must also compute keeps fewer
-//            lines in flight; this row shows how many fewer, in the same run.
+//            share of the plain bandwidth): whether a core that also computes keeps
+//            fewer lines in flight. On Zen 5 it does not (99.6% of the plain row), so
+//            a decode below the plain row loses to its own access pattern.
 //   The bandwidth rows and the N 32768 rows run 3 times and the table keeps the best
 //   of each: on a shared host both swing by ±20% between seconds.
 // The x-baseline column is the speed-up over headwise_f32 at the same shape, a ratio
@@ -136,8 +137,13 @@ void bm_bandwidth(benchmark::State& state, unsigned threads) {
       for (std::size_t i = 0; i < n / threads; i += 4 * W) {
         a0 = a0 + O::load(p + i), a1 = a1 + O::load(p + i + W);
         a2 = a2 + O::load(p + i + 2 * W), a3 = a3 + O::load(p + i + 3 * W);
+        // Two fixed-trip loops, not one over k % 8: GCC unrolls at most 16 and a
+        // 32-trip loop (AVX-512) left f[] on the stack, each FMA waiting on a
+        // store-forward (the row read 16 GB/s where registers read ~28 on Zen 5).
         HEADWISE_UNROLL
-        for (int k = 0; k < fma_per_step; ++k) f[k % 8] = O::fma(f[k % 8], m, c);
+        for (int r = 0; r < fma_per_step / 8; ++r)
+          HEADWISE_UNROLL
+          for (P& x : f) x = O::fma(x, m, c);
       }
       P total = (a0 + a1) + (a2 + a3);
       for (const P& x : f) total = total + x;

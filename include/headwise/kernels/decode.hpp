@@ -15,9 +15,9 @@
 // On an AVX-512 Xeon VM (one core: ~15 GB/s, ~215–240 GFLOP/s) the balance moves:
 // fp16 with K/V in L2 computes a key of one kv head in ~24 ns against ~33 ns of
 // DRAM time for its 512 B, so it is not FMA bound, yet it reaches only ~75% of
-// bandwidth (fp32 ~84%): peak/bandwidth_fma8 shows the same core's read rate falling
-// to ~60% once 8 FMAs per line are interleaved, so fewer lines are in flight while
-// it computes. Prefetch distances of 8–128 keys, prefetcht1 and none (1.6× slower
+// bandwidth (fp32 ~84%). (peak/bandwidth_fma8 then showed the read rate falling to
+// ~60% with 8 FMAs per line, but on AVX-512 builds its FMAs chained through the
+// stack until 2026-12-02: that figure overstated the loss.) Prefetch distances of 8–128 keys, prefetcht1 and none (1.6× slower
 // for fp16) were measured there; 16 keys stays. Also measured there and within the
 // ±5% noise: an extra prefetcht1 64–256 keys ahead, t1 at 16/32 keys with or without
 // t0 at 8/16, K and V at different distances. V requested during pass 2 instead of
