@@ -6,7 +6,7 @@
 // Why this shape of kernel. A decode step does 2·(Dk + Dv) flops per key and query
 // row but must stream all of K and V from DRAM: at Hq 32, Hkv 8, d 128, Nk 32768 the
 // step reads 8·32768·256·4 B = 256 MiB of fp32 K/V (128 MiB in fp16) for 537 MFLOP,
-// about 2 flops per byte. One core here (Zen 5, 2 FMA/cycle) reads ~30 GB/s and does
+// about 2 flops per byte. One Zen 5 core (AVX2 build, 2 FMA/cycle) reads ~30 GB/s and does
 // ~105 GFLOP/s of FMA: at G = 4 rows per K/V row a key costs 128 FMAs ≥ 64 cycles
 // (≈ 18 ns) against 1 KiB of fp32 K/V (≈ 33 ns at 30 GB/s) or 512 B of fp16 (≈ 17
 // ns). So fp32 is memory bound only if the arithmetic overlaps the stream, and fp16
