@@ -139,7 +139,7 @@ void bm_bandwidth(benchmark::State& state, unsigned threads) {
         a2 = a2 + O::load(p + i + 2 * W), a3 = a3 + O::load(p + i + 3 * W);
         // Two fixed-trip loops, not one over k % 8: GCC unrolls at most 16 and a
         // 32-trip loop (AVX-512) left f[] on the stack, each FMA waiting on a
-        // store-forward (the row read 16 GB/s where registers read ~28 on Zen 5).
+        // store-forward (the row read ~50% of the plain row on Zen 5, now ~100%).
         HEADWISE_UNROLL
         for (int r = 0; r < fma_per_step / 8; ++r)
           HEADWISE_UNROLL

@@ -16,9 +16,9 @@
 // fp16 with K/V in L2 computes a key of one kv head in ~24 ns against ~33 ns of
 // DRAM time for its 512 B, so it is not FMA bound, yet it reaches only ~75% of
 // bandwidth (fp32 ~84%). (peak/bandwidth_fma8 then showed the read rate falling to
-// ~60% with 8 FMAs per line, but on AVX-512 builds its FMAs chained through the
-// stack until 2026-12-02: that figure overstated the loss.) Prefetch distances of 8–128 keys, prefetcht1 and none (1.6× slower
-// for fp16) were measured there; 16 keys stays. Also measured there and within the
+// ~60% with 8 FMAs per line, but until 2026-12-02 its AVX-512 FMAs chained through
+// the stack, so that figure overstated the loss.) Prefetch distances of 8–128 keys,
+// prefetcht1 and none (1.6× slower for fp16) were measured there. Also measured there and within the
 // ±5% noise: an extra prefetcht1 64–256 keys ahead, t1 at 16/32 keys with or without
 // t0 at 8/16, K and V at different distances. V requested during pass 2 instead of
 // pass 1 made fp16 ~20% slower (too little lead time). A bare stream with 16 FMAs
@@ -39,9 +39,10 @@
 // What the core needs, measured (bench/decode_bench.cpp, and a pattern study):
 //   - Enough independent FMA chains: score tiles of 4 rows × 3 keys (12 chains) run
 //     the score pass at ~93% of peak where 4 × 2 (8 chains) ran at 54%.
-//   - Memory-level parallelism: the hardware stream prefetchers lose a stream read
-//     a few rows interleaved (as multi-key score tiles do) and do not run far enough
-//     ahead of a compute-heavy loop, so the score pass requests every line of the K
+//   - Memory-level parallelism: the hardware stream prefetchers alone leave this
+//     kernel 1.2–1.6× slower (K and V alternate, and multi-key score tiles read a
+//     few rows interleaved; a plain stream with the same FMAs per line reads at
+//     full rate), so the score pass requests every line of the K
 //     and V rows decode_prefetch_keys ahead (half a block of decode_block_bytes:
 //     the block and the window share L1), and the first line of each page of that
 //     window at the block's start. V is consumed in groups of decode_pv_keys rows.
@@ -123,8 +124,7 @@ inline constexpr std::size_t decode_block_keys(std::size_t row_bytes) {
 }
 
 /// How far ahead the score pass requests K and V rows, in keys: half a block (8 KiB
-/// at most). The hardware prefetchers alone ran 1.2-1.5× slower (Zen 3, Zen 5: 1.45×
-/// slower at fp32 d 128 on the AVX-512 build).
+/// at most; without this look-ahead fp32 d 128 ran 1.45× slower on Zen 5 AVX-512).
 inline constexpr std::size_t decode_prefetch_keys(std::size_t block_keys) { return block_keys / 2; }
 
 /// attention() with kernel_mode::automatic takes this kernel when it holds. The cost
