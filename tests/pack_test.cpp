@@ -1,7 +1,8 @@
 // Tests of the SIMD layer (simd/pack.hpp, simd/transpose.hpp) at the width this
 // build has (1, 4, 8 or 16 floats): the horizontal reductions the decode kernel
-// uses (reduce_add_rows, reduce_add, reduce_max) and the W×W block transpose of the
-// flash packing, against plain loops, for float and double, on unaligned pointers.
+// uses (reduce_add_rows, reduce_add, reduce_max), keep_in_register, and the W×W
+// block transpose of the flash packing, against plain loops, for float and double,
+// on unaligned pointers.
 // xsimd 8.1's AVX-512 float haddp put rows 2–5 and 10–13 in the wrong lanes: the
 // row sums here are distinct integers, so any lane swap fails exactly.
 #include <gtest/gtest.h>
@@ -79,6 +80,22 @@ TYPED_TEST(simd_layer, transpose_block_matches_the_element_loop) {
   for (std::size_t i = 0; i < W; ++i)
     for (std::size_t c = W; c < dst_stride && 1 + i * dst_stride + c < dst.size(); ++c)
       EXPECT_EQ(dst[1 + i * dst_stride + c], T(-1));
+}
+
+TYPED_TEST(simd_layer, keep_in_register_leaves_every_lane_unchanged) {
+  using T = TypeParam;
+  using P = simd::vector_pack<T>;
+  using O = simd::ops<P>;
+  constexpr std::size_t W = O::width;
+  const std::vector<T> m = row_major<T>(1, W, 1);
+  P x = O::load(m.data() + 1);
+  O::keep_in_register(x);
+  std::vector<T> got(W);
+  O::store(got.data(), x);
+  for (std::size_t i = 0; i < W; ++i) EXPECT_EQ(got[i], m[1 + i]) << "lane " << i;
+  T scalar = m[1];
+  simd::ops<T>::keep_in_register(scalar);  // the 1-wide path: a no-op
+  EXPECT_EQ(scalar, m[1]);
 }
 
 }  // namespace

@@ -96,6 +96,7 @@ struct scalar_ops {
   /// Loads n < width elements (never for width 1, kept for a uniform interface).
   static T load_partial(const T* p, std::size_t n, T fill) { return n ? *p : fill; }
   static T fma(T a, T b, T c) { return a * b + c; }
+  static void keep_in_register(T&) {}
   static T max(T a, T b) { return a < b ? b : a; }
   static T reduce_add(T x) { return x; }
   static T reduce_max(T x) { return x; }
@@ -138,6 +139,17 @@ struct ops<xsimd::batch<T, A>> {
     return pack::load_aligned(tmp);
   }
   static pack fma(const pack& a, const pack& b, const pack& c) { return xsimd::fma(a, b, c); }
+  /// Makes x an opaque register value, so the compiler cannot re-read it from memory.
+  /// A vector loaded once for several FMAs of a register tile is otherwise folded by
+  /// GCC into each FMA as a memory operand: decode's 4 × 4 score tile issued 32 loads
+  /// per 16 FMAs and ran load-bound (kernels/decode.hpp).
+  static void keep_in_register(pack& x) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    typename pack::register_type r = x;
+    __asm__("" : "+v"(r));
+    x = r;
+#endif
+  }
   static pack max(const pack& a, const pack& b) { return xsimd::max(a, b); }
   static T reduce_add(const pack& x) { return xsimd::hadd(x); }  // xsimd >= 9: reduce_add
   /// Lane i of the result is the sum of the lanes of rows[i], for i < width.
