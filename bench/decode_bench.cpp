@@ -16,7 +16,9 @@
 //            KV_MiB those bytes per step
 //            copies K/V copies the step cycles through: at N 32768 enough that their
 //                   total is twice the last-level cache, so every step reads DRAM
-//   K, V and the bandwidth buffer start on a cache line, as kv_cache allocates them.
+//   K, V and the bandwidth buffer are detail::kv_buffer, as kv_cache allocates them
+//   (on a cache line; from 2 MiB on 2 MiB-aligned, in transparent huge pages where
+//   Linux grants them).
 //   peak/bandwidth/1GiB/threads:<t>: sum of a 1 GiB float buffer with vector loads
 //            (the same GBps counter), the denominator of the %peak column.
 //   peak/bandwidth_fma8/1GiB/threads:<t>: the same read with 8 independent FMAs per
@@ -86,7 +88,7 @@ void bm_decode(benchmark::State& state, kernel_mode mode, std::size_t B, std::si
   const std::size_t copies =
       N >= 32768 ? std::clamp<std::size_t>((2 * llc_bytes() + bytes - 1) / bytes, 1, 16) : 1;
   std::vector<float> q(B * Hq * d), out(B * Hq * d);
-  std::vector<detail::cache_line_vector<S>> k(copies), v(copies);  // as kv_cache holds them
+  std::vector<detail::kv_buffer<S>> k(copies), v(copies);  // as kv_cache holds them
   fill(q, 1);
   for (std::size_t c = 0; c < copies; ++c) {
     k[c].resize(elems);
@@ -125,7 +127,7 @@ void bm_bandwidth(benchmark::State& state, unsigned threads) {
   using O = simd::ops<P>;
   constexpr std::size_t W = O::width, bytes = std::size_t(1) << 30, n = bytes / sizeof(float);
   constexpr int fma_per_step = FmaPerLine * int(4 * W * sizeof(float)) / 64;  // a step reads 4 packs
-  detail::cache_line_vector<float> buf(n);
+  detail::kv_buffer<float> buf(n);  // the K/V buffers' pages, so % of bandwidth compares like with like
   fill(buf, 4);
   std::vector<float> sums(threads);
   for (auto _ : state) {

@@ -96,15 +96,28 @@ TEST(kv_cache, appending_past_capacity_throws_and_leaves_the_cache_unchanged) {
   EXPECT_THROW(kv_cache<float>(1, 0, 4, 4), error);
 }
 
-TEST(kv_cache, buffers_start_on_a_cache_line) {
-  auto line_offset = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 64; };
+TEST(kv_cache, buffers_start_on_a_cache_line_and_from_2_MiB_on_a_huge_page_boundary) {
+  auto offset = [](const void* p, std::uintptr_t a) { return reinterpret_cast<std::uintptr_t>(p) % a; };
+  constexpr std::uintptr_t huge = 2u << 20;
   for (std::size_t capacity : {1u, 7u, 4096u}) {
-    kv_cache<float> f(2, 3, capacity, 128, 64);
+    kv_cache<float> f(2, 3, capacity, 128, 64);  // K 12 MiB, V 6 MiB at capacity 4096
     kv_cache<half> h(1, 1, capacity, 5);
-    EXPECT_EQ(line_offset(f.keys().data()), 0u);
-    EXPECT_EQ(line_offset(f.values().data()), 0u);
-    EXPECT_EQ(line_offset(h.keys().data()), 0u);
-    EXPECT_EQ(line_offset(h.values().data()), 0u);
+    EXPECT_EQ(offset(f.keys().data(), 64), 0u);
+    EXPECT_EQ(offset(f.values().data(), 64), 0u);
+    EXPECT_EQ(offset(h.keys().data(), 64), 0u);
+    EXPECT_EQ(offset(h.values().data(), 64), 0u);
+    if (capacity == 4096) {
+      EXPECT_EQ(offset(f.keys().data(), huge), 0u);
+      EXPECT_EQ(offset(f.values().data(), huge), 0u);
+    }
+  }
+  // the allocator itself: both paths give zeroed, writable, correctly freed storage
+  for (std::size_t n : {std::size_t(1), (huge - 1) / 4, huge / 4, 3 * huge / 4 + 5}) {
+    detail::kv_buffer<float> b(n);
+    EXPECT_EQ(offset(b.data(), n * 4 >= huge ? huge : 64), 0u) << n;
+    EXPECT_EQ(b.front(), 0.0f);
+    EXPECT_EQ(b.back(), 0.0f);
+    b.back() = 1.0f;
   }
 }
 

@@ -15,7 +15,8 @@
 // append() checks everything first and throws headwise::error (nothing written) on a
 // shape mismatch or when size + n would exceed capacity; the cache never reallocates,
 // so views taken earlier stay valid (their seq() is the size when taken). Both
-// buffers start on a 64-byte boundary (see detail/aligned_allocator.hpp).
+// buffers start on a 64-byte boundary, and from 2 MiB on a 2 MiB one in transparent
+// huge pages where Linux grants them (see detail/aligned_allocator.hpp).
 #pragma once
 
 #ifndef HEADWISE_INTERNAL
@@ -109,7 +110,7 @@ class kv_cache {
   }
 
   std::size_t batch_, heads_, capacity_, dk_, dv_, size_ = 0;
-  detail::cache_line_vector<T> keys_, values_;  // rows start on cache lines when D·sizeof(T) % 64 == 0
+  detail::kv_buffer<T> keys_, values_;  // rows start on cache lines when D·sizeof(T) % 64 == 0
 };
 
 }  // namespace headwise
