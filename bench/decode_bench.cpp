@@ -24,8 +24,12 @@
 //   peak/bandwidth_fma8/1GiB/threads:<t>: the same read with 8 independent FMAs per
 //            64-B line, the decode's arithmetic per line of fp32 K+V (x-baseline: its
 //            share of the plain bandwidth): whether a core that also computes keeps
-//            fewer lines in flight. On Zen 5 it does not (99.6% of the plain row), so
-//            a decode below the plain row loses to its own access pattern.
+//            fewer lines in flight. On Zen 5 it does not (99.6% of the plain row).
+//   peak/bandwidth_dep4/1GiB/threads:<t>: the same read where every loaded pack
+//            feeds 4 FMAs, as the decode's 4 query rows per K/V row do: arithmetic that
+//            waits for its lines. On a Zen 5 VM it reads 93-104% of the plain row with
+//            each pack loaded once (as the decode's pinned tiles do); a stream whose
+//            packs GCC re-loaded for each FMA read ~75%.
 //   The bandwidth rows and the N 32768 rows run 3 times and the table keeps the best
 //   of each: on a shared host both swing by ±20% between seconds.
 // The x-baseline column is the speed-up over headwise_f32 at the same shape, a ratio
@@ -116,17 +120,26 @@ void bm_decode(benchmark::State& state, kernel_mode mode, std::size_t B, std::si
   state.counters["copies"] = double(copies);
 }
 
-/// Sums a 1 GiB buffer with vector loads on `threads` threads. With FmaPerLine > 0
-/// it also issues that many independent FMAs per 64-byte line read, in registers: a
-/// decode step at G = 4 query rows per K/V row does 128 FMAs per 1 KiB of fp32 K+V,
-/// 8 per line. That row is the bandwidth one core keeps while its FMA pipes are as
-/// busy as the decode's, reading in the easiest order: a reference, not a bound.
-template <int FmaPerLine>
+/// What bm_bandwidth does with the packs it reads.
+enum class stream_work {
+  sum,               // adds them up: the plain read bandwidth
+  independent_fma8,  // also 8 FMAs per 64-B line that do not use them
+  dependent_fma4,    // feeds each pack to 4 FMAs, as decode's 4 query rows per K/V row do
+};
+
+/// Reads a 1 GiB buffer with vector loads on `threads` threads, doing Work with it.
+/// A decode step at G = 4 query rows per K/V row does 128 8-wide FMAs per 1 KiB of
+/// fp32 K+V, 8 per line: independent_fma8 is the bandwidth one core keeps while its
+/// FMA pipes are as busy as the decode's, reading in the easiest order, and
+/// dependent_fma4 the same order when that arithmetic consumes the loaded data, as
+/// the decode's does (each FMA then waits for its line): references, not bounds.
+template <stream_work Work>
 void bm_bandwidth(benchmark::State& state, unsigned threads) {
   using P = simd::vector_pack<float>;
   using O = simd::ops<P>;
   constexpr std::size_t W = O::width, bytes = std::size_t(1) << 30, n = bytes / sizeof(float);
-  constexpr int fma_per_step = FmaPerLine * int(4 * W * sizeof(float)) / 64;  // a step reads 4 packs
+  constexpr int fma_per_step = 8 * int(4 * W * sizeof(float)) / 64;  // independent_fma8; a step reads 4 packs
+  constexpr std::size_t dep_cols = simd::vector_registers >= 32 ? 4 : 2;  // 16 or 8 dependent_fma4 chains
   detail::kv_buffer<float> buf(n);  // the K/V buffers' pages, so % of bandwidth compares like with like
   fill(buf, 4);
   std::vector<float> sums(threads);
@@ -135,20 +148,36 @@ void bm_bandwidth(benchmark::State& state, unsigned threads) {
       const float* p = buf.data() + n / threads * t;
       P a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);  // 4 chains hide the add latency
       P f[8] = {P(0.0f), P(0.0f), P(0.0f), P(0.0f), P(0.0f), P(0.0f), P(0.0f), P(0.0f)};
-      const P m(0.999f), c(1e-3f);
+      P dep[dep_cols][4];
+      for (auto& col : dep)
+        for (P& x : col) x = P(0.0f);
+      const P m(0.999f), c(1e-3f), q[4] = {P(0.25f), P(0.5f), P(-0.25f), P(-0.5f)};
       for (std::size_t i = 0; i < n / threads; i += 4 * W) {
-        a0 = a0 + O::load(p + i), a1 = a1 + O::load(p + i + W);
-        a2 = a2 + O::load(p + i + 2 * W), a3 = a3 + O::load(p + i + 3 * W);
-        // Two fixed-trip loops, not one over k % 8: GCC unrolls at most 16 and a
-        // 32-trip loop (AVX-512) left f[] on the stack, each FMA waiting on a
-        // store-forward (the row read ~50% of the plain row on Zen 5, now ~100%).
-        HEADWISE_UNROLL
-        for (int r = 0; r < fma_per_step / 8; ++r)
+        if constexpr (Work == stream_work::dependent_fma4) {
           HEADWISE_UNROLL
-          for (P& x : f) x = O::fma(x, m, c);
+          for (std::size_t k = 0; k < 4; ++k) {
+            P x = O::load(p + i + k * W);
+            O::keep_in_register(x);  // one load, as in the decode's tiles
+            HEADWISE_UNROLL
+            for (std::size_t r = 0; r < 4; ++r) dep[k % dep_cols][r] = O::fma(x, q[r], dep[k % dep_cols][r]);
+          }
+        } else {
+          a0 = a0 + O::load(p + i), a1 = a1 + O::load(p + i + W);
+          a2 = a2 + O::load(p + i + 2 * W), a3 = a3 + O::load(p + i + 3 * W);
+          // Two fixed-trip loops, not one over k % 8: GCC unrolls at most 16 and a
+          // 32-trip loop (AVX-512) left f[] on the stack, each FMA waiting on a
+          // store-forward (the row read ~50% of the plain row on Zen 5, now ~100%).
+          if constexpr (Work == stream_work::independent_fma8)
+            HEADWISE_UNROLL
+            for (int r = 0; r < fma_per_step / 8; ++r)
+              HEADWISE_UNROLL
+              for (P& x : f) x = O::fma(x, m, c);
+        }
       }
       P total = (a0 + a1) + (a2 + a3);
       for (const P& x : f) total = total + x;
+      for (const auto& col : dep)
+        for (const P& x : col) total = total + x;
       sums[t] = O::reduce_add(total);
     });
     benchmark::DoNotOptimize(sums.data());
@@ -159,8 +188,9 @@ void bm_bandwidth(benchmark::State& state, unsigned threads) {
 
 int register_all() {
   for (unsigned t : {1u, 2u})
-    for (auto [name, fn] :
-         {std::pair{"bandwidth", bm_bandwidth<0>}, std::pair{"bandwidth_fma8", bm_bandwidth<8>}})
+    for (auto [name, fn] : {std::pair{"bandwidth", bm_bandwidth<stream_work::sum>},
+                            std::pair{"bandwidth_fma8", bm_bandwidth<stream_work::independent_fma8>},
+                            std::pair{"bandwidth_dep4", bm_bandwidth<stream_work::dependent_fma4>}})
       benchmark::RegisterBenchmark(
           ("peak/" + std::string(name) + "/1GiB/threads:" + std::to_string(t)).c_str(), fn, t)
           ->UseRealTime()

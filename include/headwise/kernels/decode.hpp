@@ -35,7 +35,19 @@
 // with neither (the prefetched lines alone), so the three add up: the core does not
 // compute while its L1 misses are outstanding. Spreading the look-ahead over the
 // d loop of the score tile, prefetcht1 one to eight blocks ahead, and V requested
-// during P·V one block ahead all measured slower there (8-60%).
+// during P·V one block ahead all measured slower there (8-60%). With K/V in L2
+// (B1 Nk 128, 1 MiB) the step's parts per key and kv head were: the block
+// bookkeeping 6 ns, scores 11, P·V 11, softmax 3, prefetches 1 (32 ns, about the
+// 30 ns DRAM needs for the key's 1 KiB at 34 GB/s), and pinning the tiles' loads
+// (pin_loads) took ~3 ns off each of scores and P·V; yet from DRAM the step stays
+// near 50 ns a key. A synthetic stream in this kernel's order (blocks of 16 rows,
+// K then V, every line requested 8 rows ahead, 2 MiB pages), each loaded vector
+// kept in a register and fed to 4 FMAs, read 85-90% of the plain row (27-29 of
+// 32-34 GB/s); with the loads folded into the FMAs (GCC's default, see pin_loads)
+// ~75%, and on 4 KiB pages both ~25% less. So neither the order, the look-ahead
+// nor arithmetic that consumes the lines holds fp32 near 60%; the kernel's work
+// per key does: ~26 ns in cache (pinned), against the synthetic's ~9 ns of FMAs.
+// K/V in 2 MiB pages (kv_buffer) removes page walks and helps both storage types.
 // What the core needs, measured (bench/decode_bench.cpp, and a pattern study):
 //   - Enough independent FMA chains: score tiles of 4 rows × 3 keys (12 chains) run
 //     the score pass at ~93% of peak where 4 × 2 (8 chains) ran at 54%.
