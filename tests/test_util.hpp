@@ -13,6 +13,8 @@
 
 #include <headwise/headwise.hpp>
 
+#include "kernel_instances.hpp"
+
 namespace hwtest {
 
 using namespace headwise;
