@@ -3,84 +3,41 @@
 //   q [B, Hq, Nq, Dk] (float|double)   k [B, Hkv, Nk, Dk], v [B, Hkv, Nk, Dv] (S = T, half,
 //   bfloat16)   out [B, Hq, Nq, Dv]   lse [B, Hq, Nq, 1] (optional)
 //
-// Why this shape of kernel. A decode step does 2·(Dk + Dv) flops per key and query
-// row but must stream all of K and V from DRAM: at Hq 32, Hkv 8, d 128, Nk 32768 the
-// step reads 8·32768·256·4 B = 256 MiB of fp32 K/V (128 MiB in fp16) for 537 MFLOP,
-// about 2 flops per byte. One Zen 5 core (AVX2 build, 2 FMA/cycle) reads ~30 GB/s and does
-// ~105 GFLOP/s of FMA: at G = 4 rows per K/V row a key costs 128 FMAs ≥ 64 cycles
-// (≈ 18 ns) against 1 KiB of fp32 K/V (≈ 33 ns at 30 GB/s) or 512 B of fp16 (≈ 17
-// ns). So fp32 is memory bound only if the arithmetic overlaps the stream, and fp16
-// is FMA bound (plus one vcvtph2ps per 8 K/V elements on the same pipes): fp16 can
-// be at most ~1.6× faster than fp32 here, less the closer fp32 gets to bandwidth.
-// On an AVX-512 Xeon VM (one core: ~15 GB/s, ~215–240 GFLOP/s) the balance moves:
-// fp16 with K/V in L2 computes a key of one kv head in ~24 ns against ~33 ns of
-// DRAM time for its 512 B, so it is not FMA bound, yet it reaches only ~75% of
-// bandwidth (fp32 ~84%). (peak/bandwidth_fma8 then showed the read rate falling to
-// ~60% with 8 FMAs per line, but until 2026-12-02 its AVX-512 FMAs chained through
-// the stack, so that figure overstated the loss.) Prefetch distances of 8–128 keys,
-// prefetcht1 and none (1.6× slower for fp16) were measured there. Also measured there and within the
-// ±5% noise: an extra prefetcht1 64–256 keys ahead, t1 at 16/32 keys with or without
-// t0 at 8/16, K and V at different distances. V requested during pass 2 instead of
-// pass 1 made fp16 ~20% slower (too little lead time). A bare stream with 16 FMAs
-// per line reads 10.0 GB/s there with t0 prefetches: fp16 decode (~10.6) is at it.
-// There the arithmetic adds to the DRAM time rather than hiding under it: dropping
-// pass 2 made the Nk 32768 step 17% (fp16) and 11% (fp32) faster, dropping the
-// score FMAs 10% (both), so the fp16/fp32 ratio stayed ~1.8 either way. Requests
-// issued during pass 2 (V at t0 1.5 blocks ahead, or t1 64/128 keys ahead) ran
-// 5-15% slower, and pass 2 of block b interleaved with the scores of b + 1 in 8-,
-// 16- or 32-key steps (same arithmetic order, so the same bits) within noise.
-// On a Zen 5 EPYC VM with AVX-512 (one core: ~26-35 GB/s, ~225 GFLOP/s) fp32 is far
-// from bandwidth (~55%) and is not FMA bound either: with K/V in L3 (B1 Nk 512) the
-// step took 0.159 ms, 0.100 without the score FMAs, 0.117 without P·V and 0.052
-// with neither (the prefetched lines alone), so the three add up: the core does not
-// compute while its L1 misses are outstanding. Spreading the look-ahead over the
-// d loop of the score tile, prefetcht1 one to eight blocks ahead, and V requested
-// during P·V one block ahead all measured slower there (8-60%). With K/V in L2
-// (B1 Nk 128, 1 MiB) the step's parts per key and kv head were: the block
-// bookkeeping 6 ns, scores 11, P·V 11, softmax 3, prefetches 1 (32 ns, about the
-// 30 ns DRAM needs for the key's 1 KiB at 34 GB/s), and pinning the tiles' loads
-// (pin_loads) took ~3 ns off each of scores and P·V; yet from DRAM the step stays
-// near 50 ns a key. A synthetic stream in this kernel's order (blocks of 16 rows,
-// K then V, every line requested 8 rows ahead, 2 MiB pages), each loaded vector
-// kept in a register and fed to 4 FMAs, read 85-90% of the plain row (27-29 of
-// 32-34 GB/s); with the loads folded into the FMAs (GCC's default, see pin_loads)
-// ~75%, and on 4 KiB pages both ~25% less. So neither the order, the look-ahead
-// nor arithmetic that consumes the lines holds fp32 near 60%; the kernel's work
-// per key does: ~26 ns in cache (pinned), against the synthetic's ~9 ns of FMAs.
-// K/V in 2 MiB pages (kv_buffer) removes page walks and helps both storage types.
-// What the core needs, measured (bench/decode_bench.cpp, and a pattern study):
-//   - Enough independent FMA chains: score tiles of 4 rows × 3 keys (12 chains) run
-//     the score pass at ~93% of peak where 4 × 2 (8 chains) ran at 54%.
-//   - Memory-level parallelism: the hardware stream prefetchers alone leave this
-//     kernel 1.2–1.6× slower (K and V alternate, and multi-key score tiles read a
-//     few rows interleaved; a plain stream with the same FMAs per line reads at
-//     full rate), so the score pass requests every line of the K
-//     and V rows decode_prefetch_keys ahead (half a block of decode_block_bytes:
-//     the block and the window share L1), and the first line of each page of that
-//     window at the block's start. V is consumed in groups of decode_pv_keys rows.
+// Why this shape of kernel. A decode step does ~2 flops per byte of K/V it must
+// stream from DRAM (Hq 32, Hkv 8, d 128, Nk 32768: 256 MiB of fp32 K/V, 537 MFLOP),
+// so it is bound by memory, and by how well the arithmetic overlaps the stream:
+// at G = 4 query rows per K/V row a key costs 64 AVX-512 FMAs (≈ 9 ns) against
+// ≈ 34 ns of DRAM time for its 1 KiB of fp32 (17 ns for fp16). The measurements
+// behind each choice below, and the alternatives that lost, are in
+// docs/decode-notes.md.
 //   - GQA: a task is (batch, kv head, chunk) and computes every query row of the
-//     group at once: rows G = (Hq/Hkv)·Nq. Each K/V row is loaded from DRAM once and
+//     group at once, G = (Hq/Hkv)·Nq rows: each K/V row comes from DRAM once and is
 //     reused from L1 for the G rows, instead of Hq/Hkv times by per-head kernels.
 //   - Split-KV: the keys are cut into chunks of decode_chunk_keys (fixed, never from
 //     the thread count, so every thread count gives the same bits). B·Hkv·chunks
 //     tasks keep both cores busy at B = 1. Chunks that no row can see do not exist.
-//   - Per chunk, blocks of decode_block_keys keys: pass 1 scores s = (scale·q)·k
-//     for the G rows in register tiles of 4 rows × 3 keys (2 × 4, 1 × 8 for the
-//     rest; 16 accumulators on AVX-512: decode_score_keys), one horizontal sum
-//     (reduce_add_rows) per W dot products, while prefetching ahead;
-//     masks (score_rules); the online-softmax step (online_softmax.hpp), whose rare
-//     alpha != 1 rescales O; pass 2 O += P·V in strips of R rows × 2 packs of Dv
-//     (4 on AVX-512) held in registers over groups of decode_pv_keys keys. Per key
-//     and row: (Dk+Dv)/W FMA instructions, the fp16 bound.
-//     The chunk's partial (O/l, lse) goes to a scratch buffer:
-//     B·Hq·Nq·chunks·(Dv+1) floats, 0.4% of the K/V bytes at the shape above.
-//   - Merge: a second parallel pass folds the partials of each row in chunk order with
-//     detail::merge_row (merge.hpp, the same code as the public merge_states), then
-//     applies head_scale.
+//   - Per chunk, online-softmax blocks of decode_block_keys keys (16 KiB of K+V):
+//     pass 1 scores s = (scale·q)·k for the G rows in register tiles (4 rows × 4
+//     keys on AVX-512, 4 × 3 with 16 registers; one horizontal sum per W dot
+//     products) and requests every line of the K and V rows decode_prefetch_keys
+//     ahead (the hardware prefetchers alone leave this access pattern 1.2–1.6×
+//     slower); masks (score_rules); the online-softmax step (online_softmax.hpp),
+//     whose rare alpha != 1 rescales O; pass 2 O += P·V in strips of R rows × 4
+//     packs (2 with 16 registers) held in registers over groups of decode_pv_keys
+//     V rows. The tiles keep their loaded vectors in registers (pin_loads).
+//   - The chunk's partial (O/l, lse) goes to a scratch buffer, B·Hq·Nq·chunks·(Dv+1)
+//     values, 0.4% of the K/V bytes at the shape above. A second parallel pass folds
+//     each row's partials in chunk order with detail::merge_row (merge.hpp, the code
+//     of the public merge_states), then applies head_scale.
 // Bytes per step ≈ B·Hkv·Nk_visible·(Dk + Dv)·sizeof(S) + 2·B·Hq·Nq·chunks·(Dv+1)·4.
 // K and V are widened on load (simd/convert.hpp); scores and sums are fp32 (or
 // double for double K/V). Masks, softcap, ALiBi and window come from score_rules;
-// a pruned head (head_scale 0) is never computed: zeros and LSE −inf.
+// a pruned head (head_scale 0) is never computed: zeros and LSE −inf. K/V in 2 MiB
+// pages (kv_cache's kv_buffer) avoid page walks that cost up to 2× on a VM.
+// Where it stands (Zen 5 VM, 1 thread, Nk 32768): fp32 ~70% of the DRAM read row,
+// fp16 1.8× fp32. The tiles run near their FMA bound in L1 (~50 cycles a key), and
+// from DRAM a step takes about the DRAM time plus that compute: overlapping the two
+// better is the open problem.
 #pragma once
 
 #ifndef HEADWISE_INTERNAL
@@ -175,7 +132,7 @@ template <class P, class S>
 inline constexpr bool pin_loads = std::is_same_v<S, value_t<P>>;
 
 /// Requests the K and V rows of the keys decode_prefetch_keys ahead of the ones
-/// being scored, every 64-byte line, in key order (see the design note above).
+/// being scored, every 64-byte line, in key order (see docs/decode-notes.md).
 template <class S>
 struct row_prefetch {
   const S* k = nullptr;
