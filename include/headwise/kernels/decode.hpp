@@ -16,15 +16,21 @@
 //   - Split-KV: the keys are cut into chunks of decode_chunk_keys (fixed, never from
 //     the thread count, so every thread count gives the same bits). B·Hkv·chunks
 //     tasks keep both cores busy at B = 1. Chunks that no row can see do not exist.
-//   - Per chunk, online-softmax blocks of decode_block_keys keys (16 KiB of K+V):
-//     pass 1 scores s = (scale·q)·k for the G rows in register tiles (4 rows × 4
-//     keys on AVX-512, 4 × 3 with 16 registers; one horizontal sum per W dot
-//     products) and requests every line of the K and V rows decode_prefetch_keys
-//     ahead (the hardware prefetchers alone leave this access pattern 1.2–1.6×
-//     slower); masks (score_rules); the online-softmax step (online_softmax.hpp),
-//     whose rare alpha != 1 rescales O; pass 2 O += P·V in strips of R rows × 4
-//     packs (2 with 16 registers) held in registers over groups of decode_pv_keys
-//     V rows. The tiles keep their loaded vectors in registers (pin_loads).
+//   - Per chunk (for up to decode_rows_per_pass rows at a time) three steps, so
+//     the chunk's K and then its V are each read as one sequential stream:
+//     pass 1 scores s = (scale·q)·k of every key for the G rows, in register tiles
+//     (4 rows × 4 keys on AVX-512, 4 × 3 with 16 registers; one horizontal sum per
+//     W dot products) over blocks of decode_block_keys K rows that the row tiles
+//     share from L1; masks (score_rules) and one softmax step per row over the whole
+//     chunk (online_softmax.hpp; the chunk's exact max, so O is never rescaled);
+//     pass 2 O = P·V in strips of R rows × 4 packs (2 with 16 registers) held in
+//     registers over groups of decode_pv_keys V rows. Both passes request every
+//     line decode_prefetch_bytes ahead of the row they read (the end of pass 1
+//     requests the start of pass 2) and touch one line per 4 KiB page
+//     decode_touch_rows further on, which starts the hardware's streaming early:
+//     without the touches this order ran ~25% slower than the interleaved K/V
+//     blocks it replaced, with them 25-28% faster (fp32; docs/decode-notes.md).
+//     The tiles keep their loaded vectors in registers (pin_loads).
 //   - The chunk's partial (O/l, lse) goes to a scratch buffer, B·Hq·Nq·chunks·(Dv+1)
 //     values, 0.4% of the K/V bytes at the shape above. A second parallel pass folds
 //     each row's partials in chunk order with detail::merge_row (merge.hpp, the code
@@ -34,10 +40,7 @@
 // double for double K/V). Masks, softcap, ALiBi and window come from score_rules;
 // a pruned head (head_scale 0) is never computed: zeros and LSE −inf. K/V in 2 MiB
 // pages (kv_cache's kv_buffer) avoid page walks that cost up to 2× on a VM.
-// Where it stands (Zen 5 VM, 1 thread, Nk 32768): fp32 ~70% of the DRAM read row,
-// fp16 1.8× fp32. The tiles run near their FMA bound in L1 (~50 cycles a key), and
-// from DRAM a step takes about the DRAM time plus that compute: overlapping the two
-// better is the open problem.
+// Where it stands: see docs/decode-notes.md and the README's measured table.
 #pragma once
 
 #ifndef HEADWISE_INTERNAL
@@ -74,27 +77,34 @@ inline constexpr std::size_t decode_chunk_keys = 1024;
 /// Whole-block strips (column by column) measured 5-10% slower.
 inline constexpr std::size_t decode_pv_keys = 8;
 
-/// K+V bytes per online-softmax block. The block in use and the look-ahead window
-/// (half a block, decode_prefetch_keys) must sit in L1 together: 16 + 8 KiB. The
-/// budget is in bytes, not keys, because the lines in flight are what matters: 32
-/// keys suit fp16 at d 128 (512 B a key), but 32 fp32 keys (32 KiB, + 16 KiB ahead)
-/// filled Zen 5's 48 KiB L1, and 16 fp32 keys ran 13-19% faster at Nk 32768 there
-/// (AVX-512, B 1/2/4, steps of both builds alternating in one process), with
-/// 4-8 KiB ahead the best distance for both storage types. On Zen 3 (32 KiB L1) a
-/// whole 32 KiB fp32 block ahead evicted lines before their use (16 keys ahead ran
-/// ~13% faster). 64-key fp16 blocks measured ~10% slower than 32 on Zen 5.
+/// Bytes of K (or V) rows per block of a chunk's passes: the block's K rows are
+/// reused from L1 by every row tile when G > 4, and blocks are the unit in which keys
+/// no row sees are skipped.
 inline constexpr std::size_t decode_block_bytes = 16384;
 
-/// Keys per online-softmax step inside a chunk for K+V rows of row_bytes: as many as
-/// fit decode_block_bytes, whole P·V groups, 8 to 32 (fp32 d 128: 16, fp16 d 128: 32).
+/// Keys per block for K/V rows of row_bytes: whole P·V groups, 8 to 32 (d 128: 32).
 inline constexpr std::size_t decode_block_keys(std::size_t row_bytes) {
   const std::size_t keys = decode_block_bytes / std::max<std::size_t>(row_bytes, 1);
   return std::clamp<std::size_t>(keys / decode_pv_keys * decode_pv_keys, decode_pv_keys, 4 * decode_pv_keys);
 }
 
-/// How far ahead the score pass requests K and V rows, in keys: half a block (8 KiB
-/// at most; without this look-ahead fp32 d 128 ran 1.45× slower on Zen 5 AVX-512).
-inline constexpr std::size_t decode_prefetch_keys(std::size_t block_keys) { return block_keys / 2; }
+/// How far ahead of the row it reads each pass requests every line of the chunk's
+/// stream: 3 KiB, 6 fp32 rows or 12 fp16 rows at d 128 (4 to 32 rows measured, Zen 5;
+/// without these requests fp32 steps ran 1.5× slower).
+inline constexpr std::size_t decode_prefetch_bytes = 3072;
+inline constexpr std::size_t decode_prefetch_rows(std::size_t row_bytes) {
+  return std::max<std::size_t>(1, decode_prefetch_bytes / std::max<std::size_t>(row_bytes, 1));
+}
+
+/// Rows beyond the look-ahead at which each pass touches one line per 4 KiB page of
+/// the stream. Measured on Zen 5 (B1/B4 Nk 32768, 1 and 2 threads, alternating with
+/// the previous kernel): with it fp32 steps ran 25-28% faster than without, fp16
+/// 5-20%; 96 rows ran ~8% slower than 32 for fp32.
+inline constexpr std::size_t decode_touch_rows = 32;
+
+/// Query rows per sweep over a chunk: the sweep's scores for the whole chunk stay in
+/// L2 (32 · 1024 · 4 B = 128 KiB at most; 16 KiB at G = 4).
+inline constexpr std::size_t decode_rows_per_pass = 32;
 
 /// attention() with kernel_mode::automatic takes this kernel when it holds. The cost
 /// grows with G = group·Nq, the query rows per K/V row. Measured against flash, one
@@ -131,21 +141,38 @@ using value_t = typename simd::ops<P>::value_type;
 template <class P, class S>
 inline constexpr bool pin_loads = std::is_same_v<S, value_t<P>>;
 
-/// Requests the K and V rows of the keys decode_prefetch_keys ahead of the ones
-/// being scored, every 64-byte line, in key order (see docs/decode-notes.md).
+/// One chunk's K/V as the kernel reads it: K rows 0..n-1 (pass 1), then V rows
+/// 0..n-1 (pass 2). request(p0, p1) asks for every 64-byte line of the stream's rows
+/// [p0, p1) that exist, so each pass requests the rows ahead of the ones it reads
+/// and the end of pass 1 requests the start of pass 2.
 template <class S>
-struct row_prefetch {
+struct chunk_stream {
   const S* k = nullptr;
   const S* v = nullptr;
   std::ptrdiff_t k_stride = 0, v_stride = 0;
-  std::size_t rows = 0, k_bytes = 0, v_bytes = 0;  // rows that exist ahead; bytes per row
+  std::size_t n = 0, k_bytes = 0, v_bytes = 0;  // rows of each; bytes per row
 
-  /// Prefetches rows [j0, j1) of the look-ahead window (those that exist).
-  void operator()(std::size_t j0, std::size_t j1) const {
-    for (std::size_t j = j0; j < std::min(j1, rows); ++j) {
-      lines(k + std::ptrdiff_t(j) * k_stride, k_bytes);
-      lines(v + std::ptrdiff_t(j) * v_stride, v_bytes);
-    }
+  /// Requests one line in every 4 KiB of stream rows [p0, p1): the rows at multiples
+  /// of a page's worth of rows.
+  void touch_pages(std::size_t p0, std::size_t p1) const {
+    p1 = std::min(p1, 2 * n);
+    const std::size_t k_page = page_rows(k_stride), v_page = page_rows(v_stride);
+    for (std::size_t p = (p0 + k_page - 1) / k_page * k_page; p < std::min(p1, n); p += k_page)
+      simd::prefetch(k + std::ptrdiff_t(p) * k_stride);
+    for (std::size_t p = (std::max(p0, n) - n + v_page - 1) / v_page * v_page; p + n < p1; p += v_page)
+      simd::prefetch(v + std::ptrdiff_t(p) * v_stride);
+  }
+
+  void request(std::size_t p0, std::size_t p1) const {
+    for (std::size_t p = p0; p < std::min(p1, 2 * n); ++p)
+      if (p < n)
+        lines(k + std::ptrdiff_t(p) * k_stride, k_bytes);
+      else
+        lines(v + std::ptrdiff_t(p - n) * v_stride, v_bytes);
+  }
+
+  static std::size_t page_rows(std::ptrdiff_t stride) {
+    return std::max<std::size_t>(1, 4096 / std::max<std::size_t>(1, std::size_t(stride) * sizeof(S)));
   }
 
   /// Every cache line that [row, row + bytes) touches, also when row is not line aligned.
@@ -161,9 +188,9 @@ struct row_prefetch {
 /// Tiles of R rows × KT keys keep R·KT accumulators (4 × 3 = 12 chains: with 8 the
 /// FMA latency showed and this pass ran at 54% of peak instead of 93%); every W of
 /// them share one horizontal sum (reduce_add_rows). pf(j, j + KT) runs once per tile.
-template <class P, std::size_t R, std::size_t KT, class S>
+template <class P, std::size_t R, std::size_t KT, class S, class Prefetch>
 inline void score_rows(const value_t<P>* q, std::size_t ldq, const S* k0, std::ptrdiff_t ks, std::size_t n,
-                       std::size_t dk, value_t<P>* s, std::size_t lds, const row_prefetch<S>& pf) {
+                       std::size_t dk, value_t<P>* s, std::size_t lds, const Prefetch& pf) {
   using O = simd::ops<P>;
   using T = value_t<P>;
   constexpr std::size_t W = O::width, NA = R * KT, NG = (NA + W - 1) / W;
@@ -249,17 +276,20 @@ inline void pv_tile(const value_t<P>* p, std::size_t ldp, const S* v0, std::ptrd
 /// o[r·ldo ..] += Σ_j p[r·ldp + j] · v_j over n keys for R rows: groups of
 /// decode_pv_keys keys, each over all of Dv in pv_tile strips (pairs of packs, one
 /// pack, a scalar tail), so V is read a few rows at a time, near its address order.
+/// pf(j, j + g) runs at the start of each group of g keys (requests spread over its
+/// keys measured no better on Zen 5: fp16 5-7% slower).
 /// With 32 registers the strips are 4 packs wide first: fp16 B1/B4 Nk 32768 ran
 /// 1–4% faster than with pairs (6 of 6 paired runs, AVX-512 Xeon).
-template <class P, std::size_t R, class S>
+template <class P, std::size_t R, class S, class Prefetch>
 inline void pv_rows(const value_t<P>* p, std::size_t ldp, const S* v0, std::ptrdiff_t v_stride,
-                    std::size_t n, std::size_t dv, value_t<P>* o, std::size_t ldo) {
+                    std::size_t n, std::size_t dv, value_t<P>* o, std::size_t ldo, const Prefetch& pf) {
   using T = value_t<P>;
   constexpr std::size_t W = simd::ops<P>::width;
   for (std::size_t j0 = 0; j0 < n; j0 += decode_pv_keys) {
     const std::size_t g = std::min(decode_pv_keys, n - j0);
     const S* vg = v0 + std::ptrdiff_t(j0) * v_stride;
     const T* pg = p + j0;
+    pf(j0, j0 + g);
     std::size_t d = 0;
     if constexpr (simd::vector_registers >= 32)  // 4 rows × 4 packs = 16 accumulators
       for (; d + 4 * W <= dv; d += 4 * W) pv_tile<P, R, 4>(pg, ldp, vg, v_stride, g, d, o, ldo);
@@ -309,8 +339,9 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
   const std::size_t B = q.batch(), Hq = q.heads(), Hkv = k.heads(), Nq = q.seq();
   const std::size_t Dk = q.dim(), Dv = v.dim(), group = Hq / Hkv, G = group * Nq;
   const std::vector<chunk_span> chunks = visible_chunks(rules);
-  const std::size_t block_keys = decode_block_keys((Dk + Dv) * sizeof(S));
-  const std::size_t nc = chunks.size(), lds = block_keys + W;
+  const std::size_t block_keys = decode_block_keys(std::max(Dk, Dv) * sizeof(S));
+  const std::size_t ahead = decode_prefetch_rows(std::max(Dk, Dv) * sizeof(S)), touch = ahead + decode_touch_rows;
+  const std::size_t nc = chunks.size(), lds = decode_chunk_keys + W, blocks = decode_chunk_keys / decode_pv_keys;
   const bool elementwise = rules.has_elementwise();
   const T q_scale = softmax_row<T>::q_scale(rules.scale, elementwise);
 
@@ -324,106 +355,125 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
   // 16-byte-aligned std::vector splits two lines (L2-resident fp16 step ~6% slower).
   detail::cache_line_vector<T> part_o(B * Hkv * nc * G * Dv);
   std::vector<T> part_lse(B * Hkv * nc * G);
-  const std::size_t tasks = B * Hkv * nc;
+  const std::size_t tasks = B * Hkv * nc, pass_rows = std::min(G, decode_rows_per_pass);
   const unsigned workers = detail::resolve_threads(threads, tasks);
   struct scratch {
     detail::cache_line_vector<T> qs, s;
-    std::vector<T> alpha;
-    std::vector<softmax_row<T>> state;
+    std::vector<char> visible;  // per block of the chunk: does any row of the pass see a key in it
   };
   std::vector<scratch> pool(workers);
   for (scratch& w : pool)
-    w = {detail::cache_line_vector<T>(G * Dk), detail::cache_line_vector<T>(G * lds), std::vector<T>(G),
-         std::vector<softmax_row<T>>(G)};
+    w = {detail::cache_line_vector<T>(pass_rows * Dk), detail::cache_line_vector<T>(pass_rows * lds),
+         std::vector<char>(blocks)};
 
   detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned w) {
     const std::size_t ci = task % nc, hk = task / nc % Hkv, b = task / (nc * Hkv);
     const std::vector<std::size_t>& rows = active[hk];
-    const std::size_t A = rows.size();
-    if (A == 0) return;
     T* qs = pool[w].qs.data();
     T* s = pool[w].s.data();
-    T* alpha = pool[w].alpha.data();
-    softmax_row<T>* state = pool[w].state.data();
-    T* o_part = part_o.data() + task * G * Dv;
-    T* lse_part = part_lse.data() + task * G;
+    char* visible = pool[w].visible.data();
     const chunk_span cs = chunks[ci];
+    const std::size_t n = std::size_t(cs.end - cs.begin), npad = (n + W - 1) / W * W;
+    const S* k0 = k.row(b, hk, std::size_t(cs.begin));
+    const S* v0 = v.row(b, hk, std::size_t(cs.begin));
+    const std::ptrdiff_t ks = k.seq_stride(), vs = v.seq_stride();
+    const chunk_stream<S> stream{k0, v0, ks, vs, n, Dk * sizeof(S), Dv * sizeof(S)};
 
-    // q rows pre-multiplied by the scale, and by log2 e (the online softmax works in
-    // log2 units) unless the element-wise rules need natural logits first.
-    for (std::size_t a = 0; a < A; ++a) {
-      const T* q_row = q.row(b, hk * group + rows[a] / Nq, rows[a] % Nq);
-      for (std::size_t d = 0; d < Dk; ++d) qs[a * Dk + d] = q_row[d] * q_scale;
-      state[a] = softmax_row<T>{};
-    }
-    std::fill(o_part, o_part + A * Dv, T(0));
+    // At most decode_rows_per_pass rows per sweep over the chunk (one sweep when G <= 32).
+    for (std::size_t a0 = 0; a0 < rows.size(); a0 += pass_rows) {
+      const std::size_t A = std::min(pass_rows, rows.size() - a0);
+      T* o_part = part_o.data() + task * G * Dv + a0 * Dv;
+      T* lse_part = part_lse.data() + task * G + a0;
 
-    for (std::int64_t k0 = cs.begin; k0 < cs.end; k0 += std::int64_t(block_keys)) {
-      const std::size_t n = std::size_t(std::min<std::int64_t>(cs.end - k0, block_keys));
-      const std::size_t npad = (n + W - 1) / W * W;
-      auto local = [&](std::int64_t key) { return std::size_t(std::clamp<std::int64_t>(key - k0, 0, std::int64_t(n))); };
-      bool any_visible = false;
+      // q rows pre-multiplied by the scale, and by log2 e (the online softmax works in
+      // log2 units) unless the element-wise rules need natural logits first; the
+      // blocks of decode_pv_keys keys that some row sees (e.g. not the gap between
+      // sinks and window).
+      std::fill(visible, visible + blocks, char(0));
       for (std::size_t a = 0; a < A; ++a) {
-        const detail::row_ranges rr = rules.ranges(std::int64_t(rows[a] % Nq));
-        any_visible |= local(rr.sinks.begin) < local(rr.sinks.end) || local(rr.band.begin) < local(rr.band.end);
+        const std::size_t g = rows[a0 + a];
+        const T* q_row = q.row(b, hk * group + g / Nq, g % Nq);
+        for (std::size_t d = 0; d < Dk; ++d) qs[a * Dk + d] = q_row[d] * q_scale;
+        const detail::row_ranges rr = rules.ranges(std::int64_t(g % Nq));
+        for (const detail::key_range& r : {rr.sinks, rr.band}) {
+          const std::int64_t lo = std::max(r.begin, cs.begin) - cs.begin, hi = std::min(r.end, cs.end) - cs.begin;
+          for (std::int64_t blk = lo / std::int64_t(decode_pv_keys); lo < hi && blk * std::int64_t(decode_pv_keys) < hi; ++blk)
+            visible[blk] = 1;
+        }
       }
-      if (!any_visible) continue;  // e.g. the gap between sinks and window
 
-      // pass 1: scores, R rows at a time over the whole block. The first row tile
-      // also requests the rows decode_prefetch_keys ahead, line by line; the first
-      // line of each 4 KiB page of the look-ahead window is requested at once, which
-      // starts its page walk early.
-      const S* k_blk = k.row(b, hk, std::size_t(k0));
-      const S* v0 = v.row(b, hk, std::size_t(k0));
-      const std::ptrdiff_t ks = k.seq_stride(), vs = v.seq_stride();
-      const auto ahead = std::int64_t(decode_prefetch_keys(block_keys));
-      const auto page_rows = std::max<std::int64_t>(1, 4096 / std::max<std::int64_t>(1, ks * std::int64_t(sizeof(S))));
-      for (std::int64_t j = k0 + ahead; j < std::min(rules.Nk, k0 + 2 * ahead); j += page_rows) {
-        simd::prefetch(k.row(b, hk, std::size_t(j)));
-        simd::prefetch(v.row(b, hk, std::size_t(j)));
-      }
-      row_prefetch<S> pf{k_blk + ahead * ks, v0 + ahead * vs, ks, vs,
-                         std::size_t(std::clamp<std::int64_t>(cs.end - (k0 + ahead), 0, std::int64_t(n))),
-                         Dk * sizeof(S), Dv * sizeof(S)};
-      {
+      // pass 1: scores of the chunk, blocks of block_keys keys, R rows at a time over
+      // a block (so K is read from DRAM once for all rows). Each block touches a line
+      // per page of the stream `touch` rows on, and its first row tile requests the
+      // stream `ahead` rows on, line by line. Blocks no row sees are skipped and hidden.
+      for (std::size_t j0 = 0; j0 < n; j0 += block_keys) {
+        const std::size_t nb = std::min(block_keys, n - j0);
+        bool any = false;
+        for (std::size_t blk = j0 / decode_pv_keys; blk * decode_pv_keys < j0 + nb; ++blk) any |= visible[blk] != 0;
+        if (!any) {
+          for (std::size_t a = 0; a < A; ++a) std::fill(s + a * lds + j0, s + a * lds + j0 + nb, neg_inf);
+          continue;
+        }
+        stream.touch_pages(j0 + touch, j0 + touch + nb);
+        bool first = true;
+        auto pf = [&](std::size_t j, std::size_t j_end) {
+          if (first) stream.request(j0 + j + ahead, j0 + j_end + ahead);
+        };
+        const S* kb = k0 + std::ptrdiff_t(j0) * ks;
         std::size_t a = 0;
-        for (; a + 4 <= A; a += 4, pf.rows = 0)
-          score_rows<P, 4, decode_score_keys<4>>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
-        for (; a + 2 <= A; a += 2, pf.rows = 0)
-          score_rows<P, 2, decode_score_keys<2>>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
-        for (; a < A; ++a, pf.rows = 0)
-          score_rows<P, 1, decode_score_keys<1>>(qs + a * Dk, Dk, k_blk, ks, n, Dk, s + a * lds, lds, pf);
+        for (; a + 4 <= A; a += 4, first = false)
+          score_rows<P, 4, decode_score_keys<4>>(qs + a * Dk, Dk, kb, ks, nb, Dk, s + a * lds + j0, lds, pf);
+        for (; a + 2 <= A; a += 2, first = false)
+          score_rows<P, 2, decode_score_keys<2>>(qs + a * Dk, Dk, kb, ks, nb, Dk, s + a * lds + j0, lds, pf);
+        for (; a < A; ++a, first = false)
+          score_rows<P, 1, decode_score_keys<1>>(qs + a * Dk, Dk, kb, ks, nb, Dk, s + a * lds + j0, lds, pf);
       }
 
-      // masks, then the online softmax step of each row (alpha rescales its O).
+      // masks, then one softmax step per row over the whole chunk: its exact max, so
+      // no rescaling of O; s becomes the probabilities.
+      softmax_row<T> state[decode_rows_per_pass];
       for (std::size_t a = 0; a < A; ++a) {
-        const std::size_t h = hk * group + rows[a] / Nq;
-        const auto i = std::int64_t(rows[a] % Nq);
+        const std::size_t g = rows[a0 + a], h = hk * group + g / Nq;
+        const auto i = std::int64_t(g % Nq);
         T* s_row = s + a * lds;
         if (elementwise) {
-          rules.apply_elementwise(b, h, i, k0, n, s_row);
+          rules.apply_elementwise(b, h, i, cs.begin, n, s_row);
           softmax_row<T>::to_log2(s_row, n);
         }
-        detail::score_rules<T>::hide_invisible(rules.ranges(i), k0, n, s_row);
+        detail::score_rules<T>::hide_invisible(rules.ranges(i), cs.begin, n, s_row);
         std::fill(s_row + n, s_row + npad, neg_inf);
-        alpha[a] = state[a].template absorb<P>(s_row, npad);
+        state[a].template absorb<P>(s_row, npad);
       }
 
-      // pass 2: O = alpha·O + P·V, R rows at a time.
-      for (std::size_t a = 0; a < A; ++a)
-        if (alpha[a] != T(1))
-          for (std::size_t d = 0; d < Dv; ++d) o_part[a * Dv + d] *= alpha[a];
-      std::size_t a = 0;
-      for (; a + 4 <= A; a += 4) pv_rows<P, 4>(s + a * lds, lds, v0, vs, n, Dv, o_part + a * Dv, Dv);
-      for (; a + 2 <= A; a += 2) pv_rows<P, 2>(s + a * lds, lds, v0, vs, n, Dv, o_part + a * Dv, Dv);
-      for (; a < A; ++a) pv_rows<P, 1>(s + a * lds, lds, v0, vs, n, Dv, o_part + a * Dv, Dv);
-    }
+      // pass 2: O = P·V, R rows at a time over blocks of block_keys keys, with the
+      // stream's touches and requests as in pass 1; blocks no row sees are skipped.
+      std::fill(o_part, o_part + A * Dv, T(0));
+      for (std::size_t j0 = 0; j0 < n; j0 += block_keys) {
+        const std::size_t nb = std::min(block_keys, n - j0);
+        bool any = false;
+        for (std::size_t blk = j0 / decode_pv_keys; blk * decode_pv_keys < j0 + nb; ++blk) any |= visible[blk] != 0;
+        if (!any) continue;
+        stream.touch_pages(n + j0 + touch, n + j0 + touch + nb);
+        bool first = true;
+        auto pf = [&](std::size_t j, std::size_t j_end) {
+          if (first) stream.request(n + j0 + j + ahead, n + j0 + j_end + ahead);
+        };
+        const S* vb = v0 + std::ptrdiff_t(j0) * vs;
+        std::size_t a = 0;
+        for (; a + 4 <= A; a += 4, first = false)
+          pv_rows<P, 4>(s + a * lds + j0, lds, vb, vs, nb, Dv, o_part + a * Dv, Dv, pf);
+        for (; a + 2 <= A; a += 2, first = false)
+          pv_rows<P, 2>(s + a * lds + j0, lds, vb, vs, nb, Dv, o_part + a * Dv, Dv, pf);
+        for (; a < A; ++a, first = false)
+          pv_rows<P, 1>(s + a * lds + j0, lds, vb, vs, nb, Dv, o_part + a * Dv, Dv, pf);
+      }
 
-    // the chunk's partial: normalised O and its natural-log LSE (kept in T for the merge).
-    for (std::size_t a = 0; a < A; ++a) {
-      const T scale = state[a].out_scale(T(1));
-      for (std::size_t d = 0; d < Dv; ++d) o_part[a * Dv + d] *= scale;
-      lse_part[a] = state[a].log_sum();
+      // the chunk's partial: normalised O and its natural-log LSE (kept in T for the merge).
+      for (std::size_t a = 0; a < A; ++a) {
+        const T scale = state[a].out_scale(T(1));
+        for (std::size_t d = 0; d < Dv; ++d) o_part[a * Dv + d] *= scale;
+        lse_part[a] = state[a].log_sum();
+      }
     }
   });
 
