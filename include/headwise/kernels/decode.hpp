@@ -108,13 +108,15 @@ inline constexpr std::size_t decode_rows_per_pass = 32;
 
 /// attention() with kernel_mode::automatic takes this kernel when it holds. The cost
 /// grows with G = group·Nq, the query rows per K/V row. Measured against flash, one
-/// thread, d 128, ms decode/flash (G in brackets):
-///   Hq 32 Hkv 8, Nk 4096: Nq 1 (4) 1.2/3.2, Nq 4 (16) 3.9/5.4, Nq 8 (32) 7.2/8.7, Nq 16 (64) 13.7/14.0
-///   Hq 32 Hkv 8, Nk  512: Nq 4 (16) 0.49/0.54, Nq 8 (32) 1.02/1.02, Nq 16 (64) 2.0/1.9
-///   Hq 8 Hkv 8,  Nk 4096: Nq 16 (16) 4.6/6.5, Nq 32 (32) 8.9/9.8
-///   Hq 32 Hkv 4, Nk 4096: Nq 4 (32) 4.3/5.0, Nq 8 (64) 8.4/7.8
-/// so decode up to G = 32 (a tie at short KV). One query token always decodes:
-/// split-KV is its only parallelism when B·Hkv is small.
+/// thread, d 128, bottom-right causal, ms decode/flash (G in brackets; Zen 5 AVX-512,
+/// 2026-12-02, the chunk-pass kernel):
+///   Hq 32 Hkv 8, Nk 4096: Nq 1 (4) 1.23/3.09, Nq 4 (16) 2.65/4.21, Nq 8 (32) 4.43/5.67, Nq 16 (64) 8.24/8.76
+///   Hq 32 Hkv 8, Nk  512: Nq 4 (16) 0.25/0.32, Nq 8 (32) 0.51/0.52, Nq 16 (64) 1.01/0.93
+///   Hq 8 Hkv 8,  Nk 4096: Nq 16 (16) 2.59/4.34, Nq 32 (32) 4.38/5.59
+///   Hq 32 Hkv 4, Nk 4096: Nq 4 (32) 2.06/2.67, Nq 8 (64) 4.07/4.27
+/// so decode up to G = 32 (a tie at short KV; at G = 64 a tie at Nk 4096, a loss at
+/// 512). One query token always decodes: split-KV is its only parallelism when B·Hkv
+/// is small.
 inline bool decode_preferred(std::size_t nq, std::size_t group) { return nq == 1 || nq * group <= 32; }
 
 namespace decode_impl {
