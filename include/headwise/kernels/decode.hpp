@@ -343,7 +343,8 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
   const std::vector<chunk_span> chunks = visible_chunks(rules);
   const std::size_t block_keys = decode_block_keys(std::max(Dk, Dv) * sizeof(S));
   const std::size_t ahead = decode_prefetch_rows(std::max(Dk, Dv) * sizeof(S)), touch = ahead + decode_touch_rows;
-  const std::size_t nc = chunks.size(), lds = decode_chunk_keys + W, blocks = decode_chunk_keys / decode_pv_keys;
+  const std::size_t nc = chunks.size(), lds = decode_chunk_keys + W;
+  const std::size_t blocks = (decode_chunk_keys + block_keys - 1) / block_keys;
   const bool elementwise = rules.has_elementwise();
   const T q_scale = softmax_row<T>::q_scale(rules.scale, elementwise);
 
@@ -361,7 +362,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
   const unsigned workers = detail::resolve_threads(threads, tasks);
   struct scratch {
     detail::cache_line_vector<T> qs, s;
-    std::vector<char> visible;  // per block of the chunk: does any row of the pass see a key in it
+    std::vector<char> visible;  // per block of block_keys keys: does any row of the sweep see a key in it
   };
   std::vector<scratch> pool(workers);
   for (scratch& w : pool)
@@ -389,8 +390,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
 
       // q rows pre-multiplied by the scale, and by log2 e (the online softmax works in
       // log2 units) unless the element-wise rules need natural logits first; the
-      // blocks of decode_pv_keys keys that some row sees (e.g. not the gap between
-      // sinks and window).
+      // blocks that some row sees (e.g. not the gap between sinks and window).
       std::fill(visible, visible + blocks, char(0));
       for (std::size_t a = 0; a < A; ++a) {
         const std::size_t g = rows[a0 + a];
@@ -399,8 +399,8 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
         const detail::row_ranges rr = rules.ranges(std::int64_t(g % Nq));
         for (const detail::key_range& r : {rr.sinks, rr.band}) {
           const std::int64_t lo = std::max(r.begin, cs.begin) - cs.begin, hi = std::min(r.end, cs.end) - cs.begin;
-          for (std::int64_t blk = lo / std::int64_t(decode_pv_keys); lo < hi && blk * std::int64_t(decode_pv_keys) < hi; ++blk)
-            visible[blk] = 1;
+          for (std::int64_t j = lo; j < hi; j = (j / std::int64_t(block_keys) + 1) * std::int64_t(block_keys))
+            visible[std::size_t(j) / block_keys] = 1;
         }
       }
 
@@ -410,9 +410,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
       // stream `ahead` rows on, line by line. Blocks no row sees are skipped and hidden.
       for (std::size_t j0 = 0; j0 < n; j0 += block_keys) {
         const std::size_t nb = std::min(block_keys, n - j0);
-        bool any = false;
-        for (std::size_t blk = j0 / decode_pv_keys; blk * decode_pv_keys < j0 + nb; ++blk) any |= visible[blk] != 0;
-        if (!any) {
+        if (!visible[j0 / block_keys]) {
           for (std::size_t a = 0; a < A; ++a) std::fill(s + a * lds + j0, s + a * lds + j0 + nb, neg_inf);
           continue;
         }
@@ -452,9 +450,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
       std::fill(o_part, o_part + A * Dv, T(0));
       for (std::size_t j0 = 0; j0 < n; j0 += block_keys) {
         const std::size_t nb = std::min(block_keys, n - j0);
-        bool any = false;
-        for (std::size_t blk = j0 / decode_pv_keys; blk * decode_pv_keys < j0 + nb; ++blk) any |= visible[blk] != 0;
-        if (!any) continue;
+        if (!visible[j0 / block_keys]) continue;
         stream.touch_pages(n + j0 + touch, n + j0 + touch + nb);
         bool first = true;
         auto pf = [&](std::size_t j, std::size_t j_end) {
