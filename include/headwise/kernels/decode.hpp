@@ -132,7 +132,7 @@ inline constexpr std::size_t decode_score_keys = simd::vector_registers >= 32 ? 
 template <class P>
 using value_t = typename simd::ops<P>::value_type;
 
-/// Whether the tiles pin their loaded K, q and V vectors in registers
+/// Whether the tiles pin their loaded K and V vectors in registers
 /// (ops::keep_in_register). GCC 12 otherwise folds a plain load into every FMA that
 /// uses it: the AVX-512 4 × 4 score tile issued 32 loads per 16 FMAs and P·V 20 (the
 /// 2 loads a cycle then bound both). Pinned, fp32 decode steps with K/V in cache ran
@@ -140,6 +140,9 @@ using value_t = typename simd::ops<P>::value_type;
 /// builds alternating in one process); from DRAM (Nk 4096, 32768) within noise. A
 /// widening load (half, bfloat16) is not folded; pinning it measured no gain on
 /// AVX-512 and 4% loss on AVX2 (12 accumulators + 3 K + q fill its 16 registers).
+/// The score tile's q vector is a plain float load for every S and is always
+/// pinned: with fp16 K, unpinned, GCC read each q vector once per key (16 q loads
+/// + 4 K per 16 FMAs); pinned, fp16 steps in L3 ran ~8% faster (Zen 5).
 template <class P, class S>
 inline constexpr bool pin_loads = std::is_same_v<S, value_t<P>>;
 
@@ -153,29 +156,42 @@ struct chunk_stream {
   const S* v = nullptr;
   std::ptrdiff_t k_stride = 0, v_stride = 0;
   std::size_t n = 0, k_bytes = 0, v_bytes = 0;  // rows of each; bytes per row
+  std::size_t k_page = page_rows(k_stride), v_page = page_rows(v_stride);  // rows per touch
 
   /// Requests one line in every 4 KiB of stream rows [p0, p1): the rows at multiples
   /// of a page's worth of rows.
   void touch_pages(std::size_t p0, std::size_t p1) const {
     p1 = std::min(p1, 2 * n);
-    const std::size_t k_page = page_rows(k_stride), v_page = page_rows(v_stride);
-    for (std::size_t p = (p0 + k_page - 1) / k_page * k_page; p < std::min(p1, n); p += k_page)
+    for (std::size_t p = round_up(p0, k_page); p < std::min(p1, n); p += k_page)
       simd::prefetch(k + std::ptrdiff_t(p) * k_stride);
-    for (std::size_t p = (std::max(p0, n) - n + v_page - 1) / v_page * v_page; p + n < p1; p += v_page)
+    for (std::size_t p = round_up(std::max(p0, n) - n, v_page); p + n < p1; p += v_page)
       simd::prefetch(v + std::ptrdiff_t(p) * v_stride);
   }
 
   void request(std::size_t p0, std::size_t p1) const {
-    for (std::size_t p = p0; p < std::min(p1, 2 * n); ++p)
-      if (p < n)
-        lines(k + std::ptrdiff_t(p) * k_stride, k_bytes);
-      else
-        lines(v + std::ptrdiff_t(p - n) * v_stride, v_bytes);
+    p1 = std::min(p1, 2 * n);
+    if (p0 < n) rows(k, k_stride, k_bytes, p0, std::min(p1, n));
+    if (p1 > n) rows(v, v_stride, v_bytes, std::max(p0, n) - n, p1 - n);
   }
 
-  static std::size_t page_rows(std::ptrdiff_t stride) {
-    return std::max<std::size_t>(1, 4096 / std::max<std::size_t>(1, std::size_t(stride) * sizeof(S)));
+  /// Every line of rows [r0, r1) of x: one run of lines when the rows are contiguous.
+  static void rows(const S* x, std::ptrdiff_t stride, std::size_t bytes, std::size_t r0, std::size_t r1) {
+    if (r0 >= r1) return;
+    if (std::size_t(stride) * sizeof(S) == bytes)
+      lines(x + std::ptrdiff_t(r0) * stride, (r1 - r0) * bytes);
+    else
+      for (std::size_t r = r0; r < r1; ++r) lines(x + std::ptrdiff_t(r) * stride, bytes);
   }
+
+  /// Rows per touch: the largest power of two of rows within 4 KiB (at least 1), so
+  /// every page of the stream gets a touch and finding the next needs no division.
+  static std::size_t page_rows(std::ptrdiff_t stride) {
+    const std::size_t rows = 4096 / std::max<std::size_t>(1, std::size_t(stride) * sizeof(S));
+    std::size_t p = 1;
+    while (2 * p <= rows) p *= 2;
+    return p;
+  }
+  static std::size_t round_up(std::size_t x, std::size_t pow2) { return (x + pow2 - 1) & ~(pow2 - 1); }
 
   /// Every cache line that [row, row + bytes) touches, also when row is not line aligned.
   static void lines(const S* row, std::size_t bytes) {
@@ -215,7 +231,7 @@ inline void score_rows(const value_t<P>* q, std::size_t ldq, const S* k0, std::p
       HEADWISE_UNROLL
       for (std::size_t r = 0; r < R; ++r) {
         P qv = O::load(q + r * ldq + d);
-        if constexpr (pin_loads<P, S>) O::keep_in_register(qv);
+        O::keep_in_register(qv);
         HEADWISE_UNROLL
         for (std::size_t t = 0; t < KT; ++t) acc[r * KT + t] = O::fma(qv, kv[t], acc[r * KT + t]);
       }
@@ -399,8 +415,8 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
         const detail::row_ranges rr = rules.ranges(std::int64_t(g % Nq));
         for (const detail::key_range& r : {rr.sinks, rr.band}) {
           const std::int64_t lo = std::max(r.begin, cs.begin) - cs.begin, hi = std::min(r.end, cs.end) - cs.begin;
-          for (std::int64_t j = lo; j < hi; j = (j / std::int64_t(block_keys) + 1) * std::int64_t(block_keys))
-            visible[std::size_t(j) / block_keys] = 1;
+          if (lo < hi)
+            std::fill(visible + std::size_t(lo) / block_keys, visible + std::size_t(hi - 1) / block_keys + 1, char(1));
         }
       }
 
