@@ -1,6 +1,6 @@
 // Tests of the SIMD layer (simd/pack.hpp, simd/transpose.hpp) at the width this
 // build has (1, 4, 8 or 16 floats): the horizontal reductions the decode kernel
-// uses (reduce_add_rows, reduce_add, reduce_max), keep_in_register, and the W×W
+// uses (reduce_add_rows, reduce_add, reduce_max, store_rows), keep_in_register, and the W×W
 // block transpose of the flash packing, against plain loops, for float and double,
 // on unaligned pointers.
 // xsimd 8.1's AVX-512 float haddp put rows 2–5 and 10–13 in the wrong lanes: the
@@ -80,6 +80,30 @@ TYPED_TEST(simd_layer, transpose_block_matches_the_element_loop) {
   for (std::size_t i = 0; i < W; ++i)
     for (std::size_t c = W; c < dst_stride && 1 + i * dst_stride + c < dst.size(); ++c)
       EXPECT_EQ(dst[1 + i * dst_stride + c], T(-1));
+}
+
+/// Lanes [i·W/R, (i+1)·W/R) land in row i at dst + i·ld, and nothing else is written.
+template <class O, std::size_t R>
+void check_store_rows() {
+  using T = typename O::value_type;
+  constexpr std::size_t W = O::width, per_row = W / R, ld = per_row + 3;
+  const std::vector<T> m = row_major<T>(1, W, 1);
+  std::vector<T> dst(2 + R * ld, T(-1));
+  O::template store_rows<R>(O::load(m.data() + 1), dst.data() + 1, ld);  // unaligned rows
+  for (std::size_t i = 0; i < dst.size(); ++i) {
+    const std::size_t at = i - 1, row = at / ld, col = at % ld;
+    const bool written = i >= 1 && row < R && col < per_row;
+    EXPECT_EQ(dst[i], written ? m[1 + row * per_row + col] : T(-1)) << "R " << R << ", element " << i;
+  }
+}
+
+TYPED_TEST(simd_layer, store_rows_writes_each_row_of_lanes_and_nothing_else) {
+  using O = simd::ops<simd::vector_pack<TypeParam>>;
+  if constexpr (O::width > 1) {
+    check_store_rows<O, 1>();
+    if constexpr (O::width % 2 == 0) check_store_rows<O, 2>();
+    if constexpr (O::width % 4 == 0) check_store_rows<O, 4>();
+  }
 }
 
 TYPED_TEST(simd_layer, keep_in_register_leaves_every_lane_unchanged) {

@@ -236,6 +236,12 @@ inline void score_rows(const value_t<P>* q, std::size_t ldq, const S* k0, std::p
         for (std::size_t t = 0; t < KT; ++t) acc[r * KT + t] = O::fma(qv, kv[t], acc[r * KT + t]);
       }
     }
+    if constexpr (NA == W && W > 1) {  // one reduced pack holds the tile's R rows of KT sums
+      if (d == dk && j + KT <= n) {
+        O::template store_rows<R>(O::reduce_add_rows(acc), s + j, lds);
+        continue;
+      }
+    }
     alignas(64) T sums[NG * W];
     if constexpr (W == 1) {
       HEADWISE_UNROLL
