@@ -19,7 +19,10 @@
 // and the peak run as a dashed line.
 // Each row is the best of its repetitions (--benchmark_repetitions=N; the peak,
 // bandwidth and DRAM-bound decode rows run 3): on a shared machine the best run
-// is the least disturbed one, and a peak is a maximum by definition. Only the library's console reporter is
+// is the least disturbed one, and a peak is a maximum by definition. main.cpp
+// interleaves the repetitions of all benchmarks at random, so every row's best
+// comes from the same stretch of the machine's time; the tables still list the
+// rows in registration order. Only the library's console reporter is
 // replaced: --benchmark_format=json still goes through the stock JSON reporter
 // (see main.cpp).
 #pragma once
@@ -28,6 +31,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -65,6 +69,7 @@ inline bool declare(const plot& p) { return plots().push_back(p), true; }
 /// One finished benchmark, with its name split into its parts.
 struct result {
   std::string suite, impl, shape;
+  std::int64_t family = 0, instance = 0;  // registration order of the benchmark
   int threads = 1;
   double ms = 0;      // real time per iteration
   double cpu_ms = 0;  // CPU time of the benchmark thread per iteration
@@ -80,6 +85,8 @@ inline result parse_run(const benchmark::BenchmarkReporter::Run& run) {
     parts.push_back(name.substr(at, slash - at));
     at = slash + 1;
   }
+  r.family = run.family_index;
+  r.instance = run.per_family_instance_index;
   r.suite = parts[0];
   r.impl = parts.size() > 1 ? parts[1] : "";
   for (std::size_t i = 2; i < parts.size(); ++i) {
@@ -121,6 +128,11 @@ class table_reporter : public benchmark::ConsoleReporter {
 
   void Finalize() override {
     ConsoleReporter::Finalize();
+    // Tables in registration order: with random interleaving (main.cpp) the runs
+    // arrive shuffled.
+    std::stable_sort(results_.begin(), results_.end(), [](const result& a, const result& b) {
+      return a.family != b.family ? a.family < b.family : a.instance < b.instance;
+    });
     std::FILE* out = stdout;
     std::vector<std::string> suites;
     for (const result& r : results_)
