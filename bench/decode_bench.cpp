@@ -30,8 +30,10 @@
 //            waits for its lines. On a Zen 5 VM it reads 93-104% of the plain row with
 //            each pack loaded once (as the decode's pinned tiles do); a stream whose
 //            packs GCC re-loaded for each FMA read ~75%.
-//   The bandwidth rows and the N 32768 rows run 3 times and the table keeps the best
-//   of each: on a shared host both swing by ±20% between seconds.
+//   The bandwidth rows and the N 32768 rows run dram_repetitions times, interleaved at
+//   random with the other benchmarks (main.cpp), and the table keeps the best of
+//   each: on a shared host both swing by ±20% between seconds (one run's three
+//   bandwidth repetitions spread 1.45×).
 // The x-baseline column is the speed-up over headwise_f32 at the same shape, a ratio
 // of times: for headwise_f16 it is the fp16-over-fp32 speed-up (its GB/s counts the
 // half-size bytes it reads).
@@ -56,6 +58,10 @@
 namespace {
 
 using namespace headwise;
+
+/// Repetitions of the DRAM-bound rows (bandwidth, decode N 32768); the table keeps
+/// the best of each.
+constexpr int dram_repetitions = 5;
 
 [[maybe_unused]] const bool metrics_declared =
     headwise_bench::declare(
@@ -195,15 +201,15 @@ int register_all() {
           ("peak/" + std::string(name) + "/1GiB/threads:" + std::to_string(t)).c_str(), fn, t)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond)
-          ->Repetitions(3);  // the table keeps the best: the machine's bandwidth is shared
+          ->Repetitions(dram_repetitions);  // the table keeps the best: the bandwidth is shared
   for (std::size_t N : {512, 4096, 32768})
     for (std::size_t B : {1, 4})
       for (unsigned t : {1u, 2u}) {
         const std::string shape =
             "/B" + std::to_string(B) + "_H32x8_N" + std::to_string(N) + "_d128/threads:" + std::to_string(t);
-        // DRAM-bound rows swing with the neighbours' memory traffic: best of 3, like
-        // the bandwidth row they are divided by.
-        const int repetitions = N >= 32768 ? 3 : 1;
+        // DRAM-bound rows swing with the neighbours' memory traffic: best of
+        // dram_repetitions, like the bandwidth row they are divided by.
+        const int repetitions = N >= 32768 ? dram_repetitions : 1;
         benchmark::RegisterBenchmark(("decode/headwise_f32" + shape).c_str(), bm_decode<float>,
                                      kernel_mode::decode, B, N, t)
             ->UseRealTime()

@@ -17,8 +17,8 @@
 // Plots: `plot` entries name a suite, a counter and a shape key whose number is
 // the x axis (N in "H8_N1024_d128"); one polyline per implementation, log2 x,
 // and the peak run as a dashed line.
-// Each row is the best of its repetitions (--benchmark_repetitions=N; the peak,
-// bandwidth and DRAM-bound decode rows run 3): on a shared machine the best run
+// Each row is the best of its repetitions (--benchmark_repetitions=N; the peak rows
+// run 3, the bandwidth and DRAM-bound decode rows 5): on a shared machine the best run
 // is the least disturbed one, and a peak is a maximum by definition. main.cpp
 // interleaves the repetitions of all benchmarks at random, so every row's best
 // comes from the same stretch of the machine's time; the tables still list the
