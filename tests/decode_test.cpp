@@ -288,4 +288,28 @@ TEST(decode_dispatch, automatic_takes_decode_for_few_queries) {
   EXPECT_EQ(0, std::memcmp(a.storage.data(), d.storage.data(), a.storage.size() * sizeof(float)));
 }
 
+// The stream plan (how each pass requests its K/V lines) is chosen per core. Requests
+// never change a result, so the tests above cover only this machine's plan; this
+// checks that each core gets the plan measured for it.
+TEST(decode_stream_plan, chosen_per_core) {
+  using detail::cpu_core;
+  using detail::cpu_signature;
+  EXPECT_EQ(cpu_core::amd_zen4, detail::classify(cpu_signature{true, 0x19, 0x11}));  // Genoa
+  EXPECT_EQ(cpu_core::amd_zen4, detail::classify(cpu_signature{true, 0x19, 0x61}));  // Raphael
+  EXPECT_EQ(cpu_core::amd_zen4, detail::classify(cpu_signature{true, 0x19, 0xa0}));  // Bergamo
+  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{true, 0x19, 0x01}));   // Zen 3 Milan
+  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{true, 0x1a, 0x02}));   // Zen 5 Turin
+  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{false, 0x6, 0x8f}));   // Sapphire Rapids
+  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{false, 0x19, 0x11}));  // not AMD
+
+  const kernels::stream_plan zen4 = kernels::decode_stream_plan(cpu_core::amd_zen4);
+  EXPECT_FALSE(zen4.touch_pages);
+  EXPECT_EQ(0u, zen4.ahead_rows(512));  // each tile requests its own rows
+  const kernels::stream_plan other = kernels::decode_stream_plan(cpu_core::unknown);
+  EXPECT_TRUE(other.touch_pages);
+  EXPECT_EQ(6u, other.ahead_rows(512));    // fp32 rows at d 128
+  EXPECT_EQ(12u, other.ahead_rows(256));   // fp16 rows at d 128
+  EXPECT_EQ(1u, other.ahead_rows(65536));  // never less than the next row
+}
+
 }  // namespace

@@ -25,11 +25,12 @@
 //     chunk (online_softmax.hpp; the chunk's exact max, so O is never rescaled);
 //     pass 2 O = P·V in strips of R rows × 4 packs (2 with 16 registers) held in
 //     registers over groups of decode_pv_keys V rows. Both passes request every
-//     line decode_prefetch_bytes ahead of the row they read (the end of pass 1
-//     requests the start of pass 2) and touch one line per 4 KiB page
-//     decode_touch_rows further on, which starts the hardware's streaming early:
-//     without the touches this order ran ~25% slower than the interleaved K/V
-//     blocks it replaced, with them 25-28% faster (fp32; docs/decode-notes.md).
+//     line of their stream as a stream_plan chosen per core says: on Zen 5 3 KiB
+//     ahead of the row they read (the end of pass 1 requests the start of pass 2)
+//     plus one line per 4 KiB page decode_touch_rows further on, which starts the
+//     hardware's streaming early (without the touches this order ran ~25% slower
+//     than the interleaved K/V blocks it replaced, with them 25-28% faster); on
+//     Zen 4 each tile's own lines in address order just before it reads them.
 //     The tiles keep their loaded vectors in registers (pin_loads).
 //   - The chunk's partial (O/l, lse) goes to a scratch buffer, B·Hq·Nq·chunks·(Dv+1)
 //     values, 0.4% of the K/V bytes at the shape above. A second parallel pass folds
@@ -56,6 +57,7 @@
 #include <vector>
 
 #include "headwise/detail/aligned_allocator.hpp"
+#include "headwise/detail/cpu_model.hpp"
 #include "headwise/detail/parallel.hpp"
 #include "headwise/detail/score_rules.hpp"
 #include "headwise/kernels/online_softmax.hpp"
@@ -88,18 +90,39 @@ inline constexpr std::size_t decode_block_keys(std::size_t row_bytes) {
   return std::clamp<std::size_t>(keys / decode_pv_keys * decode_pv_keys, decode_pv_keys, 4 * decode_pv_keys);
 }
 
-/// How far ahead of the row it reads each pass requests every line of the chunk's
-/// stream: 3 KiB, 6 fp32 rows or 12 fp16 rows at d 128 (4 to 32 rows measured, Zen 5;
-/// without these requests fp32 steps ran 1.5× slower).
-inline constexpr std::size_t decode_prefetch_bytes = 3072;
-inline constexpr std::size_t decode_prefetch_rows(std::size_t row_bytes) {
-  return std::max<std::size_t>(1, decode_prefetch_bytes / std::max<std::size_t>(row_bytes, 1));
+/// How each pass of a chunk requests its stream of K (then V) rows: every line
+/// prefetch_bytes ahead of the row it reads (0: the rows of the tile about to read
+/// them) and, with touch_pages, one line per 4 KiB page decode_touch_rows beyond
+/// that, which starts the hardware's streaming early. What works depends on the
+/// core's prefetchers, so the plan is chosen per core (docs/decode-notes.md):
+///   - default (measured on Zen 5 and an AVX-512 Xeon): 3 KiB ahead, 6 fp32 or 12
+///     fp16 rows at d 128 (4 to 32 rows measured; without requests fp32 steps ran
+///     1.5× slower), and page touches (fp32 25-28% faster, fp16 5-20%).
+///   - Zen 4: the tile's own rows, in address order, and no touches. Its prefetchers
+///     lose a stream whose lines are first read out of order, as the score tile reads
+///     them (pack d of 4 rows, then pack d + 1): a bare 256 MiB stream read in that
+///     order ran at 9 GB/s against 27 in address order, and 25 when each tile's lines
+///     were first requested in address order. Any look-ahead (0.5-3 KiB), or the page
+///     touches, made fp32 steps slower; this plan ran fp32 B1 Nk 32768 1.8× faster
+///     than the default (2.0× without any requests).
+struct stream_plan {
+  std::size_t prefetch_bytes;
+  bool touch_pages;
+
+  /// Rows of row_bytes each that the look-ahead spans: 0, or at least 1.
+  std::size_t ahead_rows(std::size_t row_bytes) const {
+    return prefetch_bytes == 0 ? 0 : std::max<std::size_t>(1, prefetch_bytes / std::max<std::size_t>(row_bytes, 1));
+  }
+};
+
+inline stream_plan decode_stream_plan(detail::cpu_core core) {
+  return core == detail::cpu_core::amd_zen4 ? stream_plan{0, false} : stream_plan{3072, true};
 }
 
 /// Rows beyond the look-ahead at which each pass touches one line per 4 KiB page of
-/// the stream. Measured on Zen 5 (B1/B4 Nk 32768, 1 and 2 threads, alternating with
-/// the previous kernel): with it fp32 steps ran 25-28% faster than without, fp16
-/// 5-20%; 96 rows ran ~8% slower than 32 for fp32.
+/// the stream, where the plan touches pages. Measured on Zen 5 (B1/B4 Nk 32768, 1
+/// and 2 threads, alternating with the previous kernel): 96 rows ran ~8% slower than
+/// 32 for fp32.
 inline constexpr std::size_t decode_touch_rows = 32;
 
 /// Query rows per sweep over a chunk: the sweep's scores for the whole chunk stay in
@@ -364,7 +387,8 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
   const std::size_t Dk = q.dim(), Dv = v.dim(), group = Hq / Hkv, G = group * Nq;
   const std::vector<chunk_span> chunks = visible_chunks(rules);
   const std::size_t block_keys = decode_block_keys(std::max(Dk, Dv) * sizeof(S));
-  const std::size_t ahead = decode_prefetch_rows(std::max(Dk, Dv) * sizeof(S)), touch = ahead + decode_touch_rows;
+  const stream_plan plan = decode_stream_plan(detail::this_cpu_core());
+  const std::size_t ahead = plan.ahead_rows(std::max(Dk, Dv) * sizeof(S)), touch = ahead + decode_touch_rows;
   const std::size_t nc = chunks.size(), lds = decode_chunk_keys + W;
   const std::size_t blocks = (decode_chunk_keys + block_keys - 1) / block_keys;
   const bool elementwise = rules.has_elementwise();
@@ -436,7 +460,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
           for (std::size_t a = 0; a < A; ++a) std::fill(s + a * lds + j0, s + a * lds + j0 + nb, neg_inf);
           continue;
         }
-        stream.touch_pages(j0 + touch, j0 + touch + nb);
+        if (plan.touch_pages) stream.touch_pages(j0 + touch, j0 + touch + nb);
         bool first = true;
         auto pf = [&](std::size_t j, std::size_t j_end) {
           if (first) stream.request(j0 + j + ahead, j0 + j_end + ahead);
@@ -474,7 +498,7 @@ void run(const tensor_view<const T>& q, const tensor_view<const S>& k, const ten
       for (std::size_t j0 = 0; j0 < n; j0 += block_keys) {
         const std::size_t nb = std::min(block_keys, n - j0);
         if (!visible[j0 / block_keys]) continue;
-        stream.touch_pages(n + j0 + touch, n + j0 + touch + nb);
+        if (plan.touch_pages) stream.touch_pages(n + j0 + touch, n + j0 + touch + nb);
         bool first = true;
         auto pf = [&](std::size_t j, std::size_t j_end) {
           if (first) stream.request(n + j0 + j + ahead, n + j0 + j_end + ahead);
