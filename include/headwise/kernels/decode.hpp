@@ -25,12 +25,13 @@
 //     chunk (online_softmax.hpp; the chunk's exact max, so O is never rescaled);
 //     pass 2 O = P·V in strips of R rows × 4 packs (2 with 16 registers) held in
 //     registers over groups of decode_pv_keys V rows. Both passes request every
-//     line of their stream as a stream_plan chosen per core says: on Zen 5 3 KiB
-//     ahead of the row they read (the end of pass 1 requests the start of pass 2)
-//     plus one line per 4 KiB page decode_touch_rows further on, which starts the
-//     hardware's streaming early (without the touches this order ran ~25% slower
-//     than the interleaved K/V blocks it replaced, with them 25-28% faster); on
-//     Zen 4 each tile's own lines in address order just before it reads them.
+//     line of their stream as a stream_plan chosen per core says: by default
+//     (measured on Zen 5 and a Xeon) 3 KiB ahead of the row they read (the end of
+//     pass 1 requests the start of pass 2), plus one line per 4 KiB page
+//     decode_touch_rows further on, which starts the hardware's streaming early
+//     (without the touches this order ran ~25% slower than the interleaved K/V
+//     blocks it replaced, with them 25-28% faster); on Zen 4 each tile's own
+//     lines, in address order, just before it reads them.
 //     The tiles keep their loaded vectors in registers (pin_loads).
 //   - The chunk's partial (O/l, lse) goes to a scratch buffer, B·Hq·Nq·chunks·(Dv+1)
 //     values, 0.4% of the K/V bytes at the shape above. A second parallel pass folds
