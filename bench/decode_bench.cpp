@@ -3,6 +3,9 @@
 //
 //   decode/<impl>/B<b>_H32x8_N<kv>_d128/threads:<t>
 //     impl  headwise_f32, headwise_f16   the split-KV decode kernel, K/V in float / half
+//           headwise_f32_kblocks, headwise_f16_kblocks   the same with K in key blocks
+//                                        (key_blocks.hpp), as kv_layout::key_blocks
+//                                        caches hold it
 //           plain_f32                    the plain kernel (reads K/V once per *query*
 //                                        head, 4× here), short KV only: the baseline
 //     shape Hq 32, Hkv 8 (GQA group 4), d 128, one query token, KV 512 / 4096 / 32768
@@ -36,7 +39,7 @@
 //   bandwidth repetitions spread 1.45×).
 // The x-baseline column is the speed-up over headwise_f32 at the same shape, a ratio
 // of times: for headwise_f16 it is the fp16-over-fp32 speed-up (its GB/s counts the
-// half-size bytes it reads).
+// half-size bytes it reads); for the _kblocks rows, what key blocks gain over rows.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -89,7 +92,8 @@ std::size_t llc_bytes() {
 }
 
 template <class S>
-void bm_decode(benchmark::State& state, kernel_mode mode, std::size_t B, std::size_t N, unsigned threads) {
+void bm_decode(benchmark::State& state, kernel_mode mode, std::size_t B, std::size_t N, unsigned threads,
+               bool key_blocks) {
   constexpr std::size_t Hq = 32, Hkv = 8, d = 128;
   const std::size_t elems = B * Hkv * N * d, bytes = 2 * elems * sizeof(S);
   // DRAM-bound rows (N 32768) cycle through copies of K/V whose total is at least
@@ -114,8 +118,11 @@ void bm_decode(benchmark::State& state, kernel_mode mode, std::size_t B, std::si
   const auto ov = bhsd(out.data(), B, Hq, 1, d);
   std::size_t c = 0;
   for (auto _ : state) {
-    const auto kv = bhsd<const S>(k[c].data(), B, Hkv, N, d), vv = bhsd<const S>(v[c].data(), B, Hkv, N, d);
-    attention(qv, kv, vv, ov, opt);
+    const auto vv = bhsd<const S>(v[c].data(), B, Hkv, N, d);
+    if (key_blocks)  // N is a multiple of 16: the blocks have no padding
+      attention(qv, key_blocks_bhsd<const S>(k[c].data(), B, Hkv, N, d), vv, ov, opt);
+    else
+      attention(qv, bhsd<const S>(k[c].data(), B, Hkv, N, d), vv, ov, opt);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
     c = (c + 1) % copies;
@@ -211,18 +218,28 @@ int register_all() {
         // dram_repetitions, like the bandwidth row they are divided by.
         const int repetitions = N >= 32768 ? dram_repetitions : 1;
         benchmark::RegisterBenchmark(("decode/headwise_f32" + shape).c_str(), bm_decode<float>,
-                                     kernel_mode::decode, B, N, t)
+                                     kernel_mode::decode, B, N, t, false)
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond)
             ->Repetitions(repetitions);
         benchmark::RegisterBenchmark(("decode/headwise_f16" + shape).c_str(), bm_decode<half>,
-                                     kernel_mode::decode, B, N, t)
+                                     kernel_mode::decode, B, N, t, false)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond)
+            ->Repetitions(repetitions);
+        benchmark::RegisterBenchmark(("decode/headwise_f32_kblocks" + shape).c_str(), bm_decode<float>,
+                                     kernel_mode::decode, B, N, t, true)
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond)
+            ->Repetitions(repetitions);
+        benchmark::RegisterBenchmark(("decode/headwise_f16_kblocks" + shape).c_str(), bm_decode<half>,
+                                     kernel_mode::decode, B, N, t, true)
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond)
             ->Repetitions(repetitions);
         if (N <= 4096)
           benchmark::RegisterBenchmark(("decode/plain_f32" + shape).c_str(), bm_decode<float>,
-                                       kernel_mode::plain, B, N, t)
+                                       kernel_mode::plain, B, N, t, false)
               ->UseRealTime()
               ->Unit(benchmark::kMillisecond);
       }

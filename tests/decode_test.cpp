@@ -12,8 +12,9 @@
 //      FlashAttention's tests.
 // Every case runs SIMD at 1, 2 and 3 threads (bitwise identical: memcmp) and the
 // 1-wide build (force_scalar). Nk straddles the chunk (decode_chunk_keys), the
-// online-softmax block (decode_block_keys) and the pack width; MHA, GQA, MQA;
-// Nq 1, 2, 4; every mask kind.
+// online-softmax block (decode_block_keys), the key block and the pack width; MHA,
+// GQA, MQA; Nq 1, 2, 4; every mask kind. Each case runs with K in rows and again
+// with K in key blocks (key_blocks.hpp), whose score tile is a different code path.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -43,13 +44,15 @@ struct decode_case {
   std::size_t B, Hq, Hkv, Nq, Nk, Dk, Dv;
   layout lay;
   mask_kind mask;
+  bool key_blocks = false;  // K passed as a key_blocks_view
 };
 
 std::string case_name(const ::testing::TestParamInfo<decode_case>& info) {
   const decode_case& c = info.param;
   std::ostringstream os;
   os << storage_name(c.st) << "_B" << c.B << "_Hq" << c.Hq << "_Hkv" << c.Hkv << "_Nq" << c.Nq << "_Nk" << c.Nk
-     << "_Dk" << c.Dk << "_Dv" << c.Dv << "_" << layout_name(c.lay) << "_" << mask_name(c.mask);
+     << "_Dk" << c.Dk << "_Dv" << c.Dv << "_" << layout_name(c.lay) << "_" << mask_name(c.mask)
+     << (c.key_blocks ? "_key_blocks" : "");
   return os.str();
 }
 
@@ -127,6 +130,21 @@ void check_case(const decode_case& c) {
   fill_uniform(v, 3);
   const tensor<S> ks = rounded<S>(k, c.lay), vs = rounded<S>(v, c.lay);
   const masked_options mo(c.mask, c.B, c.Hq, c.Nq, c.Nk, decode_recipe());
+  // K in key blocks, padding keys of the last block filled with NaN: they must never
+  // reach a result.
+  std::vector<S> kb_storage(key_blocks_elements(c.B, c.Hkv, c.Nk, c.Dk),
+                            S(std::numeric_limits<float>::quiet_NaN()));
+  const key_blocks_view<S> kb = key_blocks_bhsd(kb_storage.data(), c.B, c.Hkv, c.Nk, c.Dk);
+  for (std::size_t b = 0; b < c.B; ++b)
+    for (std::size_t h = 0; h < c.Hkv; ++h)
+      for (std::size_t s = 0; s < c.Nk; ++s)
+        for (std::size_t d = 0; d < c.Dk; ++d) kb(b, h, s, d) = ks.view(b, h, s, d);
+  auto run = [&](const tensor_view<T>& out, const attention_options& o) {
+    if (c.key_blocks)
+      attention(q.cview(), key_blocks_view<const S>(kb), vs.cview(), out, o);
+    else
+      attention(q.cview(), ks.cview(), vs.cview(), out, o);
+  };
 
   tensor<T> ref(c.B, c.Hq, c.Nq, c.Dv, c.lay);
   std::vector<float> ref_lse(c.B * c.Hq * c.Nq);
@@ -154,7 +172,7 @@ void check_case(const decode_case& c) {
     opt.force_scalar = var.scalar;
     opt.threads = var.threads;
     opt.lse = lse_view(lse.data(), c.B, c.Hq, c.Nq);
-    attention(q.cview(), ks.cview(), vs.cview(), out.view, opt);
+    run(out.view, opt);
 
     const std::string what = std::string(var.scalar ? "scalar" : "simd") + " threads " + std::to_string(var.threads);
     const double err = max_abs_diff(out.view, ref.view);
@@ -244,9 +262,21 @@ std::vector<decode_case> dim_cases() {
   return cases;
 }
 
+/// The same cases with K in key blocks.
+std::vector<decode_case> with_key_blocks(std::vector<decode_case> cases) {
+  for (decode_case& c : cases) c.key_blocks = true;
+  return cases;
+}
+
 INSTANTIATE_TEST_SUITE_P(shapes, decode_test, ::testing::ValuesIn(shape_cases()), case_name);
 INSTANTIATE_TEST_SUITE_P(masks, decode_test, ::testing::ValuesIn(mask_cases()), case_name);
 INSTANTIATE_TEST_SUITE_P(dims, decode_test, ::testing::ValuesIn(dim_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(key_blocks_shapes, decode_test, ::testing::ValuesIn(with_key_blocks(shape_cases())),
+                         case_name);
+INSTANTIATE_TEST_SUITE_P(key_blocks_masks, decode_test, ::testing::ValuesIn(with_key_blocks(mask_cases())),
+                         case_name);
+INSTANTIATE_TEST_SUITE_P(key_blocks_dims, decode_test, ::testing::ValuesIn(with_key_blocks(dim_cases())),
+                         case_name);
 
 // The other kernels take 16-bit K/V too (widened through float, like the oracle).
 template <class S>

@@ -16,10 +16,14 @@
 #include <headwise/headwise.hpp>
 
 // HWTEST_KERNEL_INSTANCES(extern) declares, HWTEST_KERNEL_INSTANCES() defines, the three
-// kernel entries for each (compute type, K/V type) pair attention() accepts.
+// kernel entries for each (compute type, K/V type) pair attention() accepts (decode also
+// with K in key blocks).
 #define HWTEST_KERNEL_ENTRIES(EXTERN, T, S)                                                                  \
-  EXTERN template void headwise::kernels::decode_attention<T, S>(                                            \
+  EXTERN template void headwise::kernels::decode_attention<T, S, tensor_view<const S>>(                     \
       const tensor_view<const T>&, const tensor_view<const S>&, const tensor_view<const S>&,                 \
+      const tensor_view<T>&, const tensor_view<float>&, const detail::score_rules<T>&, unsigned, bool);      \
+  EXTERN template void headwise::kernels::decode_attention<T, S, key_blocks_view<const S>>(                  \
+      const tensor_view<const T>&, const key_blocks_view<const S>&, const tensor_view<const S>&,             \
       const tensor_view<T>&, const tensor_view<float>&, const detail::score_rules<T>&, unsigned, bool);      \
   EXTERN template void headwise::kernels::flash_attention<T, S, S>(                                          \
       const tensor_view<const T>&, const tensor_view<const S>&, const tensor_view<const S>&,                 \

@@ -1,7 +1,8 @@
 // Tests of kv_cache (kv_cache.hpp): a prefill followed by decode steps, each with
 // bottom-right causal attention over the cache, equals one causal attention over
-// the whole sequence; appending past the capacity throws and changes nothing; the
-// buffers start on a cache line (decode streams their rows line by line).
+// the whole sequence, with K in rows and in key blocks; appending past the capacity
+// throws and changes nothing; a key-block cache holds the same keys as a row cache;
+// the buffers start on a cache line (decode streams their rows line by line).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -24,13 +25,13 @@ V seq_slice(const V& t, std::size_t begin, std::size_t end) {
            t.seq_stride());
 }
 
-template <class S>
+template <class S, kv_layout L = kv_layout::rows>
 void check_prefill_then_steps() {
   tensor<float> q(2, Hq, T, D, layout::bshd), k(2, Hkv, T, D, layout::bshd), v(2, Hkv, T, Dv, layout::bshd);
   fill_uniform(q, 1);
   fill_uniform(k, 2);
   fill_uniform(v, 3);
-  kv_cache<S> cache(2, Hkv, T + 3, D, Dv);
+  kv_cache<S, L> cache(2, Hkv, T + 3, D, Dv);
 
   // The oracle: causal attention of all T queries over K/V as the cache stores them.
   tensor<S> ks(2, Hkv, T, D), vs(2, Hkv, T, Dv);
@@ -62,6 +63,41 @@ TEST(kv_cache, prefill_then_decode_steps_equal_full_causal_attention) {
   check_prefill_then_steps<float>();
   check_prefill_then_steps<half>();
   check_prefill_then_steps<bfloat16>();
+  check_prefill_then_steps<float, kv_layout::key_blocks>();
+  check_prefill_then_steps<half, kv_layout::key_blocks>();
+  check_prefill_then_steps<bfloat16, kv_layout::key_blocks>();
+}
+
+TEST(kv_cache, key_blocks_hold_the_keys_of_a_row_cache) {
+  // capacity 37: three blocks, the last one part padding; appends of 5, 16 and 12
+  // tokens start and end inside blocks
+  kv_cache<half> rows(2, 3, 37, 6, 4);
+  kv_cache<half, kv_layout::key_blocks> blocks(2, 3, 37, 6, 4);
+  std::size_t seed = 20;
+  for (std::size_t n : {5u, 16u, 12u}) {
+    tensor<float> k(2, 3, n, 6, layout::bshd), v(2, 3, n, 4);
+    fill_uniform(k, ++seed);
+    fill_uniform(v, ++seed);
+    rows.append(k.cview(), v.cview());
+    blocks.append(k.cview(), v.cview());
+    const tensor_view<const half> kr = rows.keys();
+    const key_blocks_view<const half> kb = blocks.keys();
+    ASSERT_EQ(kb.seq(), kr.seq());
+    ASSERT_EQ(kb.blocks(), (kr.seq() + 15) / 16);
+    for (std::size_t b = 0; b < 2; ++b)
+      for (std::size_t h = 0; h < 3; ++h)
+        for (std::size_t s = 0; s < kr.seq(); ++s)
+          for (std::size_t d = 0; d < 6; ++d)
+            ASSERT_EQ(kb(b, h, s, d).bits, kr(b, h, s, d).bits) << b << " " << h << " " << s << " " << d;
+    EXPECT_EQ(0, std::memcmp(rows.values().data(), blocks.values().data(), 2 * 3 * 37 * 4 * sizeof(half)));
+  }
+  // past the capacity: an error, and the blocks unchanged
+  const key_blocks_view<const half> kb = blocks.keys();
+  const std::vector<half> before(kb.data(), kb.data() + key_blocks_elements(2, 3, 37, 6));
+  tensor<float> k(2, 3, 5, 6), v(2, 3, 5, 4);
+  EXPECT_THROW(blocks.append(k.cview(), v.cview()), error);
+  EXPECT_EQ(blocks.size(), 33u);
+  EXPECT_EQ(0, std::memcmp(before.data(), kb.data(), before.size() * sizeof(half)));
 }
 
 TEST(kv_cache, appending_past_capacity_throws_and_leaves_the_cache_unchanged) {

@@ -325,6 +325,13 @@ TEST_P(mha, prefill_then_decode_steps_equal_full_forward) {
   EXPECT_TRUE(err <= 2 * tol) << "prefill + steps vs full forward: " << err << " > " << 2 * tol;
   EXPECT_TRUE(max_diff(stepped, want.y) <= tol);
   EXPECT_THROW(layer.step(x.row(0), stepped.row(0), cache), error) << "the cache is full";
+
+  // the same with K cached in key blocks (the steps' decode reads them directly)
+  kv_cache<float, kv_layout::key_blocks> blocks(1, c.kv_heads, std::size_t(c.tokens), c.dim);
+  row_matrix<float> stepped_blocks(x.rows(), x.cols());
+  layer.prefill(x.topRows(prompt), stepped_blocks.topRows(prompt), blocks);
+  for (Eigen::Index t = prompt; t < c.tokens; ++t) layer.step(x.row(t), stepped_blocks.row(t), blocks);
+  EXPECT_TRUE(max_diff(stepped_blocks, want.y) <= tol) << "key-block cache";
 }
 
 TEST_P(mha, decode_with_half_cache_stays_within_the_half_rounding_bound) {

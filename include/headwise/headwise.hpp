@@ -11,6 +11,7 @@
 #include "headwise/diagnostics.hpp"
 #include "headwise/heatmap.hpp"
 #include "headwise/merge.hpp"
+#include "headwise/key_blocks.hpp"
 #include "headwise/kv_cache.hpp"
 #include "headwise/rope.hpp"
 // Eigen-based (link headwise::eigen, include directly): <headwise/eigen.hpp>,

@@ -180,17 +180,18 @@ score_extents check_scores(const char* where, const tensor_view<TQ>& q, const te
 }
 
 /// All the rules of options.hpp for attention(q, k, v, out, options).
-template <class TQ, class TK, class TV, class TO>
-void check_attention(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
-                     const tensor_view<TV>& v, const tensor_view<TO>& out,
-                     const attention_options& opt) {
-  const score_extents e = check_scores(where, q, k, opt);
+/// The rules of check_attention beyond the scores': v, out and aliasing, given the
+/// extents check_scores found and k's heads and keys.
+template <class TQ, class TV, class TO>
+void check_values_and_outputs(const char* where, const score_extents& e, const tensor_view<TQ>& q,
+                              std::size_t k_heads, std::size_t k_seq, const tensor_view<TV>& v,
+                              const tensor_view<TO>& out) {
   const extent ev = check_view(where, "v", v), eo = check_view(where, "out", out);
   if (v.dim() == 0) fail(where, "v.dim() (Dv) must be >= 1 (got 0)");
   expect_equal(where, "v.batch() must equal q.batch()", q.batch(), v.batch());
   expect_equal(where, "out.batch() must equal q.batch()", q.batch(), out.batch());
-  expect_equal(where, "v.heads() must equal k.heads() (Hkv)", k.heads(), v.heads());
-  expect_equal(where, "v.seq() must equal k.seq() (Nk)", k.seq(), v.seq());
+  expect_equal(where, "v.heads() must equal k.heads() (Hkv)", k_heads, v.heads());
+  expect_equal(where, "v.seq() must equal k.seq() (Nk)", k_seq, v.seq());
   expect_equal(where, "out.heads() must equal q.heads() (Hq)", q.heads(), out.heads());
   expect_equal(where, "out.seq() must equal q.seq() (Nq)", q.seq(), out.seq());
   expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
@@ -203,6 +204,13 @@ void check_attention(const char* where, const tensor_view<TQ>& q, const tensor_v
       fail(where, "options.lse overlaps the memory of ", name, "; outputs must not alias inputs");
   }
   if (eo.overlaps(e.lse)) fail(where, "options.lse overlaps the memory of out");
+}
+
+template <class TQ, class TK, class TV, class TO>
+void check_attention(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
+                     const tensor_view<TV>& v, const tensor_view<TO>& out,
+                     const attention_options& opt) {
+  check_values_and_outputs(where, check_scores(where, q, k, opt), q, k.heads(), k.seq(), v, out);
 }
 
 }  // namespace headwise::detail

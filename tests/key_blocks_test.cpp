@@ -1,0 +1,133 @@
+// Tests of key_blocks.hpp and of attention() with K in key blocks: the layout's
+// addressing, pack/unpack (round trip, zero padding, errors), the kernels other
+// than decode giving the bits of the row-major call (they run on a row-major copy),
+// and the argument checks over the blocks' whole storage. The decode kernel's
+// results with key blocks are checked against the oracle in decode_test.cpp.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using namespace hwtest;
+
+TEST(key_blocks, element_b_h_s_d_sits_in_block_s_over_16_at_d_times_16_plus_s_mod_16) {
+  constexpr std::size_t B = 2, H = 3, S = 21, D = 5;
+  std::vector<int> data(key_blocks_elements(B, H, S, D));
+  EXPECT_EQ(data.size(), B * H * 32 * D);
+  const key_blocks_view<int> kb = key_blocks_bhsd(data.data(), B, H, S, D);
+  EXPECT_EQ(kb.blocks(), 2u);
+  EXPECT_EQ(kb.head_stride(), std::ptrdiff_t(32 * D));
+  EXPECT_EQ(kb.batch_stride(), std::ptrdiff_t(H * 32 * D));
+  for (std::size_t b = 0; b < B; ++b)
+    for (std::size_t h = 0; h < H; ++h)
+      for (std::size_t s = 0; s < S; ++s)
+        for (std::size_t d = 0; d < D; ++d)
+          EXPECT_EQ(&kb(b, h, s, d) - data.data(),
+                    std::ptrdiff_t((b * H + h) * 32 * D + s / 16 * 16 * D + d * 16 + s % 16));
+  const tensor_view<int> st = kb.storage();
+  EXPECT_EQ(st.seq(), 32u);
+  EXPECT_EQ(&st(1, 2, 31, 4), &data.back());
+}
+
+TEST(key_blocks, pack_then_unpack_round_trips_and_pads_with_zeros) {
+  tensor<float> k(2, 3, 37, 7, layout::bshd), back(2, 3, 37, 7);
+  fill_uniform(k, 1);
+  std::vector<float> data(key_blocks_elements(2, 3, 37, 7), 5.0f);
+  const key_blocks_view<float> kb = key_blocks_bhsd(data.data(), 2, 3, 37, 7);
+  pack_key_blocks(k.cview(), kb);
+  for (std::size_t b = 0; b < 2; ++b)
+    for (std::size_t h = 0; h < 3; ++h)
+      for (std::size_t s = 37; s < 48; ++s)
+        for (std::size_t d = 0; d < 7; ++d) EXPECT_EQ(kb(b, h, s, d), 0.0f);
+  unpack_key_blocks(key_blocks_view<const float>(kb), back.view);
+  EXPECT_EQ(max_abs_diff(back.view, k.view), 0.0);
+}
+
+TEST(key_blocks, pack_and_unpack_reject_other_shapes_and_overlap) {
+  tensor<half> k(1, 2, 20, 4);
+  std::vector<half> data(key_blocks_elements(1, 2, 20, 4));
+  EXPECT_THROW(pack_key_blocks(k.cview(), key_blocks_bhsd(data.data(), 1, 2, 19, 4)), error);
+  EXPECT_THROW(pack_key_blocks(k.cview(), key_blocks_bhsd(data.data(), 1, 1, 20, 4)), error);
+  EXPECT_THROW(unpack_key_blocks(key_blocks_bhsd<const half>(data.data(), 1, 2, 20, 5), k.view), error);
+  // blocks over the rows' own memory
+  EXPECT_THROW(pack_key_blocks(k.cview(), key_blocks_bhsd(k.storage.data(), 1, 1, 8, 1)), error);
+  EXPECT_THROW(pack_key_blocks(k.cview(), key_blocks_bhsd<half>(nullptr, 1, 2, 20, 4)), error);
+}
+
+struct case_kb {
+  std::size_t Hq, Hkv, Nq, Nk, D;
+};
+
+/// Every kernel with K in key blocks against the same call with K in rows: bitwise
+/// for plain and flash (a row-major copy), within the oracle's tolerance for decode.
+template <class S>
+void check_kernels(const case_kb& c) {
+  tensor<float> q(2, c.Hq, c.Nq, c.D, layout::bshd), kf(2, c.Hkv, c.Nk, c.D), v(2, c.Hkv, c.Nk, c.D);
+  fill_uniform(q, 3);
+  fill_uniform(kf, 4);
+  fill_uniform(v, 5);
+  tensor<S> k(2, c.Hkv, c.Nk, c.D), vs(2, c.Hkv, c.Nk, c.D);
+  for (std::size_t b = 0; b < 2; ++b)
+    for (std::size_t h = 0; h < c.Hkv; ++h)
+      for (std::size_t s = 0; s < c.Nk; ++s)
+        for (std::size_t d = 0; d < c.D; ++d) {
+          k(b, h, s, d) = static_cast<S>(kf.view(b, h, s, d));
+          vs(b, h, s, d) = static_cast<S>(v.view(b, h, s, d));
+        }
+  std::vector<S> data(key_blocks_elements(2, c.Hkv, c.Nk, c.D));
+  const key_blocks_view<S> kb = key_blocks_bhsd(data.data(), 2, c.Hkv, c.Nk, c.D);
+  pack_key_blocks(k.cview(), kb);
+  const double tol = attention_tolerance<float>(c.D, c.Nk, 1 / std::sqrt(double(c.D)), 1, 1, 1);
+  for (kernel_mode mode : {kernel_mode::automatic, kernel_mode::plain, kernel_mode::flash, kernel_mode::decode}) {
+    attention_options opt;
+    opt.causal = causal_mode::bottom_right;
+    opt.kernel = mode;
+    tensor<float> rows(2, c.Hq, c.Nq, c.D), blocks(2, c.Hq, c.Nq, c.D);
+    attention(q.cview(), k.cview(), vs.cview(), rows.view, opt);
+    attention(q.cview(), key_blocks_view<const S>(kb), vs.cview(), blocks.view, opt);
+    const bool decodes = mode == kernel_mode::decode ||
+                         (mode == kernel_mode::automatic && kernels::decode_preferred(c.Nq, c.Hq / c.Hkv));
+    const double err = max_abs_diff(blocks.view, rows.view);
+    if (decodes)
+      EXPECT_TRUE(err <= tol) << "mode " << int(mode) << ": " << err << " > " << tol;
+    else
+      EXPECT_EQ(err, 0.0) << "mode " << int(mode) << " runs on a row-major copy: the same bits";
+  }
+}
+
+TEST(key_blocks, every_kernel_takes_them) {
+  for (const case_kb& c : {case_kb{4, 2, 1, 70, 24}, case_kb{4, 2, 40, 70, 24}, case_kb{8, 1, 3, 17, 64}}) {
+    check_kernels<float>(c);
+    check_kernels<half>(c);
+  }
+}
+
+TEST(key_blocks, attention_checks_the_blocks_whole_storage) {
+  tensor<float> q(1, 2, 1, 8), v(1, 2, 20, 8);
+  std::vector<float> data(key_blocks_elements(1, 2, 20, 8) + 8 * 2);
+  const key_blocks_view<const float> kb = key_blocks_bhsd<const float>(data.data(), 1, 2, 20, 8);
+  // out inside the padding of head 1's last block: it overlaps k's memory
+  float* padding = data.data() + key_blocks_elements(1, 2, 20, 8) - 8;
+  EXPECT_THROW(attention(q.cview(), kb, v.cview(), bhsd(padding, 1, 2, 1, 8)), error);
+  // out just past the storage: fine
+  std::vector<float> out(16);
+  attention(q.cview(), kb, v.cview(), bhsd(data.data() + key_blocks_elements(1, 2, 20, 8), 1, 2, 1, 8));
+  attention(q.cview(), kb, v.cview(), bhsd(out.data(), 1, 2, 1, 8));
+  // the usual shape and pointer rules
+  EXPECT_THROW(attention(q.cview(), key_blocks_bhsd<const float>(data.data(), 1, 2, 21, 8), v.cview(),
+                         bhsd(out.data(), 1, 2, 1, 8)),
+               error);
+  EXPECT_THROW(attention(q.cview(), key_blocks_bhsd<const float>(nullptr, 1, 2, 20, 8), v.cview(),
+                         bhsd(out.data(), 1, 2, 1, 8)),
+               error);
+  EXPECT_THROW(attention(q.cview(), key_blocks_view<const float>(data.data(), 1, 2, 20, 8, 0, -1), v.cview(),
+                         bhsd(out.data(), 1, 2, 1, 8)),
+               error);
+}
+
+}  // namespace
