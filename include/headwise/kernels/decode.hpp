@@ -26,7 +26,7 @@
 //     chunk (online_softmax.hpp; the chunk's exact max, so O is never rescaled);
 //     pass 2 O = P·V in strips of R rows × 4 packs (2 with 16 registers) held in
 //     registers over groups of decode_pv_keys V rows. Both passes request every
-//     line of their stream as a stream_plan chosen per core says: by default
+//     line of their stream as a stream_plan chosen per core says (decode_stream.hpp): by default
 //     (measured on Zen 5 and a Xeon) 3 KiB ahead of the row they read (the end of
 //     pass 1 requests the start of pass 2), plus one line per 4 KiB page
 //     decode_touch_rows further on, which starts the hardware's streaming early
@@ -64,10 +64,10 @@
 #include <vector>
 
 #include "headwise/detail/aligned_allocator.hpp"
-#include "headwise/detail/cpu_model.hpp"
 #include "headwise/detail/parallel.hpp"
 #include "headwise/detail/score_rules.hpp"
 #include "headwise/key_blocks.hpp"
+#include "headwise/kernels/decode_stream.hpp"
 #include "headwise/kernels/online_softmax.hpp"
 #include "headwise/merge.hpp"
 #include "headwise/simd/convert.hpp"
@@ -97,41 +97,6 @@ inline constexpr std::size_t decode_block_keys(std::size_t row_bytes) {
   const std::size_t keys = decode_block_bytes / std::max<std::size_t>(row_bytes, 1);
   return std::clamp<std::size_t>(keys / decode_pv_keys * decode_pv_keys, decode_pv_keys, 4 * decode_pv_keys);
 }
-
-/// How each pass of a chunk requests its stream of K (then V) rows: every line
-/// prefetch_bytes ahead of the row it reads (0: the rows of the tile about to read
-/// them) and, with touch_pages, one line per 4 KiB page decode_touch_rows beyond
-/// that, which starts the hardware's streaming early. What works depends on the
-/// core's prefetchers, so the plan is chosen per core (docs/decode-notes.md):
-///   - default (measured on Zen 5 and an AVX-512 Xeon): 3 KiB ahead, 6 fp32 or 12
-///     fp16 rows at d 128 (4 to 32 rows measured; without requests fp32 steps ran
-///     1.5× slower), and page touches (fp32 25-28% faster, fp16 5-20%).
-///   - Zen 4: the tile's own rows, in address order, and no touches. Its prefetchers
-///     lose a stream whose lines are first read out of order, as the score tile reads
-///     them (pack d of 4 rows, then pack d + 1): a bare 256 MiB stream read in that
-///     order ran at 9 GB/s against 27 in address order, and 25 when each tile's lines
-///     were first requested in address order. Any look-ahead (0.5-3 KiB), or the page
-///     touches, made fp32 steps slower; fp32 B1 Nk 32768 steps ran 1.6-2.0× faster
-///     with this plan than with the default, and 1.9× faster than with no requests.
-struct stream_plan {
-  std::size_t prefetch_bytes;
-  bool touch_pages;
-
-  /// Rows of row_bytes each that the look-ahead spans: 0, or at least 1.
-  std::size_t ahead_rows(std::size_t row_bytes) const {
-    return prefetch_bytes == 0 ? 0 : std::max<std::size_t>(1, prefetch_bytes / std::max<std::size_t>(row_bytes, 1));
-  }
-};
-
-inline stream_plan decode_stream_plan(detail::cpu_core core) {
-  return core == detail::cpu_core::amd_zen4 ? stream_plan{0, false} : stream_plan{3072, true};
-}
-
-/// Rows beyond the look-ahead at which each pass touches one line per 4 KiB page of
-/// the stream, where the plan touches pages. Measured on Zen 5 (B1/B4 Nk 32768, 1
-/// and 2 threads, alternating with the previous kernel): 96 rows ran ~8% slower than
-/// 32 for fp32.
-inline constexpr std::size_t decode_touch_rows = 32;
 
 /// Query rows per sweep over a chunk: the sweep's scores for the whole chunk stay in
 /// L2 (32 · 1024 · 4 B = 128 KiB at most; 16 KiB at G = 4).
@@ -176,62 +141,6 @@ using value_t = typename simd::ops<P>::value_type;
 /// + 4 K per 16 FMAs); pinned, fp16 steps in L3 ran ~8% faster (Zen 5).
 template <class P, class S>
 inline constexpr bool pin_loads = std::is_same_v<S, value_t<P>>;
-
-/// One chunk's K/V as the kernel reads it: K rows 0..n-1 (pass 1), then V rows
-/// 0..n-1 (pass 2). request(p0, p1) asks for every 64-byte line of the stream's rows
-/// [p0, p1) that exist, so each pass requests the rows ahead of the ones it reads
-/// and the end of pass 1 requests the start of pass 2.
-template <class S>
-struct chunk_stream {
-  const S* k = nullptr;
-  const S* v = nullptr;
-  std::ptrdiff_t k_stride = 0, v_stride = 0;
-  std::size_t n = 0, k_bytes = 0, v_bytes = 0;  // rows of each; bytes per row
-  std::size_t k_page = page_rows(k_stride), v_page = page_rows(v_stride);  // rows per touch
-
-  /// Requests one line in every 4 KiB of stream rows [p0, p1): the rows at multiples
-  /// of a page's worth of rows.
-  void touch_pages(std::size_t p0, std::size_t p1) const {
-    p1 = std::min(p1, 2 * n);
-    for (std::size_t p = round_up_pow2(p0, k_page); p < std::min(p1, n); p += k_page)
-      simd::prefetch(k + std::ptrdiff_t(p) * k_stride);
-    for (std::size_t p = round_up_pow2(std::max(p0, n) - n, v_page); p + n < p1; p += v_page)
-      simd::prefetch(v + std::ptrdiff_t(p) * v_stride);
-  }
-
-  void request(std::size_t p0, std::size_t p1) const {
-    p1 = std::min(p1, 2 * n);
-    if (p0 < n) rows(k, k_stride, k_bytes, p0, std::min(p1, n));
-    if (p1 > n) rows(v, v_stride, v_bytes, std::max(p0, n) - n, p1 - n);
-  }
-
-  /// Every line of rows [r0, r1) of x: one run of lines when the rows are contiguous.
-  static void rows(const S* x, std::ptrdiff_t stride, std::size_t bytes, std::size_t r0, std::size_t r1) {
-    if (r0 >= r1) return;
-    if (std::size_t(stride) * sizeof(S) == bytes)
-      lines(x + std::ptrdiff_t(r0) * stride, (r1 - r0) * bytes);
-    else
-      for (std::size_t r = r0; r < r1; ++r) lines(x + std::ptrdiff_t(r) * stride, bytes);
-  }
-
-  /// Rows per touch: the largest power of two of rows within 4 KiB (at least 1), so
-  /// every page of the stream gets a touch and finding the next needs no division.
-  static std::size_t page_rows(std::ptrdiff_t stride) {
-    const std::size_t rows = 4096 / std::max<std::size_t>(1, std::size_t(stride) * sizeof(S));
-    std::size_t p = 1;
-    while (2 * p <= rows) p *= 2;
-    return p;
-  }
-  static std::size_t round_up_pow2(std::size_t x, std::size_t pow2) { return (x + pow2 - 1) & ~(pow2 - 1); }
-
-  /// Every cache line that [row, row + bytes) touches, also when row is not line aligned.
-  static void lines(const S* row, std::size_t bytes) {
-    const auto first = reinterpret_cast<std::uintptr_t>(row);
-    const std::uintptr_t end = first + bytes;
-    for (std::uintptr_t a = first & ~std::uintptr_t(63); a < end; a += 64)
-      simd::prefetch(reinterpret_cast<const void*>(a));
-  }
-};
 
 /// s[r·lds + j] = q_r · k_j for R query rows (stride ldq) and keys j < n of K in
 /// key blocks (key_blocks.hpp) from block k0 on; stores whole blocks, so up to
@@ -484,9 +393,8 @@ void run(const tensor_view<const T>& q, const KV& k, const tensor_view<const S>&
     char* visible = pool[w].visible.data();
     // Key blocks are read whole: the span starts on one (the keys before its first
     // visible one are hidden like any invisible key).
-    const chunk_span cs = {blocked ? chunks[ci].begin / std::int64_t(key_block_keys) * std::int64_t(key_block_keys)
-                                   : chunks[ci].begin,
-                           chunks[ci].end};
+    constexpr auto block = std::int64_t(key_block_keys);
+    const chunk_span cs = {blocked ? chunks[ci].begin / block * block : chunks[ci].begin, chunks[ci].end};
     const std::size_t n = std::size_t(cs.end - cs.begin), npad = (n + W - 1) / W * W;
     const S* k0;
     std::ptrdiff_t ks;  // K elements per key: the stream's rows (contiguous in key blocks)
