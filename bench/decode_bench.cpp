@@ -217,26 +217,21 @@ int register_all() {
         // DRAM-bound rows swing with the neighbours' memory traffic: best of
         // dram_repetitions, like the bandwidth row they are divided by.
         const int repetitions = N >= 32768 ? dram_repetitions : 1;
-        benchmark::RegisterBenchmark(("decode/headwise_f32" + shape).c_str(), bm_decode<float>,
-                                     kernel_mode::decode, B, N, t, false)
-            ->UseRealTime()
-            ->Unit(benchmark::kMillisecond)
-            ->Repetitions(repetitions);
-        benchmark::RegisterBenchmark(("decode/headwise_f16" + shape).c_str(), bm_decode<half>,
-                                     kernel_mode::decode, B, N, t, false)
-            ->UseRealTime()
-            ->Unit(benchmark::kMillisecond)
-            ->Repetitions(repetitions);
-        benchmark::RegisterBenchmark(("decode/headwise_f32_kblocks" + shape).c_str(), bm_decode<float>,
-                                     kernel_mode::decode, B, N, t, true)
-            ->UseRealTime()
-            ->Unit(benchmark::kMillisecond)
-            ->Repetitions(repetitions);
-        benchmark::RegisterBenchmark(("decode/headwise_f16_kblocks" + shape).c_str(), bm_decode<half>,
-                                     kernel_mode::decode, B, N, t, true)
-            ->UseRealTime()
-            ->Unit(benchmark::kMillisecond)
-            ->Repetitions(repetitions);
+        using decode_fn = void (*)(benchmark::State&, kernel_mode, std::size_t, std::size_t, unsigned, bool);
+        const struct {
+          const char* impl;
+          decode_fn fn;
+          bool key_blocks;
+        } impls[] = {{"headwise_f32", bm_decode<float>, false},
+                     {"headwise_f16", bm_decode<half>, false},
+                     {"headwise_f32_kblocks", bm_decode<float>, true},
+                     {"headwise_f16_kblocks", bm_decode<half>, true}};
+        for (const auto& i : impls)
+          benchmark::RegisterBenchmark(("decode/" + std::string(i.impl) + shape).c_str(), i.fn, kernel_mode::decode,
+                                       B, N, t, i.key_blocks)
+              ->UseRealTime()
+              ->Unit(benchmark::kMillisecond)
+              ->Repetitions(repetitions);
         if (N <= 4096)
           benchmark::RegisterBenchmark(("decode/plain_f32" + shape).c_str(), bm_decode<float>,
                                        kernel_mode::plain, B, N, t, false)

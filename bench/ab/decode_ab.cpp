@@ -32,6 +32,8 @@
 #include <string>
 #include <vector>
 
+#include <headwise/storage.hpp>  // this checkout's: only to round the fp16 test data
+
 extern "C" {
 void decode_ab_step_A(int, const float*, const void*, const void*, float*, std::size_t, std::size_t, unsigned, bool);
 void decode_ab_step_B(int, const float*, const void*, const void*, float*, std::size_t, std::size_t, unsigned, bool);
@@ -58,16 +60,6 @@ struct huge_buffer {
   huge_buffer& operator=(const huge_buffer&) = delete;
   ~huge_buffer() { std::free(p); }
 };
-
-/// IEEE binary16 of x for |x| < 1, rounding toward zero (test data only).
-std::uint16_t to_half(float x) {
-  std::uint32_t b;
-  std::memcpy(&b, &x, 4);
-  const std::uint32_t sign = (b >> 16) & 0x8000;
-  const int e = int((b >> 23) & 0xff) - 127 + 15;
-  if (e <= 0) return std::uint16_t(sign);
-  return std::uint16_t(sign | (std::uint32_t(e) << 10) | ((b >> 13) & 0x3ff));
-}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -183,8 +175,8 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < elems; ++i) {
       k32[i] = rnd();
       v32[i] = rnd();
-      k16[i] = to_half(k32[i]);
-      v16[i] = to_half(v32[i]);
+      k16[i] = headwise::half(k32[i]).bits;
+      v16[i] = headwise::half(v32[i]).bits;
     }
   }
   std::vector<float> q(B * 32 * 128), out(B * 32 * 128);
