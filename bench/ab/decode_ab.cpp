@@ -10,8 +10,10 @@
 // measurements seconds apart.
 //
 //   decode_ab [--threads T] [--batch B] [--kv N] [--rounds R] [--types f32,f16]
-//             [--compute-only] [--probe]
+//             [--compute-only] [--probe] [--kblocks]
 //     --compute-only  K/V views with seq stride 0: every key is one L1-resident row
+//     --kblocks       K read in key blocks (key_blocks.hpp; both sides must have them,
+//                     N a multiple of 16, not with --compute-only)
 //     --probe         before each round, time the core's FMA rate and a plain read
 //                     of one K/V copy, and print them per round: a round whose FMA
 //                     rate is low ran on a shared core (its steps run up to 2× slow)
@@ -35,14 +37,16 @@
 #include <headwise/storage.hpp>  // this checkout's: only to round the fp16 test data
 
 extern "C" {
-void decode_ab_step_A(int, const float*, const void*, const void*, float*, std::size_t, std::size_t, unsigned, bool);
-void decode_ab_step_B(int, const float*, const void*, const void*, float*, std::size_t, std::size_t, unsigned, bool);
+bool decode_ab_step_A(int, const float*, const void*, const void*, float*, std::size_t, std::size_t, unsigned, bool,
+                      bool);
+bool decode_ab_step_B(int, const float*, const void*, const void*, float*, std::size_t, std::size_t, unsigned, bool,
+                      bool);
 }
 
 namespace {
 
-using step_fn = void (*)(int, const float*, const void*, const void*, float*, std::size_t, std::size_t, unsigned,
-                         bool);
+using step_fn = bool (*)(int, const float*, const void*, const void*, float*, std::size_t, std::size_t, unsigned,
+                         bool, bool);
 
 struct huge_buffer {
   void* p = nullptr;
@@ -126,7 +130,7 @@ double median(std::vector<double> x) {
 [[noreturn]] void usage() {
   std::fprintf(stderr,
                "usage: decode_ab [--threads T] [--batch B] [--kv N] [--rounds R] [--types f32,f16]"
-               " [--compute-only] [--probe]\n");
+               " [--compute-only] [--probe] [--kblocks]\n");
   std::exit(2);
 }
 
@@ -136,7 +140,7 @@ int main(int argc, char** argv) {
   unsigned threads = 1;
   std::size_t B = 1, N = 32768;
   int rounds = 8;
-  bool f32 = true, f16 = true, compute_only = false, probe = false;
+  bool f32 = true, f16 = true, compute_only = false, probe = false, kblocks = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : (usage(), nullptr); };
@@ -150,9 +154,14 @@ int main(int argc, char** argv) {
       f16 = t.find("f16") != std::string::npos;
     } else if (a == "--compute-only") compute_only = true;
     else if (a == "--probe") probe = true;
+    else if (a == "--kblocks") kblocks = true;
     else usage();
   }
   if (threads == 0 || B == 0 || N == 0 || rounds < 1 || !(f32 || f16)) usage();
+  if (kblocks && (N % 16 != 0 || compute_only)) {
+    std::fprintf(stderr, "decode_ab: --kblocks needs --kv a multiple of 16 and no --compute-only\n");
+    return 2;
+  }
 
   const std::size_t elems = B * 8 * N * 128, f32_bytes = 2 * elems * sizeof(float);
   const std::size_t want = std::max(std::size_t(1) << 30, 2 * llc_bytes());
@@ -204,7 +213,10 @@ int main(int argc, char** argv) {
           const void* k = type == 0 ? kf[c]->p : kh[c]->p;
           const void* v = type == 0 ? vf[c]->p : vh[c]->p;
           const auto t0 = std::chrono::steady_clock::now();
-          steps[side](type, q.data(), k, v, out.data(), B, N, threads, compute_only);
+          if (!steps[side](type, q.data(), k, v, out.data(), B, N, threads, compute_only, kblocks)) {
+            std::fprintf(stderr, "decode_ab: side %c's tree has no key blocks\n", "AB"[side]);
+            return 2;
+          }
           b = std::min(b, seconds_since(t0) * 1e3);
           c = (c + 1) % copies;
         }
@@ -213,8 +225,8 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("decode B%zu Hq32 Hkv8 d128 N%zu, %u thread(s), %d rounds%s, %zu K/V copies\n", B, N, threads,
-              rounds, compute_only ? ", compute only" : "", copies);
+  std::printf("decode B%zu Hq32 Hkv8 d128 N%zu, %u thread(s), %d rounds%s%s, %zu K/V copies\n", B, N, threads,
+              rounds, compute_only ? ", compute only" : "", kblocks ? ", K in key blocks" : "", copies);
   if (probe) {
     std::printf("round      ");
     for (int r = 0; r < rounds; ++r) std::printf(" %6d", r);

@@ -6,7 +6,9 @@
 // The shape is the bench's decode shape: Hq 32, Hkv 8, d 128, one query token,
 // bottom-right causal, K/V [B, 8, N, 128] in float (type 0) or half (type 1).
 // With seq_stride_zero every key is the same K/V row (in L1), so the step times
-// its compute alone.
+// its compute alone. With key_blocks K is read as a key_blocks_view (key_blocks.hpp)
+// over the same bytes: the values differ from the row layout's, the bytes read and
+// their order are the kernel's; a tree without key blocks returns false.
 #include <cstddef>
 #include <type_traits>
 
@@ -18,9 +20,9 @@
 #define AB_CAT2(a, b) a##b
 #define AB_CAT(a, b) AB_CAT2(a, b)
 
-extern "C" void AB_CAT(decode_ab_step_, AB_SIDE)(int type, const float* q, const void* k, const void* v,
+extern "C" bool AB_CAT(decode_ab_step_, AB_SIDE)(int type, const float* q, const void* k, const void* v,
                                                  float* out, std::size_t B, std::size_t N, unsigned threads,
-                                                 bool seq_stride_zero) {
+                                                 bool seq_stride_zero, bool key_blocks) {
   using namespace headwise;
   constexpr std::size_t Hq = 32, Hkv = 8, d = 128;
   attention_options opt;
@@ -34,8 +36,18 @@ extern "C" void AB_CAT(decode_ab_step_, AB_SIDE)(int type, const float* q, const
     if (seq_stride_zero) return tensor_view<const E>(p, B, Hkv, N, d, Hkv * d, d, 0);
     return bhsd<const E>(p, B, Hkv, N, d);
   };
-  if (type == 0)
-    attention(qv, kv_view(static_cast<const float*>(k)), kv_view(static_cast<const float*>(v)), ov, opt);
-  else
-    attention(qv, kv_view(static_cast<const half*>(k)), kv_view(static_cast<const half*>(v)), ov, opt);
+  auto run = [&](const auto* kp, const auto* vp) {
+    if (!key_blocks) {
+      attention(qv, kv_view(kp), kv_view(vp), ov, opt);
+      return true;
+    }
+#if __has_include(<headwise/key_blocks.hpp>)
+    attention(qv, key_blocks_bhsd(kp, B, Hkv, N, d), kv_view(vp), ov, opt);
+    return true;
+#else
+    return false;
+#endif
+  };
+  return type == 0 ? run(static_cast<const float*>(k), static_cast<const float*>(v))
+                   : run(static_cast<const half*>(k), static_cast<const half*>(v));
 }
