@@ -130,4 +130,83 @@ TEST(key_blocks, attention_checks_the_blocks_whole_storage) {
                error);
 }
 
+/// Probabilities and statistics with K in key blocks are those of K in rows, bit for bit
+/// (they read a row-major copy), with the pruned head and GQA of a real cache.
+template <class S>
+void check_inspection() {
+  constexpr std::size_t B = 2, Hq = 4, Hkv = 2, Nq = 5, Nk = 37, D = 24;
+  tensor<float> q(B, Hq, Nq, D, layout::bshd), out(B, Hq, Nq, D);
+  tensor<S> k(B, Hkv, Nk, D), v(B, Hkv, Nk, D);
+  fill_uniform(q, 6, 2.0);
+  fill_uniform(k, 7, 2.0);
+  fill_uniform(v, 8);
+  std::vector<S> data(key_blocks_elements(B, Hkv, Nk, D));
+  const key_blocks_view<S> kb = key_blocks_bhsd(data.data(), B, Hkv, Nk, D);
+  pack_key_blocks(k.cview(), kb);
+  const key_blocks_view<const S> ckb = kb;
+  std::vector<float> lse(B * Hq * Nq), head_scale{1.f, 0.f, 1.f, 1.f};
+  std::vector<std::int32_t> tokens(Nk);
+  for (std::size_t j = 0; j < Nk; ++j) tokens[j] = std::int32_t(j % 5);
+  attention_options opt;
+  opt.causal = causal_mode::bottom_right;
+  opt.window_left = 9;
+  opt.sink_tokens = 2;
+  opt.head_scale = head_scale;
+  opt.lse = lse_view(lse.data(), B, Hq, Nq);
+  attention(q.cview(), k.cview(), v.cview(), out.view, opt);
+  statistics_options so;
+  so.tokens = tokens;
+
+  const auto rows_p = attention_probabilities(q.cview(), k.cview(), opt, 1, 2, 1, 4);
+  const auto blocks_p = attention_probabilities(q.cview(), ckb, opt, 1, 2, 1, 4);
+  EXPECT_EQ(blocks_p.values, rows_p.values);
+  EXPECT_EQ(head_probabilities(q.cview(), ckb, opt, 0, 3).values, head_probabilities(q.cview(), k.cview(), opt, 0, 3).values);
+  const auto rows_layer = layer_probabilities(q.cview(), k.cview(), opt, 1);
+  const auto blocks_layer = layer_probabilities(q.cview(), ckb, opt, 1);
+  ASSERT_EQ(blocks_layer.size(), Hq);
+  for (std::size_t h = 0; h < Hq; ++h) EXPECT_EQ(blocks_layer[h].values, rows_layer[h].values) << "head " << h;
+
+  const std::vector<head_statistics> rows_s = attention_statistics(q.cview(), k.cview(), opt, so);
+  const std::vector<head_statistics> blocks_s = attention_statistics(q.cview(), ckb, opt, so);
+  ASSERT_EQ(blocks_s.size(), rows_s.size());
+  for (std::size_t i = 0; i < rows_s.size(); ++i) {
+    EXPECT_EQ(blocks_s[i].rows, rows_s[i].rows);
+    EXPECT_EQ(blocks_s[i].mean_entropy, rows_s[i].mean_entropy);
+    EXPECT_EQ(blocks_s[i].induction, rows_s[i].induction);
+    EXPECT_EQ(blocks_s[i].received, rows_s[i].received);
+  }
+  EXPECT_EQ(rows_s[1].rows, 0u) << "head 1 is pruned";
+  EXPECT_GT(rows_s[0].rows, 0u);
+  EXPECT_EQ(head_redundancy(q.cview(), ckb, opt).js, head_redundancy(q.cview(), k.cview(), opt).js);
+}
+
+TEST(key_blocks, inspection_and_diagnostics_take_them) {
+  check_inspection<float>();
+  check_inspection<half>();
+}
+
+TEST(key_blocks, inspection_rejects_bad_blocks_naming_the_call) {
+  tensor<float> q(1, 2, 1, 8);
+  std::vector<float> lse(2);
+  attention_options opt;
+  opt.lse = lse_view(lse.data(), 1, 2, 1);
+  auto message = [](auto&& fn) {
+    try {
+      fn();
+    } catch (const error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const auto null_k = key_blocks_bhsd<const float>(nullptr, 1, 2, 20, 8);
+  EXPECT_NE(message([&] { attention_statistics(q.cview(), null_k, opt); }).find("attention_statistics"),
+            std::string::npos);
+  EXPECT_NE(message([&] { head_probabilities(q.cview(), null_k, opt, 0, 0); }).find("head_probabilities"),
+            std::string::npos);
+  EXPECT_NE(message([&] { head_redundancy(q.cview(), null_k, opt); }).find("head_redundancy"), std::string::npos);
+  std::vector<float> data(key_blocks_elements(1, 2, 20, 7));
+  const auto other_dim = key_blocks_bhsd<const float>(data.data(), 1, 2, 20, 7);
+  EXPECT_NE(message([&] { layer_probabilities(q.cview(), other_dim, opt, 0); }).find("k.dim()"), std::string::npos);
+}
+
 }  // namespace

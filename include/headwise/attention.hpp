@@ -94,10 +94,7 @@ void attention(const tensor_view<TQ>& q, const key_blocks_view<TK>& k, const ten
                                  opt.force_scalar);
     return;
   }
-  std::vector<S> rows(k.batch() * k.heads() * k.seq() * k.dim());
-  const tensor_view<S> rv = bhsd(rows.data(), k.batch(), k.heads(), k.seq(), k.dim());
-  unpack_key_blocks(k, rv);
-  attention(q, tensor_view<const S>(rv), v, out, opt);
+  attention(q, detail::key_rows<S>(k).view(), v, out, opt);
 }
 
 }  // namespace headwise

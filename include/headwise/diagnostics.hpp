@@ -5,6 +5,7 @@
 //   detect_collapse(stats, c)          → one collapse_verdict per (b, h)
 //   head_roles(stats, threshold)       → previous-token / duplicate-token / induction flags
 //   head_redundancy(q, k, opt)         → [Hq × Hq] Jensen–Shannon divergence, in bits
+//                                        (k in rows or in key blocks)
 //   prunable_heads(redundancy, stats)  → heads to prune, most redundant first
 //
 // Collapse: a head is collapsed when its rows are nearly one-hot on average
@@ -175,6 +176,14 @@ redundancy_report head_redundancy(const tensor_view<TQ>& q, const tensor_view<TK
       rep.rows[c * Hq + a] = rep.rows[e];
     }
   return rep;
+}
+
+/// head_redundancy with K in key blocks (key_blocks.hpp): on a row-major copy of K.
+template <class TQ, class TK>
+redundancy_report head_redundancy(const tensor_view<TQ>& q, const key_blocks_view<TK>& k,
+                                  const attention_options& opt) {
+  detail::check_view("head_redundancy", "k", k);
+  return head_redundancy(q, detail::key_rows(k).view(), opt);
 }
 
 struct prunable_head {

@@ -6,6 +6,7 @@
 //   head_probabilities(q, k, opt, b, h)               → the whole [Nq × Nk] of one head
 //   layer_probabilities(q, k, opt, b)                 → that for every head (asked for only)
 //   attention_statistics(q, k, opt, stats_opt)        → one head_statistics per (b, h)
+//   k may be in key blocks (key_blocks.hpp): each call then reads a row-major copy
 //
 // Probabilities come from the fast pass: attention() writes the LSE of every row
 // (options.lse), and p_ij = exp(s_ij − lse_i) needs only the logits of the rows
@@ -62,6 +63,7 @@
 #include "headwise/detail/checks.hpp"
 #include "headwise/detail/parallel.hpp"
 #include "headwise/detail/score_rules.hpp"
+#include "headwise/key_blocks.hpp"
 #include "headwise/options.hpp"
 #include "headwise/tensor.hpp"
 
@@ -345,6 +347,44 @@ std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, cons
   for (std::size_t task = 0; task < tasks; ++task) detail::add_sums(stats[task / blocks], sums[task]);
   for (head_statistics& st : stats) detail::finish_means(st);
   return stats;
+}
+
+// The functions above with K in key blocks (key_blocks.hpp, a kv_cache's keys()
+// with kv_layout::key_blocks): they read K by rows, so each call reads a row-major
+// copy of K (detail::key_rows), made once per call.
+
+template <class TQ, class TK>
+probability_matrix<std::remove_const_t<TQ>> attention_probabilities(
+    const tensor_view<TQ>& q, const key_blocks_view<TK>& k, const attention_options& opt, std::size_t batch,
+    std::size_t head, std::size_t row_begin, std::size_t row_end) {
+  detail::check_view("attention_probabilities", "k", k);
+  return attention_probabilities(q, detail::key_rows(k).view(), opt, batch, head, row_begin, row_end);
+}
+
+template <class TQ, class TK>
+probability_matrix<std::remove_const_t<TQ>> head_probabilities(const tensor_view<TQ>& q,
+                                                                const key_blocks_view<TK>& k,
+                                                                const attention_options& opt,
+                                                                std::size_t batch, std::size_t head) {
+  detail::check_view("head_probabilities", "k", k);
+  return head_probabilities(q, detail::key_rows(k).view(), opt, batch, head);
+}
+
+template <class TQ, class TK>
+std::vector<probability_matrix<std::remove_const_t<TQ>>> layer_probabilities(const tensor_view<TQ>& q,
+                                                                             const key_blocks_view<TK>& k,
+                                                                             const attention_options& opt,
+                                                                             std::size_t batch) {
+  detail::check_view("layer_probabilities", "k", k);
+  return layer_probabilities(q, detail::key_rows(k).view(), opt, batch);
+}
+
+template <class TQ, class TK>
+std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, const key_blocks_view<TK>& k,
+                                                  const attention_options& opt,
+                                                  const statistics_options& so = {}) {
+  detail::check_view("attention_statistics", "k", k);
+  return attention_statistics(q, detail::key_rows(k).view(), opt, so);
 }
 
 }  // namespace headwise

@@ -16,7 +16,8 @@
 // fp16 and fp32 (README).
 //
 // attention() takes a key_blocks_view in place of k; the decode kernel reads it
-// directly, every other kernel from a row-major copy made for the call.
+// directly, every other kernel from a row-major copy made for the call. So do the
+// probabilities and statistics of inspect.hpp and diagnostics.hpp.
 #pragma once
 
 #ifndef HEADWISE_INTERNAL
@@ -25,6 +26,7 @@
 
 #include <cstddef>
 #include <type_traits>
+#include <vector>
 
 #include "headwise/detail/checks.hpp"
 #include "headwise/tensor.hpp"
@@ -170,5 +172,34 @@ void unpack_key_blocks(const key_blocks_view<TB>& blocks, const tensor_view<T>& 
       for (std::size_t s = 0; s < rows.seq(); ++s)
         for (std::size_t d = 0; d < rows.dim(); ++d) rows(b, h, s, d) = blocks(b, h, s, d);
 }
+
+namespace detail {
+
+/// K of a (checked) key_blocks_view copied into dense rows that it owns, for the
+/// code that reads K by rows: the kernels other than decode, inspect.hpp and
+/// diagnostics.hpp. Nk·Dk element moves per kv head, small beside what they compute.
+template <class S>
+class key_rows {
+ public:
+  template <class TB>
+  explicit key_rows(const key_blocks_view<TB>& blocks)
+      : values_(blocks.batch() * blocks.heads() * blocks.seq() * blocks.dim()),
+        rows_(bhsd(values_.data(), blocks.batch(), blocks.heads(), blocks.seq(), blocks.dim())) {
+    unpack_key_blocks(blocks, rows_);
+  }
+  key_rows(const key_rows&) = delete;
+  key_rows& operator=(const key_rows&) = delete;
+
+  tensor_view<const S> view() const noexcept { return rows_; }
+
+ private:
+  std::vector<S> values_;
+  tensor_view<S> rows_;
+};
+
+template <class TB>
+key_rows(const key_blocks_view<TB>&) -> key_rows<std::remove_const_t<TB>>;
+
+}  // namespace detail
 
 }  // namespace headwise
