@@ -201,9 +201,9 @@ void bm_bandwidth(benchmark::State& state, unsigned threads) {
 
 int register_all() {
   for (unsigned t : {1u, 2u})
-    for (auto [name, fn] : {std::pair{"bandwidth", bm_bandwidth<stream_work::sum>},
-                            std::pair{"bandwidth_fma8", bm_bandwidth<stream_work::independent_fma8>},
-                            std::pair{"bandwidth_dep4", bm_bandwidth<stream_work::dependent_fma4>}})
+    for (auto [name, fn] : {std::pair{"bandwidth", &bm_bandwidth<stream_work::sum>},
+                            std::pair{"bandwidth_fma8", &bm_bandwidth<stream_work::independent_fma8>},
+                            std::pair{"bandwidth_dep4", &bm_bandwidth<stream_work::dependent_fma4>}})
       benchmark::RegisterBenchmark(
           ("peak/" + std::string(name) + "/1GiB/threads:" + std::to_string(t)).c_str(), fn, t)
           ->UseRealTime()

@@ -20,7 +20,7 @@ using namespace headwise;
 template <class T>
 class simd_layer : public ::testing::Test {};
 using value_types = ::testing::Types<float, double>;
-TYPED_TEST_SUITE(simd_layer, value_types);
+TYPED_TEST_SUITE(simd_layer, value_types, );  // the empty name-generator argument: clang -Wpedantic wants one
 
 /// Values exact in T whose sums are exact too: r·100 + i² for row r, lane i.
 template <class T>
