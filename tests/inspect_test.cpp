@@ -406,8 +406,8 @@ class Pruning : public ::testing::TestWithParam<std::tuple<kernel_mode, std::pai
 TEST_P(Pruning, PrunedHeadsAreZeroOthersUnchanged) {
   // Not a structured binding: C++17 lambdas may not capture one (clang rejects it).
   const kernel_mode mode = std::get<0>(GetParam());
-  const std::size_t B = 2, Hq = 8, Hkv = 2, Nq = std::get<1>(GetParam()).first, Nk = std::get<1>(GetParam()).second,
-                    D = 16;
+  const auto nqk = std::get<1>(GetParam());
+  const std::size_t B = 2, Hq = 8, Hkv = 2, Nq = nqk.first, Nk = nqk.second, D = 16;
   tensor<float> q(B, Hq, Nq, D), k(B, Hkv, Nk, D), v(B, Hkv, Nk, D);
   hwtest::fill_uniform(q, 1);
   hwtest::fill_uniform(k, 2);

@@ -94,7 +94,7 @@ void attention(const tensor_view<TQ>& q, const key_blocks_view<TK>& k, const ten
                                  opt.force_scalar);
     return;
   }
-  attention(q, detail::key_rows<S>(k).view(), v, out, opt);
+  attention(q, detail::key_rows<S>("attention", k).view(), v, out, opt);
 }
 
 }  // namespace headwise

@@ -182,8 +182,7 @@ redundancy_report head_redundancy(const tensor_view<TQ>& q, const tensor_view<TK
 template <class TQ, class TK>
 redundancy_report head_redundancy(const tensor_view<TQ>& q, const key_blocks_view<TK>& k,
                                   const attention_options& opt) {
-  detail::check_view("head_redundancy", "k", k);
-  return head_redundancy(q, detail::key_rows(k).view(), opt);
+  return head_redundancy(q, detail::key_rows("head_redundancy", k).view(), opt);
 }
 
 struct prunable_head {

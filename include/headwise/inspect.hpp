@@ -351,14 +351,14 @@ std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, cons
 
 // The functions above with K in key blocks (key_blocks.hpp, a kv_cache's keys()
 // with kv_layout::key_blocks): they read K by rows, so each call reads a row-major
-// copy of K (detail::key_rows), made once per call.
+// copy of K (detail::key_rows, which checks the blocks and names the call).
 
 template <class TQ, class TK>
 probability_matrix<std::remove_const_t<TQ>> attention_probabilities(
     const tensor_view<TQ>& q, const key_blocks_view<TK>& k, const attention_options& opt, std::size_t batch,
     std::size_t head, std::size_t row_begin, std::size_t row_end) {
-  detail::check_view("attention_probabilities", "k", k);
-  return attention_probabilities(q, detail::key_rows(k).view(), opt, batch, head, row_begin, row_end);
+  return attention_probabilities(q, detail::key_rows("attention_probabilities", k).view(), opt, batch, head,
+                                 row_begin, row_end);
 }
 
 template <class TQ, class TK>
@@ -366,8 +366,7 @@ probability_matrix<std::remove_const_t<TQ>> head_probabilities(const tensor_view
                                                                 const key_blocks_view<TK>& k,
                                                                 const attention_options& opt,
                                                                 std::size_t batch, std::size_t head) {
-  detail::check_view("head_probabilities", "k", k);
-  return head_probabilities(q, detail::key_rows(k).view(), opt, batch, head);
+  return head_probabilities(q, detail::key_rows("head_probabilities", k).view(), opt, batch, head);
 }
 
 template <class TQ, class TK>
@@ -375,16 +374,14 @@ std::vector<probability_matrix<std::remove_const_t<TQ>>> layer_probabilities(con
                                                                              const key_blocks_view<TK>& k,
                                                                              const attention_options& opt,
                                                                              std::size_t batch) {
-  detail::check_view("layer_probabilities", "k", k);
-  return layer_probabilities(q, detail::key_rows(k).view(), opt, batch);
+  return layer_probabilities(q, detail::key_rows("layer_probabilities", k).view(), opt, batch);
 }
 
 template <class TQ, class TK>
 std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, const key_blocks_view<TK>& k,
                                                   const attention_options& opt,
                                                   const statistics_options& so = {}) {
-  detail::check_view("attention_statistics", "k", k);
-  return attention_statistics(q, detail::key_rows(k).view(), opt, so);
+  return attention_statistics(q, detail::key_rows("attention_statistics", k).view(), opt, so);
 }
 
 }  // namespace headwise

@@ -175,15 +175,16 @@ void unpack_key_blocks(const key_blocks_view<TB>& blocks, const tensor_view<T>& 
 
 namespace detail {
 
-/// K of a (checked) key_blocks_view copied into dense rows that it owns, for the
-/// code that reads K by rows: the kernels other than decode, inspect.hpp and
-/// diagnostics.hpp. Nk·Dk element moves per kv head, small beside what they compute.
+/// K of a key_blocks_view copied into dense rows that it owns, for the code that
+/// reads K by rows: the kernels other than decode, inspect.hpp and diagnostics.hpp.
+/// Checks the blocks first (an error names `where`), since the copy reads all of
+/// them. Nk·Dk element moves per kv head, small beside what the callers compute.
 template <class S>
 class key_rows {
  public:
   template <class TB>
-  explicit key_rows(const key_blocks_view<TB>& blocks)
-      : values_(blocks.batch() * blocks.heads() * blocks.seq() * blocks.dim()),
+  key_rows(const char* where, const key_blocks_view<TB>& blocks)
+      : values_(checked_elements(where, blocks)),
         rows_(bhsd(values_.data(), blocks.batch(), blocks.heads(), blocks.seq(), blocks.dim())) {
     unpack_key_blocks(blocks, rows_);
   }
@@ -193,12 +194,18 @@ class key_rows {
   tensor_view<const S> view() const noexcept { return rows_; }
 
  private:
+  template <class TB>
+  static std::size_t checked_elements(const char* where, const key_blocks_view<TB>& blocks) {
+    check_view(where, "k", blocks);
+    return blocks.batch() * blocks.heads() * blocks.seq() * blocks.dim();
+  }
+
   std::vector<S> values_;
   tensor_view<S> rows_;
 };
 
 template <class TB>
-key_rows(const key_blocks_view<TB>&) -> key_rows<std::remove_const_t<TB>>;
+key_rows(const char*, const key_blocks_view<TB>&) -> key_rows<std::remove_const_t<TB>>;
 
 }  // namespace detail
 
