@@ -24,6 +24,12 @@ struct fixture {
     hwtest::fill_uniform(v, 3);
     for (float& x : out.storage) x = 1234.f;  // sentinel: must survive a rejected call
   }
+  /// Replaces out by a sentinel-filled tensor of another shape; moved in, so
+  /// out.view keeps pointing at out.storage, the memory out_untouched() reads.
+  void resize_out(std::size_t B, std::size_t H, std::size_t S, std::size_t D) {
+    out = tensor<float>(B, H, S, D);
+    for (float& x : out.storage) x = 1234.f;
+  }
   bool out_untouched() const {
     for (float x : out.storage)
       if (x != 1234.f) return false;
@@ -73,6 +79,9 @@ TEST(Checks, DkMismatch) {
 TEST(Checks, BatchMismatch) {
   expect_rejected([](fixture& f, bool r) { tensor<float> k(2, 2, 6, 8); run(r, f.q.view, k.view, f.v.view, f.out.view); },
                   {"k.batch()", "expected 1", "got 2"});
+  // The view the other three contradict is named, q included.
+  expect_rejected([](fixture& f, bool r) { tensor<float> q(2, 4, 5, 8); run(r, q.view, f.k.view, f.v.view, f.out.view); },
+                  {"q.batch() must equal the batch of the other views (expected 1, got 2)"});
 }
 
 TEST(Checks, KvSeqMismatch) {
@@ -86,20 +95,31 @@ TEST(Checks, KvHeadsMismatch) {
 }
 
 TEST(Checks, OutShapeMismatch) {
-  expect_rejected([](fixture& f, bool r) { tensor<float> o(1, 4, 5, 4); run(r, f.q.view, f.k.view, f.v.view, o.view); },
-                  {"out.dim()", "expected 3", "got 4"});
-  expect_rejected([](fixture& f, bool r) { tensor<float> o(1, 4, 6, 3); run(r, f.q.view, f.k.view, f.v.view, o.view); },
-                  {"out.seq()", "expected 5", "got 6"});
-  expect_rejected([](fixture& f, bool r) { tensor<float> o(1, 3, 5, 3); run(r, f.q.view, f.k.view, f.v.view, o.view); },
-                  {"out.heads()", "expected 4", "got 3"});
+  expect_rejected(
+      [](fixture& f, bool r) {
+        f.resize_out(1, 4, 5, 4);
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view);
+      },
+      {"out.dim()", "expected 3", "got 4"});
+  expect_rejected(
+      [](fixture& f, bool r) {
+        f.resize_out(1, 4, 6, 3);
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view);
+      },
+      {"out.seq()", "expected 5", "got 6"});
+  expect_rejected(
+      [](fixture& f, bool r) {
+        f.resize_out(1, 3, 5, 3);
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view);
+      },
+      {"out.heads()", "expected 4", "got 3"});
 }
 
 TEST(Checks, HqNotDivisibleByHkv) {
   expect_rejected(
       [](fixture& f, bool r) {
-        tensor<float> q(1, 3, 5, 8), o(1, 3, 5, 3);
-        for (float& x : o.storage) x = 1234.f;
-        f.out = o;
+        tensor<float> q(1, 3, 5, 8);
+        f.resize_out(1, 3, 5, 3);
         run(r, q.view, f.k.view, f.v.view, f.out.view);
       },
       {"q.heads()", "multiple of 2", "got 3"});
@@ -113,7 +133,7 @@ TEST(Checks, MaskThatDoesNotBroadcast) {
         opt.additive_mask = mask_view<const float>(m.data(), 1, 4, 5, 5);  // Nk is 6
         run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
       },
-      {"options.additive_mask", "[1|1, 4|1, 5, 6]", "got [1, 4, 5, 5]"});
+      {"options.additive_mask: shape must be [B=1, Hq=4 or 1, Nq=5, Nk=6] (got [1, 4, 5, 5])"});
   expect_rejected(
       [](fixture& f, bool r) {
         std::vector<char> m(2 * 5 * 6);
@@ -122,6 +142,143 @@ TEST(Checks, MaskThatDoesNotBroadcast) {
         run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
       },
       {"options.boolean_mask", "got [1, 2, 5, 6]"});
+}
+
+TEST(Checks, MaskShapesAreReadable) {
+  // A batch of 2: each broadcastable axis says so.
+  for (bool use_reference : {false, true}) {
+    tensor<float> q(2, 4, 5, 8), k(2, 2, 6, 8), v(2, 2, 6, 3), out(2, 4, 5, 3);
+    std::vector<char> m(2 * 4 * 6 * 5);
+    attention_options opt;
+    opt.boolean_mask = mask_view<const bool>(reinterpret_cast<const bool*>(m.data()), 2, 4, 6, 5);  // Nq, Nk swapped
+    try {
+      run(use_reference, q.view, k.view, v.view, out.view, opt);
+      ADD_FAILURE() << "no headwise::error thrown";
+    } catch (const headwise::error& e) {
+      EXPECT_EQ(std::string(e.what()), "headwise::" + std::string(use_reference ? "reference::" : "") +
+                                           "attention: options.boolean_mask: shape must be [B=2 or 1, Hq=4 or 1, "
+                                           "Nq=5, Nk=6] (got [2, 4, 6, 5])");
+    }
+  }
+}
+
+// q [B, Hq, Nq, Dk] built with heads and seq swapped (bshd(data, B, H, N, D) for a
+// BSHD buffer, or bhsd for BSHD memory) while k, v and out are right: the message
+// must name q, not out (checked against q) nor a mask (checked against q's shape).
+TEST(Checks, SwappedHeadsAndSeqOnQAloneNamesQ) {
+  // Hq = 4, Hkv = 2, Nq = Nk = 6: a swapped q has 6 heads, a multiple of Hkv, so
+  // only the comparison with out and k can tell.
+  for (bool with_mask : {false, true}) {
+    expect_rejected(
+        [with_mask](fixture& f, bool r) {
+          tensor<float> q(1, 4, 6, 8), k(1, 2, 6, 8), v(1, 2, 6, 3);
+          const auto q_swapped = bshd(q.view.data(), 1, 4, 6, 8);  // [B, N, H, D] memory read as [B, H=6, N=4]
+          std::vector<float> mask(6 * 6);
+          attention_options opt;
+          if (with_mask) opt.additive_mask = mask_view<const float>(mask.data(), 1, 1, 6, 6);
+          f.resize_out(1, 4, 6, 3);
+          run(r, q_swapped, k.view, v.view, f.out.view, opt);
+        },
+        {"q.heads() and q.seq() look swapped (expected Hq=4, Nq=6 as in out", "got heads=6, seq=4",
+         "bshd() takes (data, batch, seq, heads, dim)"});
+  }
+  // Hq = 4, Hkv = 2, Nq = 5: a swapped q has 5 heads, not a multiple of Hkv.
+  expect_rejected(
+      [](fixture& f, bool r) { run(r, bhsd(f.q.view.data(), 1, 5, 4, 8), f.k.view, f.v.view, f.out.view); },
+      {"q.heads() and q.seq() look swapped (expected Hq=4, Nq=5", "got heads=5, seq=4"});
+  // One query row (decode): q swapped has Hq rows of one head.
+  expect_rejected(
+      [](fixture& f, bool r) {
+        tensor<float> q(1, 4, 1, 8);
+        f.resize_out(1, 4, 1, 3);
+        run(r, bhsd(q.view.data(), 1, 1, 4, 8), f.k.view, f.v.view, f.out.view);
+      },
+      {"q.heads() and q.seq() look swapped (expected Hq=4, Nq=1", "got heads=1, seq=4"});
+}
+
+TEST(Checks, SwappedHeadsAndSeqOnOneViewNamesThatView) {
+  // out swapped, q right: out is named.
+  expect_rejected(
+      [](fixture& f, bool r) {
+        tensor<float> q(1, 4, 6, 8), k(1, 2, 6, 8), v(1, 2, 6, 3);
+        f.resize_out(1, 4, 6, 3);
+        run(r, q.view, k.view, v.view, bhsd(f.out.view.data(), 1, 6, 4, 3));
+      },
+      {"out.heads() and out.seq() look swapped (expected Hq=4, Nq=6 as in q", "got heads=6, seq=4"});
+  // k swapped (8 keys of 2 heads read as 2 keys of 8 heads): k is named, not v.
+  expect_rejected(
+      [](fixture& f, bool r) {
+        tensor<float> k(1, 2, 8, 8), v(1, 2, 8, 3);
+        run(r, f.q.view, bhsd(k.view.data(), 1, 8, 2, 8), v.view, f.out.view);
+      },
+      {"k.heads() and k.seq() look swapped (expected Hkv=2, Nk=8 as in v", "got heads=8, seq=2"});
+  // v swapped: v is named.
+  expect_rejected(
+      [](fixture& f, bool r) {
+        tensor<float> v(1, 2, 8, 3), k(1, 2, 8, 8);
+        run(r, f.q.view, k.view, bhsd(v.view.data(), 1, 8, 2, 3), f.out.view);
+      },
+      {"v.heads() and v.seq() look swapped (expected Hkv=2, Nk=8 as in k", "got heads=8, seq=2"});
+  // An ALiBi slope per query head is evidence too: with it, a swap that k cannot
+  // settle (6 and 4 heads both multiples of 2, neither seq equal to Nk) is pinned on q.
+  expect_rejected(
+      [](fixture& f, bool r) {
+        tensor<float> q(1, 4, 6, 8), k(1, 2, 9, 8), v(1, 2, 9, 3);
+        f.resize_out(1, 4, 6, 3);
+        const float slopes[4] = {1, 0.5f, 0.25f, 0.125f};
+        attention_options opt;
+        opt.alibi_slopes = span<const float>(slopes, 4);
+        run(r, bshd(q.view.data(), 1, 4, 6, 8), k.view, v.view, f.out.view, opt);
+      },
+      {"q.heads() and q.seq() look swapped"});
+}
+
+TEST(Checks, SwapWithoutEvidenceNamesBothViews) {
+  // Hq = 4, Hkv = 2, Nq = 6, Nk = 9, no options: q [H=6, N=4] and out [H=4, N=6]
+  // fit k equally well, so neither can be blamed alone.
+  expect_rejected(
+      [](fixture& f, bool r) {
+        tensor<float> q(1, 4, 6, 8), k(1, 2, 9, 8), v(1, 2, 9, 3);
+        f.resize_out(1, 4, 6, 3);
+        run(r, bshd(q.view.data(), 1, 4, 6, 8), k.view, v.view, f.out.view);
+      },
+      {"q and out disagree on heads and seq (q has heads=6, seq=4; out has heads=4, seq=6): one of them has the "
+       "two swapped"});
+}
+
+TEST(Checks, HeadsThatBreakGqaNameTheirView) {
+  // q has 3 heads, out 4, Hkv 2: q is the one that breaks Hq % Hkv == 0.
+  expect_rejected(
+      [](fixture& f, bool r) {
+        tensor<float> q(1, 3, 5, 8);
+        run(r, q.view, f.k.view, f.v.view, f.out.view);
+      },
+      {"q.heads() must equal out.heads() (Hq) (expected 4, got 3)"});
+  // k has 3 heads, v 2, Hq 4: k is named.
+  expect_rejected(
+      [](fixture& f, bool r) {
+        tensor<float> k(1, 3, 6, 8);
+        run(r, f.q.view, k.view, f.v.view, f.out.view);
+      },
+      {"k.heads() must equal v.heads() (Hkv) (expected 2, got 3)"});
+}
+
+TEST(Checks, SwappedQWithKeyBlocksNamesQ) {
+  for (bool with_decode : {false, true}) {
+    tensor<float> q(1, 4, 6, 8), k(1, 2, 6, 8), v(1, 2, 6, 3), out(1, 4, 6, 3);
+    std::vector<float> blocks(key_blocks_elements(1, 2, 6, 8));
+    const auto kb = key_blocks_bhsd(blocks.data(), 1, 2, 6, 8);
+    pack_key_blocks(k.cview(), kb);
+    attention_options opt;
+    opt.kernel = with_decode ? kernel_mode::decode : kernel_mode::flash;
+    try {
+      attention(bshd<const float>(q.view.data(), 1, 4, 6, 8), key_blocks_view<const float>(kb), v.cview(),
+                out.view, opt);
+      ADD_FAILURE() << "no headwise::error thrown";
+    } catch (const headwise::error& e) {
+      EXPECT_NE(std::string(e.what()).find("q.heads() and q.seq() look swapped"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Checks, NullData) {
@@ -241,7 +398,7 @@ TEST(Checks, LseShape) {
         opt.lse = lse_view(lse.data(), 1, 4, 4);
         run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
       },
-      {"options.lse", "got [1, 4, 4, 1]"});
+      {"options.lse: shape must be [B=1, Hq=4, Nq=5, 1] (got [1, 4, 4, 1])"});
 }
 
 TEST(Checks, EmptyKeysAreValidAndGiveZeros) {

@@ -31,7 +31,21 @@
 #include <type_traits>
 #include <vector>
 
+// GCC 12's avx512fintrin.h initialises its "undefined" vectors from themselves
+// (__m512 __Y = __Y;, GCC PR 105593, fixed in 13), so Eigen's AVX-512 GEMM kernel,
+// instantiated by lora.hpp and mha.hpp, warns -W(maybe-)uninitialized in every
+// -march=native build. GCC judges an inlined warning by the pragmas around each
+// line it was inlined through, all in Eigen here: this covers them when Eigen is
+// first included by headwise.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <Eigen/Core>
+#pragma GCC diagnostic pop
+#else
+#include <Eigen/Core>
+#endif
 
 #include "headwise/detail/checks.hpp"
 #include "headwise/tensor.hpp"

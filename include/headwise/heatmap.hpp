@@ -109,13 +109,14 @@ std::string heatmap_svg(const probability_matrix<T>& p, const std::vector<std::s
                 margin, top, p.cols * cell, p.rows * cell);
   s += buf;
   for (std::size_t j = 0; j < p.cols; j += every) {  // key labels, rotated over the columns
-    const double x = double(margin + j * cell) + cell / 2.0;
-    std::snprintf(buf, sizeof buf, "<text transform=\"translate(%.1f,%zu) rotate(-90)\">", x + font / 3.0, top - 4);
+    const double x = double(margin + j * cell) + double(cell) / 2.0;
+    std::snprintf(buf, sizeof buf, "<text transform=\"translate(%.1f,%zu) rotate(-90)\">", x + double(font) / 3.0,
+                  top - 4);
     s += buf + detail::xml_escape(detail::label_or_index(key_labels, j)) + "</text>\n";
   }
   for (std::size_t r = 0; r < p.rows; r += every) {  // query labels, right-aligned left of the rows
     std::snprintf(buf, sizeof buf, "<text x=\"%zu\" y=\"%.1f\" text-anchor=\"end\">", margin - 4,
-                  double(top + r * cell) + cell / 2.0 + font / 3.0);
+                  double(top + r * cell) + double(cell) / 2.0 + double(font) / 3.0);
     s += buf + detail::xml_escape(detail::label_or_index(query_labels, p.first_row + r)) + "</text>\n";
   }
   for (std::size_t r = 0; r < p.rows; ++r) {

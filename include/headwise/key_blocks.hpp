@@ -13,7 +13,7 @@
 // cores' prefetchers lose: docs/decode-notes.md). With K in these blocks the tile
 // broadcasts q[r][d] against 16 keys at once: no horizontal sums, and each block is
 // read front to back. Measured on a Zen 4: decode steps at KV 32768 13–20 % faster,
-// fp16 and fp32 (README).
+// fp16 and fp32 (docs/benchmarks.md).
 //
 // attention() takes a key_blocks_view in place of k; the decode kernel reads it
 // directly, every other kernel from a row-major copy made for the call. So do the
@@ -124,6 +124,7 @@ template <class TQ, class TK, class TV, class TO>
 void check_attention(const char* where, const tensor_view<TQ>& q, const key_blocks_view<TK>& k,
                      const tensor_view<TV>& v, const tensor_view<TO>& out, const attention_options& opt) {
   const extent storage = check_view(where, "k", k);
+  check_pairs(where, q, k.heads(), k.seq(), v, out, &opt);  // the views agree before the options are read
   const tensor_view<TK> shape(k.data(), k.batch(), k.heads(), k.seq(), k.dim(), k.batch_stride(), k.head_stride(),
                               static_cast<std::ptrdiff_t>(k.dim()));  // k's shape, inside that storage
   score_extents e = check_scores(where, q, shape, opt);

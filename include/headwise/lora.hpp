@@ -406,7 +406,7 @@ class lora_adapter_set {
     auto flush = [&] {
       yg.topRows(pending).setZero();
       d.apply(xg.topRows(pending), yg.topRows(pending), hg.topRows(pending));
-      for (Eigen::Index i = 0; i < pending; ++i) y.row(gathered[i]) += yg.row(i);
+      for (Eigen::Index i = 0; i < pending; ++i) y.row(gathered[std::size_t(i)]) += yg.row(i);
       pending = 0;
     };
     for (std::size_t i = 0, j = 0; i < count; i = j) {
@@ -419,7 +419,7 @@ class lora_adapter_set {
       }
       for (std::size_t t = i; t < j; ++t) {
         if (pending == gather_rows) flush();
-        gathered[pending] = rows[t];
+        gathered[std::size_t(pending)] = rows[t];
         xg.row(pending++) = x.row(rows[t]);
       }
     }

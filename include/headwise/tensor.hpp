@@ -11,10 +11,21 @@
 //
 // span<T> is the 1-D counterpart used for per-head parameters (ALiBi slopes,
 // head scales): a pointer and a length, C++17 having no std::span.
+//
+// The factories (bshd, bhsd, mask_view, lse_view) take either a bare pointer,
+// trusting the caller, or the buffer itself — a span, or any contiguous
+// container with data() and size() such as std::vector — and then throw
+// headwise::error when the shape needs more elements than the buffer holds,
+// at the call that made the mistake rather than as a read past its end later.
+// seq_slice(from, count) narrows the sequence axis (a decode step's last rows,
+// a chunk of a prompt) with the same strides, checked against seq().
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <type_traits>
+
+#include "headwise/error.hpp"
 
 namespace headwise {
 
@@ -42,6 +53,46 @@ class span {
   T* data_ = nullptr;
   std::size_t size_ = 0;
 };
+
+template <class C>
+span(C&) -> span<std::remove_pointer_t<decltype(std::declval<C&>().data())>>;
+
+namespace detail {
+
+/// A contiguous container other than a span: the factories view it through span.
+template <class C, class = void>
+struct is_buffer : std::false_type {};
+template <class C>
+struct is_buffer<C, std::void_t<decltype(std::declval<C&>().data()), decltype(std::declval<C&>().size())>>
+    : std::bool_constant<std::is_pointer_v<decltype(std::declval<C&>().data())>> {};
+template <class T>
+struct is_buffer<span<T>> : std::false_type {};
+template <class T>
+struct is_buffer<const span<T>> : std::false_type {};
+
+template <class C>
+using buffer_element = std::remove_pointer_t<decltype(std::declval<C&>().data())>;
+
+/// Throws unless a dense tensor of these sizes fits in `count` elements.
+template <std::size_t N>
+void check_fits(const char* factory, const char* const (&names)[N], const std::size_t (&sizes)[N],
+                std::size_t count) {
+  std::size_t need = 1;
+  bool overflow = false;
+  for (std::size_t s : sizes) overflow = __builtin_mul_overflow(need, s, &need) || overflow;
+  for (std::size_t s : sizes)
+    if (s == 0) need = 0, overflow = false;  // an empty tensor fits anywhere
+  if (!overflow && need <= count) return;
+  std::string msg = std::string("headwise::") + factory + ": the shape [";
+  for (std::size_t i = 0; i < N; ++i)
+    msg += std::string(i ? ", " : "") + names[i] + "=" + std::to_string(sizes[i]);
+  msg += "] needs " + (overflow ? std::string("more elements than std::size_t counts")
+                                : std::to_string(need) + " elements");
+  msg += " but the buffer holds " + std::to_string(count);
+  throw error(msg);
+}
+
+}  // namespace detail
 
 template <class T>
 class tensor_view {
@@ -91,6 +142,16 @@ class tensor_view {
     return row(b, h, s)[d];
   }
 
+  /// Rows [from, from + count) of the sequence axis, same strides; throws
+  /// headwise::error unless they lie within seq(). An empty slice keeps data().
+  constexpr tensor_view seq_slice(std::size_t from, std::size_t count) const {
+    if (!(from <= seq_ && count <= seq_ - from))
+      throw error("headwise::tensor_view::seq_slice: from + count must be <= seq() (expected <= " +
+                  std::to_string(seq_) + ", got " + std::to_string(from) + " + " + std::to_string(count) + ")");
+    T* first = count == 0 ? data_ : data_ + static_cast<index>(from) * seq_stride_;
+    return tensor_view(first, batch_, heads_, count, dim_, batch_stride_, head_stride_, seq_stride_);
+  }
+
  private:
   T* data_ = nullptr;
   std::size_t batch_ = 0, heads_ = 0, seq_ = 0, dim_ = 0;
@@ -106,6 +167,18 @@ constexpr tensor_view<T> bshd(T* data, std::size_t batch, std::size_t seq, std::
   return tensor_view<T>(data, batch, heads, seq, dim, s * h * d, d, h * d);
 }
 
+/// bshd over a buffer that must hold batch·seq·heads·dim elements.
+template <class T>
+tensor_view<T> bshd(span<T> buffer, std::size_t batch, std::size_t seq, std::size_t heads, std::size_t dim) {
+  detail::check_fits<4>("bshd", {"batch", "seq", "heads", "dim"}, {batch, seq, heads, dim}, buffer.size());
+  return bshd(buffer.data(), batch, seq, heads, dim);
+}
+template <class C, class = std::enable_if_t<detail::is_buffer<C>::value>>
+tensor_view<detail::buffer_element<C>> bshd(C& buffer, std::size_t batch, std::size_t seq, std::size_t heads,
+                                            std::size_t dim) {
+  return bshd(span<detail::buffer_element<C>>(buffer), batch, seq, heads, dim);
+}
+
 /// View of dense memory laid out [batch, heads, seq, dim] (PyTorch SDPA).
 template <class T>
 constexpr tensor_view<T> bhsd(T* data, std::size_t batch, std::size_t heads, std::size_t seq,
@@ -113,6 +186,18 @@ constexpr tensor_view<T> bhsd(T* data, std::size_t batch, std::size_t heads, std
   using index = std::ptrdiff_t;
   const auto d = static_cast<index>(dim), h = static_cast<index>(heads), s = static_cast<index>(seq);
   return tensor_view<T>(data, batch, heads, seq, dim, h * s * d, s * d, d);
+}
+
+/// bhsd over a buffer that must hold batch·heads·seq·dim elements.
+template <class T>
+tensor_view<T> bhsd(span<T> buffer, std::size_t batch, std::size_t heads, std::size_t seq, std::size_t dim) {
+  detail::check_fits<4>("bhsd", {"batch", "heads", "seq", "dim"}, {batch, heads, seq, dim}, buffer.size());
+  return bhsd(buffer.data(), batch, heads, seq, dim);
+}
+template <class C, class = std::enable_if_t<detail::is_buffer<C>::value>>
+tensor_view<detail::buffer_element<C>> bhsd(C& buffer, std::size_t batch, std::size_t heads, std::size_t seq,
+                                            std::size_t dim) {
+  return bhsd(span<detail::buffer_element<C>>(buffer), batch, heads, seq, dim);
 }
 
 /// View of a dense row-major [batch|1, heads|1, Nq, Nk] attention mask; an
@@ -123,11 +208,36 @@ constexpr tensor_view<T> mask_view(T* data, std::size_t batch, std::size_t heads
   return bhsd(data, batch, heads, rows, cols);
 }
 
+/// mask_view over a buffer that must hold batch·heads·rows·cols elements.
+template <class T>
+tensor_view<T> mask_view(span<T> buffer, std::size_t batch, std::size_t heads, std::size_t rows,
+                         std::size_t cols) {
+  detail::check_fits<4>("mask_view", {"batch", "heads", "rows", "cols"}, {batch, heads, rows, cols},
+                        buffer.size());
+  return mask_view(buffer.data(), batch, heads, rows, cols);
+}
+template <class C, class = std::enable_if_t<detail::is_buffer<C>::value>>
+tensor_view<detail::buffer_element<C>> mask_view(C& buffer, std::size_t batch, std::size_t heads, std::size_t rows,
+                                                 std::size_t cols) {
+  return mask_view(span<detail::buffer_element<C>>(buffer), batch, heads, rows, cols);
+}
+
 /// View of a dense [batch, heads, seq] log-sum-exp buffer (dim() == 1).
 template <class T>
 constexpr tensor_view<T> lse_view(T* data, std::size_t batch, std::size_t heads,
                                   std::size_t seq) noexcept {
   return bhsd(data, batch, heads, seq, 1);
+}
+
+/// lse_view over a buffer that must hold batch·heads·seq elements.
+template <class T>
+tensor_view<T> lse_view(span<T> buffer, std::size_t batch, std::size_t heads, std::size_t seq) {
+  detail::check_fits<3>("lse_view", {"batch", "heads", "seq"}, {batch, heads, seq}, buffer.size());
+  return lse_view(buffer.data(), batch, heads, seq);
+}
+template <class C, class = std::enable_if_t<detail::is_buffer<C>::value>>
+tensor_view<detail::buffer_element<C>> lse_view(C& buffer, std::size_t batch, std::size_t heads, std::size_t seq) {
+  return lse_view(span<detail::buffer_element<C>>(buffer), batch, heads, seq);
 }
 
 }  // namespace headwise

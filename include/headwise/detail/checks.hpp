@@ -6,6 +6,14 @@
 // null while it has elements, when a stride is negative, when its last reachable
 // element's offset overflows std::ptrdiff_t, and (for outputs) when two of its
 // elements share memory or it overlaps an input.
+//
+// Order, for attention(): each view alone (pointer, strides, sizes >= 1), then
+// whether the four views agree on the sizes they share, then the options against
+// that agreed shape, then aliasing. Agreement comes before the options so that
+// a slip in one view (most often heads and seq swapped: bshd() and bhsd() take
+// them in opposite orders) is named on that view, not on a mask or on another
+// view that was checked against it; when two views disagree, the one that the
+// rest of the call contradicts is named (check_pair).
 #pragma once
 
 #ifndef HEADWISE_INTERNAL
@@ -21,6 +29,7 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "headwise/error.hpp"
 #include "headwise/options.hpp"
@@ -104,18 +113,39 @@ void check_no_self_overlap(const char* where, const char* name, const tensor_vie
   }
 }
 
-/// A mask or LSE view must be [B|1, H|1, Nq, cols]; `cols` is Nk for masks, 1 for LSE.
+/// Axis names a shape message prints, as in "[B=2 or 1, Hq=8 or 1, Nq=16, Nk=32]";
+/// a null name prints the bare size (the 1 of an LSE view's last axis).
+struct axis_names {
+  const char* batch = "B";
+  const char* heads = "H";
+  const char* rows = "N";
+  const char* cols = "D";
+};
+
+inline constexpr axis_names mask_axes{"B", "Hq", "Nq", "Nk"};
+inline constexpr axis_names lse_axes{"B", "Hq", "Nq", nullptr};
+
+/// A view must be [batch, heads, rows, cols]; with allow_broadcast its batch and
+/// heads may also be 1 (masks: [B or 1, Hq or 1, Nq, Nk]; LSE: [B, Hq, Nq, 1]).
 template <class T>
 void check_broadcast(const char* where, const char* name, const tensor_view<T>& m, std::size_t batch,
-                     std::size_t heads, std::size_t rows, std::size_t cols, bool allow_broadcast) {
+                     std::size_t heads, std::size_t rows, std::size_t cols, bool allow_broadcast,
+                     const axis_names& axes = {}) {
   auto axis_ok = [&](std::size_t got, std::size_t want) {
     return got == want || (allow_broadcast && got == 1);
   };
-  if (!axis_ok(m.batch(), batch) || !axis_ok(m.heads(), heads) || m.seq() != rows || m.dim() != cols) {
-    fail(where, name, ": shape must be [", batch, allow_broadcast ? "|1" : "", ", ", heads,
-         allow_broadcast ? "|1" : "", ", ", rows, ", ", cols, "] (got [", m.batch(), ", ", m.heads(),
-         ", ", m.seq(), ", ", m.dim(), "])");
-  }
+  if (axis_ok(m.batch(), batch) && axis_ok(m.heads(), heads) && m.seq() == rows && m.dim() == cols) return;
+  std::ostringstream want;
+  auto axis = [&](const char* label, std::size_t size, bool broadcasts, const char* sep) {
+    if (label) want << label << '=';
+    want << size << (broadcasts && allow_broadcast && size != 1 ? " or 1" : "") << sep;
+  };
+  axis(axes.batch, batch, true, ", ");
+  axis(axes.heads, heads, true, ", ");
+  axis(axes.rows, rows, false, ", ");
+  axis(axes.cols, cols, false, "");
+  fail(where, name, ": shape must be [", want.str(), "] (got [", m.batch(), ", ", m.heads(), ", ", m.seq(), ", ",
+       m.dim(), "])");
 }
 
 template <class T>
@@ -128,18 +158,22 @@ struct score_extents {
   extent q, k, additive, boolean, lse;
 };
 
-/// The rules of options.hpp that concern the scores: q and k shapes, every
-/// option, the masks and the LSE view. Inspection (which has no v or out) and
-/// attention() share it.
+/// q and k alone: pointers, strides, Hq, Hkv and Dk >= 1.
 template <class TQ, class TK>
-score_extents check_scores(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
-                           const attention_options& opt) {
+score_extents check_score_views(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k) {
   score_extents e;
   e.q = check_view(where, "q", q);
   e.k = check_view(where, "k", k);
   if (q.heads() == 0) fail(where, "q.heads() must be >= 1 (got 0)");
   if (k.heads() == 0) fail(where, "k.heads() must be >= 1 (got 0)");
   if (q.dim() == 0) fail(where, "q.dim() (Dk) must be >= 1 (got 0)");
+  return e;
+}
+
+/// q against k, every option, the masks and the LSE view; fills e's mask and LSE extents.
+template <class TQ, class TK>
+void check_score_rules(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
+                       const attention_options& opt, score_extents& e) {
   expect_equal(where, "k.batch() must equal q.batch()", q.batch(), k.batch());
   expect_equal(where, "k.dim() must equal q.dim() (Dk)", q.dim(), k.dim());
   if (q.heads() % k.heads() != 0)
@@ -158,43 +192,149 @@ score_extents check_scores(const char* where, const tensor_view<TQ>& q, const te
   for (const auto& [values, name] : {std::pair{opt.alibi_slopes, "options.alibi_slopes"},
                                      std::pair{opt.head_scale, "options.head_scale"}}) {
     if (values.empty()) continue;
-    if (values.size() != Hq) fail(where, name, ".size() must equal q.heads() (expected ", Hq, ", got ", values.size(), ")");
+    if (values.size() != Hq)
+      fail(where, name, ".size() must equal q.heads() (expected ", Hq, ", got ", values.size(), ")");
     if (values.data() == nullptr) fail(where, name, ": data is null");
     for (std::size_t h = 0; h < Hq; ++h)
       if (!std::isfinite(values[h])) fail(where, name, "[", h, "] must be finite (got ", values[h], ")");
   }
   if (!is_unset(opt.additive_mask)) {
     e.additive = check_view(where, "options.additive_mask", opt.additive_mask);
-    check_broadcast(where, "options.additive_mask", opt.additive_mask, B, Hq, Nq, Nk, true);
+    check_broadcast(where, "options.additive_mask", opt.additive_mask, B, Hq, Nq, Nk, true, mask_axes);
   }
   if (!is_unset(opt.boolean_mask)) {
     e.boolean = check_view(where, "options.boolean_mask", opt.boolean_mask);
-    check_broadcast(where, "options.boolean_mask", opt.boolean_mask, B, Hq, Nq, Nk, true);
+    check_broadcast(where, "options.boolean_mask", opt.boolean_mask, B, Hq, Nq, Nk, true, mask_axes);
   }
   if (!is_unset(opt.lse)) {
     e.lse = check_view(where, "options.lse", opt.lse);
-    check_broadcast(where, "options.lse", opt.lse, B, Hq, Nq, 1, false);
+    check_broadcast(where, "options.lse", opt.lse, B, Hq, Nq, 1, false, lse_axes);
     check_no_self_overlap(where, "options.lse", opt.lse);
   }
+}
+
+/// The rules of options.hpp that concern the scores: q and k shapes, every
+/// option, the masks and the LSE view. Inspection (which has no v or out) and
+/// key-block attention() use it whole; check_attention splits it around the
+/// agreement of the four views.
+template <class TQ, class TK>
+score_extents check_scores(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
+                           const attention_options& opt) {
+  score_extents e = check_score_views(where, q, k);
+  check_score_rules(where, q, k, opt, e);
   return e;
 }
 
-/// All the rules of options.hpp for attention(q, k, v, out, options).
-/// The rules of check_attention beyond the scores': v, out and aliasing, given the
-/// extents check_scores found and k's heads and keys.
+/// One candidate (heads, seq) of a pair of views (q and out, or k and v) against
+/// the rest of a call: the rules it breaks, and the sizes it shares with the
+/// other pair (only a hint: Hq = Hkv in MHA, Nq = Nk in self-attention).
+struct fit {
+  int conflicts = 0, matches = 0;
+};
+
+/// Heads and seq that views a and b must share. When they differ, the rest of
+/// the call decides which view to name: the one breaking more rules; for heads
+/// and seq swapped, failing that, the one sharing fewer sizes with the other
+/// pair. With no evidence either way a swap names both views, anything else b,
+/// as a and its pair are the references of every other message.
+template <class Fit>
+void check_pair(const char* where, const char* a, std::size_t a_heads, std::size_t a_seq, const char* b,
+                std::size_t b_heads, std::size_t b_seq, const char* heads_name, const char* seq_name,
+                Fit fit_of) {
+  if (a_heads == b_heads && a_seq == b_seq) return;
+  const fit fa = fit_of(a_heads, a_seq), fb = fit_of(b_heads, b_seq);
+  const bool swapped = a_heads == b_seq && a_seq == b_heads;
+  const bool blame_a =
+      fa.conflicts > fb.conflicts || (fa.conflicts == fb.conflicts && swapped && fa.matches < fb.matches);
+  const bool decided = fa.conflicts != fb.conflicts || (swapped && fa.matches != fb.matches);
+  const char* bad = blame_a ? a : b;
+  const char* good = blame_a ? b : a;
+  const std::size_t bad_heads = blame_a ? a_heads : b_heads, bad_seq = blame_a ? a_seq : b_seq;
+  const std::size_t good_heads = blame_a ? b_heads : a_heads, good_seq = blame_a ? b_seq : a_seq;
+  const char* layouts = "; bshd() takes (data, batch, seq, heads, dim), bhsd() (data, batch, heads, seq, dim)";
+  if (swapped && !decided)
+    fail(where, a, " and ", b, " disagree on heads and seq (", a, " has heads=", a_heads, ", seq=", a_seq, "; ", b,
+         " has heads=", b_heads, ", seq=", b_seq, "): one of them has the two swapped", layouts);
+  if (swapped)
+    fail(where, bad, ".heads() and ", bad, ".seq() look swapped (expected ", heads_name, "=", good_heads, ", ",
+         seq_name, "=", good_seq, " as in ", good, ", got heads=", bad_heads, ", seq=", bad_seq, ")", layouts);
+  if (bad_heads != good_heads)
+    fail(where, bad, ".heads() must equal ", good, ".heads() (", heads_name, ") (expected ", good_heads, ", got ",
+         bad_heads, ")");
+  fail(where, bad, ".seq() must equal ", good, ".seq() (", seq_name, ") (expected ", good_seq, ", got ", bad_seq,
+       ")");
+}
+
+/// The heads and seq q and out share (Hq, Nq), and k and v (Hkv, Nk), judged by
+/// each other and by the options when given. A pair's sizes count as evidence only
+/// when its two views agree.
 template <class TQ, class TV, class TO>
-void check_values_and_outputs(const char* where, const score_extents& e, const tensor_view<TQ>& q,
-                              std::size_t k_heads, std::size_t k_seq, const tensor_view<TV>& v,
-                              const tensor_view<TO>& out) {
+void check_pairs(const char* where, const tensor_view<TQ>& q, std::size_t k_heads, std::size_t k_seq,
+                 const tensor_view<TV>& v, const tensor_view<TO>& out, const attention_options* opt) {
+  const bool kv_agree = k_heads == v.heads() && k_seq == v.seq();
+  const bool qo_agree = q.heads() == out.heads() && q.seq() == out.seq();
+  check_pair(where, "q", q.heads(), q.seq(), "out", out.heads(), out.seq(), "Hq", "Nq",
+             [&](std::size_t h, std::size_t n) {
+               fit f;
+               if (kv_agree) {
+                 f.conflicts += k_heads != 0 && h % k_heads != 0;  // Hq must be a multiple of Hkv
+                 f.matches += int(h == k_heads) + int(n == k_seq);
+               }
+               if (!opt) return f;
+               for (const span<const float>& per_head : {opt->alibi_slopes, opt->head_scale})
+                 f.conflicts += !per_head.empty() && per_head.size() != h;
+               auto rows_of = [&](const auto& m, bool broadcasts) {
+                 if (is_unset(m)) return;
+                 f.conflicts += m.heads() != h && !(broadcasts && m.heads() == 1);
+                 f.conflicts += m.seq() != n;
+               };
+               rows_of(opt->additive_mask, true);
+               rows_of(opt->boolean_mask, true);
+               rows_of(opt->lse, false);
+               return f;
+             });
+  check_pair(where, "k", k_heads, k_seq, "v", v.heads(), v.seq(), "Hkv", "Nk", [&](std::size_t h, std::size_t n) {
+    fit f;
+    if (qo_agree) {
+      f.conflicts += h != 0 && q.heads() % h != 0;
+      f.matches += int(h == q.heads()) + int(n == q.seq());
+    }
+    if (opt) {
+      f.conflicts += !is_unset(opt->additive_mask) && opt->additive_mask.dim() != n;
+      f.conflicts += !is_unset(opt->boolean_mask) && opt->boolean_mask.dim() != n;
+    }
+    return f;
+  });
+}
+
+/// The batch all four views share: the value most of them hold (q's on a tie);
+/// the first view holding another is named.
+inline void check_batch(const char* where, const std::array<std::pair<const char*, std::size_t>, 4>& views) {
+  std::size_t want = views[0].second, votes = 0;
+  for (const auto& [name, b] : views) {
+    std::size_t n = 0;
+    for (const auto& other : views) n += other.second == b;
+    if (n > votes) want = b, votes = n;
+  }
+  for (const auto& [name, b] : views)
+    if (b != want)
+      fail(where, name, ".batch() must equal the batch of the other views (expected ", want, ", got ", b, ")");
+}
+
+/// v and out alone: pointers, strides, Dv >= 1.
+template <class TV, class TO>
+std::pair<extent, extent> check_value_views(const char* where, const tensor_view<TV>& v,
+                                            const tensor_view<TO>& out) {
   const extent ev = check_view(where, "v", v), eo = check_view(where, "out", out);
   if (v.dim() == 0) fail(where, "v.dim() (Dv) must be >= 1 (got 0)");
-  expect_equal(where, "v.batch() must equal q.batch()", q.batch(), v.batch());
-  expect_equal(where, "out.batch() must equal q.batch()", q.batch(), out.batch());
-  expect_equal(where, "v.heads() must equal k.heads() (Hkv)", k_heads, v.heads());
-  expect_equal(where, "v.seq() must equal k.seq() (Nk)", k_seq, v.seq());
-  expect_equal(where, "out.heads() must equal q.heads() (Hq)", q.heads(), out.heads());
-  expect_equal(where, "out.seq() must equal q.seq() (Nq)", q.seq(), out.seq());
-  expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
+  return {ev, eo};
+}
+
+/// Aliasing: out must not overlap itself, an input or the LSE, nor the LSE an input.
+template <class TO>
+void check_value_rules(const char* where, const score_extents& e, const std::pair<extent, extent>& value_extents,
+                       const tensor_view<TO>& out) {
+  const auto& [ev, eo] = value_extents;
   check_no_self_overlap(where, "out", out);
   for (const auto& [in, name] : {std::pair{e.q, "q"}, std::pair{e.k, "k"}, std::pair{ev, "v"},
                                  std::pair{e.additive, "options.additive_mask"},
@@ -206,11 +346,34 @@ void check_values_and_outputs(const char* where, const score_extents& e, const t
   if (eo.overlaps(e.lse)) fail(where, "options.lse overlaps the memory of out");
 }
 
+/// v, out and aliasing after check_scores (the order of key-block calls, see
+/// key_blocks.hpp), given the extents check_scores found and k's heads and keys.
+template <class TQ, class TV, class TO>
+void check_values_and_outputs(const char* where, const score_extents& e, const tensor_view<TQ>& q,
+                              std::size_t k_heads, std::size_t k_seq, const tensor_view<TV>& v,
+                              const tensor_view<TO>& out) {
+  const auto value_extents = check_value_views(where, v, out);
+  expect_equal(where, "v.batch() must equal q.batch()", q.batch(), v.batch());
+  expect_equal(where, "out.batch() must equal q.batch()", q.batch(), out.batch());
+  check_pairs(where, q, k_heads, k_seq, v, out, nullptr);
+  expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
+  check_value_rules(where, e, value_extents, out);
+}
+
+/// All the rules of options.hpp for attention(q, k, v, out, options), in the
+/// order of the header comment.
 template <class TQ, class TK, class TV, class TO>
 void check_attention(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
                      const tensor_view<TV>& v, const tensor_view<TO>& out,
                      const attention_options& opt) {
-  check_values_and_outputs(where, check_scores(where, q, k, opt), q, k.heads(), k.seq(), v, out);
+  score_extents e = check_score_views(where, q, k);
+  const auto value_extents = check_value_views(where, v, out);
+  check_batch(where, {{{"q", q.batch()}, {"k", k.batch()}, {"v", v.batch()}, {"out", out.batch()}}});
+  check_pairs(where, q, k.heads(), k.seq(), v, out, &opt);
+  expect_equal(where, "k.dim() must equal q.dim() (Dk)", q.dim(), k.dim());
+  expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
+  check_score_rules(where, q, k, opt, e);
+  check_value_rules(where, e, value_extents, out);
 }
 
 }  // namespace headwise::detail
