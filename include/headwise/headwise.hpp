@@ -1,7 +1,9 @@
 // headwise/headwise.hpp — umbrella header: includes the public headers, nothing else.
 #pragma once
 
+#include "headwise/version.hpp"
 #include "headwise/error.hpp"
+#include "headwise/isa.hpp"
 #include "headwise/tensor.hpp"
 #include "headwise/options.hpp"
 #include "headwise/storage.hpp"
