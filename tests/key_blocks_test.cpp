@@ -90,8 +90,7 @@ void check_kernels(const case_kb& c) {
     tensor<float> rows(2, c.Hq, c.Nq, c.D), blocks(2, c.Hq, c.Nq, c.D);
     attention(q.cview(), k.cview(), vs.cview(), rows.view, opt);
     attention(q.cview(), key_blocks_view<const S>(kb), vs.cview(), blocks.view, opt);
-    const bool decodes = mode == kernel_mode::decode ||
-                         (mode == kernel_mode::automatic && kernels::decode_preferred(c.Nq, c.Hq / c.Hkv));
+    const bool decodes = detail::runs_decode(opt, c.Nq, c.Hq / c.Hkv);
     const double err = max_abs_diff(blocks.view, rows.view);
     if (decodes)
       EXPECT_TRUE(err <= tol) << "mode " << int(mode) << ": " << err << " > " << tol;

@@ -6,7 +6,8 @@
 //   kernel reads key blocks as they are, the others a row-major copy of them.
 //
 // Flow: validate every argument (nothing is written before this passes) →
-// resolve options into score_rules → choose a kernel → run it on threads.
+// resolve options into score_rules → choose a kernel (below) and a SIMD path
+// (isa.hpp, kernels/dispatch.hpp) → run it on threads.
 // Semantics are documented in options.hpp; reference.hpp is the oracle with the
 // same signature.
 #pragma once
@@ -20,8 +21,8 @@
 
 #include "headwise/detail/checks.hpp"
 #include "headwise/detail/score_rules.hpp"
-#include "headwise/kernels/decode.hpp"
-#include "headwise/kernels/flash_prefill.hpp"
+#include "headwise/isa.hpp"
+#include "headwise/kernels/dispatch.hpp"
 #include "headwise/kernels/plain.hpp"
 #include "headwise/key_blocks.hpp"
 #include "headwise/options.hpp"
@@ -32,6 +33,22 @@ namespace headwise {
 
 namespace detail {
 
+/// Whether attention() computes with these element types: q float or double (the
+/// compute type), out the same and mutable, k and v one storage type: q's, or
+/// half/bfloat16 when q is float.
+template <class TQ, class TK, class TV, class TO>
+inline constexpr bool attention_types_ok = [] {
+  using T = std::remove_const_t<TQ>;
+  using S = std::remove_const_t<TK>;
+  return (std::is_same_v<T, float> || std::is_same_v<T, double>) && std::is_same_v<TO, T> &&
+         std::is_same_v<S, std::remove_const_t<TV>> &&
+         (std::is_same_v<S, T> || (std::is_same_v<T, float> && is_storage_16<S>));
+}();
+
+/// attention_types_ok as one static_assert per rule, so the error names the rule
+/// broken. attention() on other types resolves to an overload whose body is only
+/// this call: the kernels are never instantiated on a type they cannot compute in,
+/// and this assertion is the one error the compiler prints.
 template <class TQ, class TK, class TV, class TO>
 constexpr void check_attention_types() {
   using T = std::remove_const_t<TQ>;
@@ -45,40 +62,68 @@ constexpr void check_attention_types() {
                 "k/v must hold q's type, or half/bfloat16 when q is float");
 }
 
-/// Whether a call with these options runs the decode kernel.
+/// Whether a call with these options runs the decode kernel: kernel_mode::automatic
+/// takes it when nq == 1 or nq·group <= 32. The cost
+/// grows with G = group·Nq, the query rows per K/V row. Measured against flash, one
+/// thread, d 128, bottom-right causal, ms decode/flash (G in brackets; Zen 5 AVX-512,
+/// 2026-12-02, the chunk-pass kernel):
+///   Hq 32 Hkv 8, Nk 4096: Nq 1 (4) 1.23/3.09, Nq 4 (16) 2.65/4.21, Nq 8 (32) 4.43/5.67, Nq 16 (64) 8.24/8.76
+///   Hq 32 Hkv 8, Nk  512: Nq 4 (16) 0.25/0.32, Nq 8 (32) 0.51/0.52, Nq 16 (64) 1.01/0.93
+///   Hq 8 Hkv 8,  Nk 4096: Nq 16 (16) 2.59/4.34, Nq 32 (32) 4.38/5.59
+///   Hq 32 Hkv 4, Nk 4096: Nq 4 (32) 2.06/2.67, Nq 8 (64) 4.07/4.27
+/// so decode up to G = 32 (a tie at short KV; at G = 64 a tie at Nk 4096, a loss at
+/// 512). One query token always decodes: split-KV is its only parallelism when B·Hkv
+/// is small.
 inline bool runs_decode(const attention_options& opt, std::size_t nq, std::size_t group) {
   return opt.kernel == kernel_mode::decode ||
-         (opt.kernel == kernel_mode::automatic && kernels::decode_preferred(nq, group));
+         (opt.kernel == kernel_mode::automatic && (nq == 1 || nq * group <= 32));
+}
+
+/// Runs the chosen kernel on the chosen path; k is a tensor_view or a key_blocks_view.
+/// force_scalar runs the 1-wide build of the same kernel (compiled once, in the
+/// baseline path).
+template <class T, class TK, class TV>
+void run_kernel(const tensor_view<const T>& q, const TK& k, const tensor_view<const TV>& v,
+                const tensor_view<T>& out, const attention_options& opt, const score_rules<T>& rules) {
+  const simd_isa isa = resolve_isa(opt.isa, "attention");
+  if (runs_decode(opt, q.seq(), q.heads() / k.heads())) {
+    if (opt.force_scalar)
+      return isa_baseline::kernel_path::decode<T>(q, k, v, out, opt.lse, rules, opt.threads);
+    return with_kernel_path(isa, [&](auto path) {
+      using path_t = decltype(path);
+      path_t::template decode<typename path_t::template vector_pack<T>>(q, k, v, out, opt.lse, rules, opt.threads);
+    });
+  }
+  if constexpr (std::is_same_v<TK, tensor_view<const TV>>) {
+    if (opt.kernel == kernel_mode::plain) return kernels::plain_attention<T>(q, k, v, out, opt.lse, rules, opt.threads);
+    if (opt.force_scalar) return isa_baseline::kernel_path::flash<T>(q, k, v, out, opt.lse, rules, opt.threads);
+    return with_kernel_path(isa, [&](auto path) {
+      using path_t = decltype(path);
+      path_t::template flash<typename path_t::template vector_pack<T>>(q, k, v, out, opt.lse, rules, opt.threads);
+    });
+  }
 }
 
 }  // namespace detail
 
-template <class TQ, class TK, class TV, class TO>
+template <class TQ, class TK, class TV, class TO,
+          std::enable_if_t<detail::attention_types_ok<TQ, TK, TV, TO>, int> = 0>
 void attention(const tensor_view<TQ>& q, const tensor_view<TK>& k, const tensor_view<TV>& v,
                const tensor_view<TO>& out, const attention_options& opt = {}) {
   using T = std::remove_const_t<TQ>;
   detail::check_attention_types<TQ, TK, TV, TO>();
   detail::check_attention("attention", q, k, v, out, opt);
   if (q.batch() == 0 || q.seq() == 0) return;
-
   const detail::score_rules<T> rules(opt, q.seq(), k.seq(), q.dim());
-  const tensor_view<const T> cq = q;
-  const tensor_view<const std::remove_const_t<TK>> ck = k;
-  const tensor_view<const std::remove_const_t<TV>> cv = v;
-  if (detail::runs_decode(opt, q.seq(), q.heads() / k.heads())) {
-    kernels::decode_attention<T>(cq, ck, cv, out, opt.lse, rules, opt.threads, opt.force_scalar);
-    return;
-  }
-  if (opt.kernel == kernel_mode::plain)
-    kernels::plain_attention<T>(cq, ck, cv, out, opt.lse, rules, opt.threads);
-  else
-    kernels::flash_attention<T>(cq, ck, cv, out, opt.lse, rules, opt.threads, opt.force_scalar);
+  detail::run_kernel<T>(tensor_view<const T>(q), tensor_view<const std::remove_const_t<TK>>(k),
+                        tensor_view<const std::remove_const_t<TV>>(v), out, opt, rules);
 }
 
 /// attention() with K in key blocks. The decode kernel reads them directly; any
 /// other kernel runs on a row-major copy of K made for the call (Nk·Dk element
 /// moves per kv head against ≥ 4·Nq·Nk·Dk flops: small beside a prefill).
-template <class TQ, class TK, class TV, class TO>
+template <class TQ, class TK, class TV, class TO,
+          std::enable_if_t<detail::attention_types_ok<TQ, TK, TV, TO>, int> = 0>
 void attention(const tensor_view<TQ>& q, const key_blocks_view<TK>& k, const tensor_view<TV>& v,
                const tensor_view<TO>& out, const attention_options& opt = {}) {
   using T = std::remove_const_t<TQ>;
@@ -89,12 +134,20 @@ void attention(const tensor_view<TQ>& q, const key_blocks_view<TK>& k, const ten
 
   if (detail::runs_decode(opt, q.seq(), q.heads() / k.heads())) {
     const detail::score_rules<T> rules(opt, q.seq(), k.seq(), q.dim());
-    kernels::decode_attention<T>(tensor_view<const T>(q), key_blocks_view<const S>(k),
-                                 tensor_view<const std::remove_const_t<TV>>(v), out, opt.lse, rules, opt.threads,
-                                 opt.force_scalar);
+    detail::run_kernel<T>(tensor_view<const T>(q), key_blocks_view<const S>(k),
+                          tensor_view<const std::remove_const_t<TV>>(v), out, opt, rules);
     return;
   }
   attention(q, detail::key_rows<S>("attention", k).view(), v, out, opt);
+}
+
+/// attention() on element types it does not compute with (k a tensor_view or a
+/// key_blocks_view): check_attention_types says which rule the call breaks.
+template <class TQ, class K, class TV, class TO,
+          std::enable_if_t<!detail::attention_types_ok<TQ, typename K::element_type, TV, TO>, int> = 0>
+void attention(const tensor_view<TQ>&, const K&, const tensor_view<TV>&, const tensor_view<TO>&,
+               const attention_options& = {}) {
+  detail::check_attention_types<TQ, typename K::element_type, TV, TO>();
 }
 
 }  // namespace headwise

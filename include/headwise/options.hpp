@@ -41,6 +41,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "headwise/isa.hpp"
 #include "headwise/tensor.hpp"
 
 namespace headwise {
@@ -99,6 +100,10 @@ struct attention_options {
 
   /// Run the portable scalar build of the chosen kernel instead of the SIMD one.
   bool force_scalar = false;
+
+  /// The SIMD path (isa.hpp): automatic = the widest this CPU runs, after
+  /// HEADWISE_ISA. A path the CPU or build lacks is an error.
+  simd_isa isa = simd_isa::automatic;
 };
 
 }  // namespace headwise

@@ -38,7 +38,7 @@
 //     against 16 keys, no horizontal sums, each block read front to back and so
 //     without requests of its own (a plan's look-ahead still runs); chunks start on
 //     a block. On Zen 4 (KV 32768, one thread) steps ran 13-20 % faster than with K
-//     in rows, fp32 at 91 % of the DRAM read bandwidth (README).
+//     in rows, fp32 at 91 % of the DRAM read bandwidth (docs/benchmarks.md).
 //   - The chunk's partial (O/l, lse) goes to a scratch buffer, B·Hq·Nq·chunks·(Dv+1)
 //     values, 0.4% of the K/V bytes at the shape above. A second parallel pass folds
 //     each row's partials in chunk order with detail::merge_row (merge.hpp, the code
@@ -48,34 +48,12 @@
 // double for double K/V). Masks, softcap, ALiBi and window come from score_rules;
 // a pruned head (head_scale 0) is never computed: zeros and LSE −inf. K/V in 2 MiB
 // pages (kv_cache's kv_buffer) avoid page walks that cost up to 2× on a VM.
-// Where it stands: see docs/decode-notes.md and the README's measured table.
-#pragma once
-
-#ifndef HEADWISE_INTERNAL
+// Where it stands: docs/decode-notes.md and docs/benchmarks.md.
+#ifndef HEADWISE_ISA_NS
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
 #endif
 
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-#include <limits>
-#include <vector>
-
-#include "headwise/detail/aligned_allocator.hpp"
-#include "headwise/detail/parallel.hpp"
-#include "headwise/detail/score_rules.hpp"
-#include "headwise/key_blocks.hpp"
-#include "headwise/kernels/decode_stream.hpp"
-#include "headwise/kernels/online_softmax.hpp"
-#include "headwise/merge.hpp"
-#include "headwise/simd/convert.hpp"
-#include "headwise/simd/exp.hpp"
-#include "headwise/simd/pack.hpp"
-#include "headwise/tensor.hpp"
-
-namespace headwise::kernels {
+namespace headwise::HEADWISE_ISA_NS::kernels {
 
 /// Keys per split-KV task: 32 tasks per (batch, kv head) at Nk 32768 balance two
 /// threads; the partial (O, lse) written and re-read per chunk, G·(Dv+1)·4·2 B =
@@ -102,18 +80,6 @@ inline constexpr std::size_t decode_block_keys(std::size_t row_bytes) {
 /// L2 (32 · 1024 · 4 B = 128 KiB at most; 16 KiB at G = 4).
 inline constexpr std::size_t decode_rows_per_pass = 32;
 
-/// attention() with kernel_mode::automatic takes this kernel when it holds. The cost
-/// grows with G = group·Nq, the query rows per K/V row. Measured against flash, one
-/// thread, d 128, bottom-right causal, ms decode/flash (G in brackets; Zen 5 AVX-512,
-/// 2026-12-02, the chunk-pass kernel):
-///   Hq 32 Hkv 8, Nk 4096: Nq 1 (4) 1.23/3.09, Nq 4 (16) 2.65/4.21, Nq 8 (32) 4.43/5.67, Nq 16 (64) 8.24/8.76
-///   Hq 32 Hkv 8, Nk  512: Nq 4 (16) 0.25/0.32, Nq 8 (32) 0.51/0.52, Nq 16 (64) 1.01/0.93
-///   Hq 8 Hkv 8,  Nk 4096: Nq 16 (16) 2.59/4.34, Nq 32 (32) 4.38/5.59
-///   Hq 32 Hkv 4, Nk 4096: Nq 4 (32) 2.06/2.67, Nq 8 (64) 4.07/4.27
-/// so decode up to G = 32 (a tie at short KV; at G = 64 a tie at Nk 4096, a loss at
-/// 512). One query token always decodes: split-KV is its only parallelism when B·Hkv
-/// is small.
-inline bool decode_preferred(std::size_t nq, std::size_t group) { return nq == 1 || nq * group <= 32; }
 
 namespace decode_impl {
 
@@ -545,16 +511,4 @@ void run(const tensor_view<const T>& q, const KV& k, const tensor_view<const S>&
 
 }  // namespace decode_impl
 
-/// Split-KV decode; force_scalar runs the same code 1-wide (simd/pack.hpp).
-/// k is a tensor_view<const S> (rows) or a key_blocks_view<const S>.
-template <class T, class S, class KV>
-void decode_attention(const tensor_view<const T>& q, const KV& k, const tensor_view<const S>& v,
-                      const tensor_view<T>& out, const tensor_view<float>& lse, const detail::score_rules<T>& rules,
-                      unsigned threads, bool force_scalar) {
-  if (force_scalar)
-    decode_impl::run<T>(q, k, v, out, lse, rules, threads);
-  else
-    decode_impl::run<simd::vector_pack<T>>(q, k, v, out, lse, rules, threads);
-}
-
-}  // namespace headwise::kernels
+}  // namespace headwise::HEADWISE_ISA_NS::kernels

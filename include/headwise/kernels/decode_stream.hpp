@@ -3,20 +3,11 @@
 // chunk_stream, which turns "rows [p0, p1) of this chunk's K-then-V stream" into
 // prefetches of their cache lines. Requests never change results; what they buy,
 // core by core, is in docs/decode-notes.md.
-#pragma once
-
-#ifndef HEADWISE_INTERNAL
+#ifndef HEADWISE_ISA_NS
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
 #endif
 
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-
-#include "headwise/detail/cpu_model.hpp"
-#include "headwise/simd/pack.hpp"
-
-namespace headwise::kernels {
+namespace headwise::HEADWISE_ISA_NS::kernels {
 
 /// How each pass of a chunk requests its stream of K (then V) rows: every line
 /// prefetch_bytes ahead of the row it reads (0: the rows of the tile about to read
@@ -113,4 +104,4 @@ struct chunk_stream {
 
 }  // namespace decode_impl
 
-}  // namespace headwise::kernels
+}  // namespace headwise::HEADWISE_ISA_NS::kernels

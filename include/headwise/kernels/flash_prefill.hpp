@@ -39,26 +39,11 @@
 // the worker, so any thread count gives identical bits. Tasks are issued with
 // the last query tiles first: under a causal mask they are the most expensive,
 // so dynamic scheduling ends with short tasks.
-#pragma once
-
-#ifndef HEADWISE_INTERNAL
+#ifndef HEADWISE_ISA_NS
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
 #endif
 
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <limits>
-#include <vector>
-
-#include "headwise/detail/parallel.hpp"
-#include "headwise/detail/score_rules.hpp"
-#include "headwise/kernels/micro_tiles.hpp"
-#include "headwise/kernels/online_softmax.hpp"
-#include "headwise/simd/pack.hpp"
-#include "headwise/tensor.hpp"
-
-namespace headwise::kernels {
+namespace headwise::HEADWISE_ISA_NS::kernels {
 
 /// Tile sizes of one flash call.
 struct flash_tiling {
@@ -216,9 +201,9 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
         }
         const std::size_t nb_pad = round_up(nb, tl.kb);
         T alpha[MR];
-        with_tile_rows(mr, [&](auto rows_c) {
+        for_tile_rows(mr, [&](auto rows_c, std::size_t r) {
           constexpr std::size_t R = decltype(rows_c)::value;
-          score_tile<P, R>(qs + r0 * Dk, Dk, kp, nb_pad, ss, tl.bc);
+          score_tile<P, R>(qs + (r0 + r) * Dk, Dk, kp, nb_pad, ss + r * tl.bc, tl.bc);
         });
         for (std::size_t r = 0; r < mr; ++r) {
           T* s_row = ss + r * tl.bc;
@@ -232,9 +217,10 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
           if (!full) rules.hide_invisible(rules.ranges(i), j0, nb, s_row);
           alpha[r] = w.state[r0 + r].template absorb<P>(s_row, nb_pad);
         }
-        with_tile_rows(mr, [&](auto rows_c) {
+        for_tile_rows(mr, [&](auto rows_c, std::size_t r) {
           constexpr std::size_t R = decltype(rows_c)::value;
-          accumulate_tile<P, R>(ss, tl.bc, alpha, vp, tl.dv_pad, nb, os + r0 * tl.dv_pad, tl.dv_pad);
+          accumulate_tile<P, R>(ss + r * tl.bc, tl.bc, alpha + r, vp, tl.dv_pad, nb, os + (r0 + r) * tl.dv_pad,
+                                tl.dv_pad);
         });
       }
     }
@@ -249,15 +235,4 @@ void flash_prefill(const tensor_view<const T>& q, const tensor_view<const TK>& k
   });
 }
 
-/// The flash kernel on the vector path, or 1-wide when force_scalar is set.
-template <class T, class TK, class TV>
-void flash_attention(const tensor_view<const T>& q, const tensor_view<const TK>& k,
-                     const tensor_view<const TV>& v, const tensor_view<T>& out, const tensor_view<float>& lse,
-                     const detail::score_rules<T>& rules, unsigned threads, bool force_scalar) {
-  if (force_scalar)
-    flash_prefill<T>(q, k, v, out, lse, rules, threads);
-  else
-    flash_prefill<simd::vector_pack<T>>(q, k, v, out, lse, rules, threads);
-}
-
-}  // namespace headwise::kernels
+}  // namespace headwise::HEADWISE_ISA_NS::kernels

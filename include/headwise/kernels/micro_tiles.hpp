@@ -25,23 +25,11 @@
 // into a streaming vector load; V rows are copied into a dense buffer for the
 // same reason. Packing is where the storage type TK/TV is converted to the
 // compute type (convert_row: vector widening of half/bfloat16 via simd/convert.hpp).
-#pragma once
-
-#ifndef HEADWISE_INTERNAL
+#ifndef HEADWISE_ISA_NS
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
 #endif
 
-#include <algorithm>
-#include <cstddef>
-#include <type_traits>
-#include <utility>
-
-#include "headwise/simd/convert.hpp"
-#include "headwise/simd/pack.hpp"
-#include "headwise/simd/transpose.hpp"
-#include "headwise/tensor.hpp"
-
-namespace headwise::kernels {
+namespace headwise::HEADWISE_ISA_NS::kernels {
 
 /// MR: query rows per micro-tile: 6 for 16 registers, 12 for AVX-512's 32 (see above).
 inline constexpr std::size_t tile_rows = simd::vector_registers >= 32 ? 12 : 6;
@@ -67,13 +55,26 @@ void convert_row(const S* src, std::size_t n, std::size_t n_pad, T* dst) {
   for (; i < n_pad; ++i) dst[i] = T(0);
 }
 
-/// Calls fn(std::integral_constant<size_t, R>) with R = rows, for rows in [1, MR].
-template <std::size_t MR = tile_rows, class Fn>
-void with_tile_rows(std::size_t rows, Fn&& fn) {
-  if constexpr (MR > 1) {
-    if (rows < MR) return with_tile_rows<MR - 1>(rows, fn);
-  }
-  fn(std::integral_constant<std::size_t, MR>{});
+/// Covers `rows` (1..MR) query rows with register tiles: fn(std::integral_constant<
+/// size_t, R>, first_row) once with R = MR for a whole micro-tile, else for each
+/// power of two in the binary form of rows, largest first (11 = 8 + 2 + 1). Five
+/// tile sizes per kernel instead of twelve on AVX-512: the tiles are the bulk of a
+/// path's code, and the common remainders (128 rows per head: 8 of 12, 2 of 6) are
+/// single blocks.
+template <class Fn>
+void for_tile_rows(std::size_t rows, Fn&& fn) {
+  if (rows == tile_rows) return fn(std::integral_constant<std::size_t, tile_rows>{}, std::size_t(0));
+  std::size_t first = 0;
+  auto block = [&](auto size_c) {
+    constexpr std::size_t R = decltype(size_c)::value;
+    if constexpr (R < tile_rows) {
+      if (rows & R) fn(size_c, first), first += R;
+    }
+  };
+  block(std::integral_constant<std::size_t, 8>{});
+  block(std::integral_constant<std::size_t, 4>{});
+  block(std::integral_constant<std::size_t, 2>{});
+  block(std::integral_constant<std::size_t, 1>{});
 }
 
 /// K rows [j0, j0 + n) of (b, hk) → panels of kb keys: dst[p][d][c] = k[j0 + p·kb + c][d];
@@ -167,4 +168,4 @@ void accumulate_tile(const T* p, std::size_t p_stride, const T* alpha, const T* 
     accumulate_columns<P, MR, 1>(p, p_stride, alpha, v, dv_pad, n, o, o_stride, col);
 }
 
-}  // namespace headwise::kernels
+}  // namespace headwise::HEADWISE_ISA_NS::kernels

@@ -22,21 +22,11 @@
 // sees a visible key ends with l = 0: output 0 and LSE −inf, never NaN.
 // Cost per tile and row: n/W max + n/W exp + n/W add (W = pack width), plus one
 // scalar exp and two horizontal reductions.
-#pragma once
-
-#ifndef HEADWISE_INTERNAL
+#ifndef HEADWISE_ISA_NS
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
 #endif
 
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <limits>
-
-#include "headwise/simd/exp.hpp"
-#include "headwise/simd/pack.hpp"
-
-namespace headwise::kernels {
+namespace headwise::HEADWISE_ISA_NS::kernels {
 
 template <class T>
 struct softmax_row {
@@ -97,4 +87,4 @@ struct softmax_row {
   float lse() const { return static_cast<float>(log_sum()); }
 };
 
-}  // namespace headwise::kernels
+}  // namespace headwise::HEADWISE_ISA_NS::kernels

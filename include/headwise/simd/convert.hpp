@@ -11,23 +11,11 @@
 // than the memory it saves: vcvtph2ps reads 16 bytes and issues one uop where the
 // fp32 load would read 32; the bf16 path is two integer uops. Both are exact, so the
 // vector and portable paths agree bit for bit (tests check all 65536 patterns).
-#pragma once
-
-#ifndef HEADWISE_INTERNAL
+#ifndef HEADWISE_ISA_NS
 #error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
 #endif
 
-#include <cstddef>
-#include <type_traits>
-
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
-
-#include "headwise/simd/pack.hpp"
-#include "headwise/storage.hpp"
-
-namespace headwise::simd {
+namespace headwise::HEADWISE_ISA_NS::simd {
 
 /// One element of storage S widened to T (the portable path, and the scalar pack's).
 template <class T, class S>
@@ -50,20 +38,20 @@ inline P load_as(const S* p) noexcept {
     return widen<T>(*p);
   } else {
     static_assert(std::is_same_v<T, float> && is_storage_16<S>, "16-bit K/V storage widens to float only");
-#if defined(__AVX512F__)
+#if HEADWISE_PATH_AVX512
     if constexpr (std::is_same_v<S, half> && O::width == 16)
       return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     if constexpr (std::is_same_v<S, bfloat16> && O::width == 16)
       return _mm512_castsi512_ps(_mm512_slli_epi32(
           _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 #endif
-#if defined(__F16C__)
+#if HEADWISE_PATH_AVX2
     if constexpr (std::is_same_v<S, half> && O::width == 8)
       return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     if constexpr (std::is_same_v<S, half> && O::width == 4)
       return _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 #endif
-#if defined(__AVX2__)
+#if HEADWISE_PATH_AVX2
     if constexpr (std::is_same_v<S, bfloat16> && O::width == 8)
       return _mm256_castsi256_ps(
           _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
@@ -79,4 +67,4 @@ inline P load_as(const S* p) noexcept {
   }
 }
 
-}  // namespace headwise::simd
+}  // namespace headwise::HEADWISE_ISA_NS::simd

@@ -11,25 +11,13 @@
 // ~5 ops per 8 elements instead of 16. AVX has the shuffles for 8 floats and
 // 4 doubles; an AVX-512 block (16 floats, 8 doubles) is four of those blocks;
 // other widths (SSE, NEON, the 1-wide scalar path) use the loop.
-#pragma once
-
-#ifndef HEADWISE_INTERNAL
+#ifndef HEADWISE_ISA_NS
 #error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
 #endif
 
-#include <cstddef>
-#include <type_traits>
+namespace headwise::HEADWISE_ISA_NS::simd {
 
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
-
-#include "headwise/simd/pack.hpp"
-
-namespace headwise::simd {
-
-#if defined(__AVX__)
-namespace detail {
+#if HEADWISE_PATH_AVX
 
 /// dst[i·ds + r] = src[r·ss + i] for an AVX block: 8×8 floats.
 inline void transpose_avx_block(const float* src, std::size_t src_stride, float* dst,
@@ -71,19 +59,18 @@ inline void transpose_avx_block(const double* src, std::size_t src_stride, doubl
 template <class T>
 inline constexpr std::size_t avx_block = 32 / sizeof(T);
 
-}  // namespace detail
 #endif
 
 template <class P, class T>
 void transpose_block(const T* src, std::size_t src_stride, T* dst, std::size_t dst_stride) {
   constexpr std::size_t W = ops<P>::width;
-#if defined(__AVX__)
-  if constexpr ((std::is_same_v<T, float> || std::is_same_v<T, double>)&&W % detail::avx_block<T> == 0) {
+#if HEADWISE_PATH_AVX
+  if constexpr ((std::is_same_v<T, float> || std::is_same_v<T, double>)&&W % avx_block<T> == 0) {
     // W = 2·A on AVX-512: block (bi, bj) of dst is the transpose of block (bj, bi) of src.
-    constexpr std::size_t A = detail::avx_block<T>;
+    constexpr std::size_t A = avx_block<T>;
     for (std::size_t bi = 0; bi < W; bi += A)
       for (std::size_t bj = 0; bj < W; bj += A)
-        detail::transpose_avx_block(src + bj * src_stride + bi, src_stride, dst + bi * dst_stride + bj,
+        transpose_avx_block(src + bj * src_stride + bi, src_stride, dst + bi * dst_stride + bj,
                                     dst_stride);
     return;
   }
@@ -92,4 +79,4 @@ void transpose_block(const T* src, std::size_t src_stride, T* dst, std::size_t d
     for (std::size_t i = 0; i < W; ++i) dst[i * dst_stride + r] = src[r * src_stride + i];
 }
 
-}  // namespace headwise::simd
+}  // namespace headwise::HEADWISE_ISA_NS::simd
