@@ -1,11 +1,6 @@
-// tests/mask_cases.hpp — the mask kinds that kernel tests sweep, and the options
-// (with the memory they point to) that each kind stands for.
-//
-// A kernel test names a case by a mask_kind and builds its attention_options with
-// masked_options. What a kind means in detail (window widths, how many keys a boolean
-// mask hides, ALiBi slopes, which head is pruned) depends on the kernel's geometry —
-// flash tiles want windows narrower than a tile, decode chunks want windows wider
-// than a block — so each test passes a mask_recipe with its own figures.
+// tests/mask_cases.hpp — the one mask builder of the kernel tests: a mask_spec names
+// the rules of a case (every kind composes with the others), masked_options builds
+// the attention_options and owns the memory they point to.
 #pragma once
 
 #include <algorithm>
@@ -13,95 +8,124 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <headwise/headwise.hpp>
+
+#include "test_util.hpp"
 
 namespace hwtest {
 
 using namespace headwise;
 
-enum class mask_kind {
-  none,
-  causal_top_left,
-  causal_bottom_right,
-  window,        // recipe.window (no causal)
-  window_sinks,  // bottom-right causal, recipe.sink_window and recipe.sinks
-  boolean,       // [1, Hq, Nq, Nk], row 0 fully hidden (in head 0 or in every head)
-  additive,      // [B, 1, Nq, Nk] in [-1, 1], 10% -inf
-  alibi,
-  softcap,
-  head_scale,  // one pruned head, the others scaled up to 0.5 + Hq - 1
-  everything,  // all of the above at once (causal: recipe.everything_causal)
+/// The rules of one case besides its shapes.
+struct mask_spec {
+  causal_mode causal = causal_mode::none;
+  std::optional<std::int64_t> left, right;  // sliding window, from the diagonal
+  std::size_t sinks = 0;
+  bool boolean = false;     // [1, Hq, Nq, Nk], 30 % hidden; row 0 of head 0 fully hidden
+  bool additive = false;    // [B, 1, Nq, Nk] in [-1, 1], 10 % -inf
+  bool alibi = false;       // slope of head h: 2^-(h + 2)
+  double softcap = 0;       // c
+  bool head_scale = false;  // head 1 (mod Hq) pruned, head h scaled by 0.5 + h
+
+  /// For test names: "none", "br_w16x_s4_bool", ...
+  std::string name() const {
+    static const char* causal_names[] = {"", "tl", "br"};
+    std::string n = causal_names[int(causal)];
+    auto add = [&n](const std::string& part) { n += (n.empty() ? "" : "_") + part; };
+    if (left || right)
+      add("w" + (left ? std::to_string(*left) : std::string()) + "x" +
+          (right ? std::to_string(*right) : std::string()));
+    if (sinks) add("s" + std::to_string(sinks));
+    if (boolean) add("bool");
+    if (additive) add("add");
+    if (alibi) add("alibi");
+    if (softcap > 0) add("cap");
+    if (head_scale) add("hscale");
+    return n.empty() ? "none" : n;
+  }
 };
 
-inline const char* mask_name(mask_kind m) {
-  static const char* names[] = {"none",     "causal_tl", "causal_br", "window",     "window_sinks", "boolean",
-                                "additive", "alibi",     "softcap",   "head_scale", "everything"};
-  return names[int(m)];
+/// Every mask kind alone, the causal modes with windows and sinks, and all at once.
+inline std::vector<mask_spec> every_mask_kind() {
+  std::vector<mask_spec> specs(16);
+  specs[1].causal = causal_mode::top_left;
+  specs[2].causal = causal_mode::bottom_right;
+  specs[3].left = 5, specs[3].right = 3;    // narrower than any tile
+  specs[4].left = 300, specs[4].right = 2;  // wider than a decode block
+  specs[5].left = 0, specs[5].right = 0;    // the diagonal only
+  specs[6].causal = causal_mode::bottom_right, specs[6].left = 16, specs[6].sinks = 4;
+  specs[7].causal = causal_mode::top_left, specs[7].left = 5, specs[7].sinks = 3;
+  specs[8].causal = causal_mode::bottom_right, specs[8].right = 8;  // causal wins over right
+  specs[9].boolean = true;
+  specs[10].additive = true;
+  specs[11].alibi = true;
+  specs[12].softcap = 0.75;
+  specs[13].head_scale = true;
+  for (std::size_t i : {14, 15}) {
+    mask_spec& all = specs[i];
+    all.causal = i == 14 ? causal_mode::top_left : causal_mode::bottom_right;
+    all.left = 20, all.sinks = 5;
+    all.boolean = all.additive = all.alibi = all.head_scale = true;
+    all.softcap = 0.6;
+  }
+  return specs;
 }
 
-/// The figures behind each mask kind.
-struct mask_recipe {
-  causal_mode everything_causal = causal_mode::top_left;
-  std::size_t window_left = 5, window_right = 3;  // mask_kind::window
-  std::size_t sink_window_left = 16, sinks = 4;   // window_sinks and everything
-  float visible = 0.7f;                           // share of keys a boolean mask shows
-  bool hide_row0_in_every_head = true;            // else in head 0 only
-  int alibi_first_exponent = 1;                   // slope of head h: 2^-(h + first)
-  double softcap = 0.75;
-  std::size_t pruned_head = 0;  // taken modulo Hq
-  std::uint32_t seed = 99;
-};
-
-/// The options of one mask kind over a [B, Hq, Nq, Nk] score shape, owning the masks
-/// and per-head arrays they point to. extra_logit bounds |what the element-wise
-/// rules add to a scaled logit| (for tolerances); max_head_scale the largest head scale.
+/// The options of a mask_spec over a [B, Hq, Nq, Nk] score shape, owning the masks
+/// and per-head arrays they point to, and the bounds the tolerances need.
 struct masked_options {
   attention_options opt;
   std::unique_ptr<bool[]> boolean;
   std::vector<float> additive, slopes, head_scale;
-  double extra_logit = 0, max_head_scale = 1;
+  double bias = 0;  // bound on |ALiBi term + finite additive entry|
+  double max_head_scale = 1;
 
-  masked_options(mask_kind m, std::size_t B, std::size_t Hq, std::size_t Nq, std::size_t Nk,
-                 const mask_recipe& r = {}) {
-    const bool all = m == mask_kind::everything;
-    std::mt19937 gen(r.seed);
+  masked_options(const mask_spec& m, std::size_t B, std::size_t Hq, std::size_t Nq, std::size_t Nk,
+                 std::uint32_t seed = 99) {
+    std::mt19937 gen(seed);
     std::uniform_real_distribution<float> unit(0, 1);
-    if (m == mask_kind::causal_top_left) opt.causal = causal_mode::top_left;
-    if (m == mask_kind::causal_bottom_right || m == mask_kind::window_sinks) opt.causal = causal_mode::bottom_right;
-    if (all) opt.causal = r.everything_causal;
-    if (m == mask_kind::window) opt.window_left = r.window_left, opt.window_right = r.window_right;
-    if (m == mask_kind::window_sinks || all) opt.window_left = r.sink_window_left, opt.sink_tokens = r.sinks;
-    if (m == mask_kind::boolean || all) {
+    opt.causal = m.causal;
+    opt.window_left = m.left;
+    opt.window_right = m.right;
+    opt.sink_tokens = m.sinks;
+    if (m.boolean) {
       const std::size_t n = Hq * Nq * Nk;
       boolean.reset(new bool[n]);
-      for (std::size_t e = 0; e < n; ++e) boolean[e] = unit(gen) < r.visible;
-      for (std::size_t h = 0; h < (r.hide_row0_in_every_head ? Hq : 1); ++h)
-        for (std::size_t j = 0; j < Nk; ++j) boolean[h * Nq * Nk + j] = false;
+      for (std::size_t e = 0; e < n; ++e) boolean[e] = unit(gen) < 0.7f;
+      std::fill(boolean.get(), boolean.get() + Nk, false);
       opt.boolean_mask = mask_view<const bool>(boolean.get(), 1, Hq, Nq, Nk);
     }
-    if (m == mask_kind::additive || all) {
+    if (m.additive) {
       additive.resize(B * Nq * Nk);
       for (float& a : additive) a = unit(gen) < 0.1f ? -INFINITY : 2 * unit(gen) - 1;
       opt.additive_mask = mask_view<const float>(additive.data(), B, 1, Nq, Nk);
-      extra_logit += 1;
+      bias += 1;
     }
-    if (m == mask_kind::alibi || all) {
-      for (std::size_t h = 0; h < Hq; ++h) slopes.push_back(std::ldexp(1.0f, -int(h) - r.alibi_first_exponent));
+    if (m.alibi) {
+      for (std::size_t h = 0; h < Hq; ++h) slopes.push_back(std::ldexp(1.0f, -int(h) - 2));
       opt.alibi_slopes = slopes;
-      extra_logit += double(slopes[0]) * double(Nq + Nk);  // |i + offset - j| < Nq + Nk
+      bias += double(slopes[0]) * double(std::max(Nq, Nk));  // |i + off - j| < max(Nq, Nk)
     }
-    if (m == mask_kind::softcap || all) {
-      opt.softcap = r.softcap;
-      extra_logit += r.softcap;
-    }
-    if (m == mask_kind::head_scale || all) {
-      for (std::size_t h = 0; h < Hq; ++h) head_scale.push_back(h == r.pruned_head % Hq ? 0.0f : 0.5f + float(h));
-      for (float s : head_scale) max_head_scale = std::max(max_head_scale, double(s));
+    opt.softcap = m.softcap;
+    if (m.head_scale) {
+      for (std::size_t h = 0; h < Hq; ++h) head_scale.push_back(h == 1 % Hq ? 0.0f : 0.5f + float(h));
+      max_head_scale = std::max(1.0, double(*std::max_element(head_scale.begin(), head_scale.end())));
       opt.head_scale = head_scale;
     }
+  }
+
+  /// The error model of these rules over inputs within qmax, kmax, vmax.
+  error_model model(std::size_t Dk, std::size_t Nk, double qmax = 1, double kmax = 1, double vmax = 1) const {
+    error_model e;
+    e.Dk = Dk, e.Nk = Nk, e.scale = opt.scale ? *opt.scale : 1 / std::sqrt(double(Dk));
+    e.qmax = qmax, e.kmax = kmax, e.vmax = vmax;
+    e.bias = bias, e.softcap = opt.softcap, e.head_scale = max_head_scale;
+    return e;
   }
 };
 

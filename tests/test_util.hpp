@@ -1,5 +1,5 @@
-// tests/test_util.hpp — owning tensors for tests, random fills, and tolerances
-// derived from the compute type and the reduction lengths.
+// tests/test_util.hpp — owning tensors for tests, random fills, and the two
+// tolerances (outputs, LSE) every kernel test derives from one error model.
 #pragma once
 
 #include <algorithm>
@@ -9,11 +9,11 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <headwise/headwise.hpp>
 
-#include "kernel_instances.hpp"
 
 namespace hwtest {
 
@@ -51,29 +51,118 @@ void fill_uniform(tensor<T>& t, std::uint32_t seed, double amp = 1.0) {
         for (std::size_t d = 0; d < t.view.dim(); ++d) t(b, h, s, d) = static_cast<T>(dist(gen));
 }
 
-/// Unit roundoff of T.
-template <class T>
-constexpr double unit_roundoff() {
-  return std::numeric_limits<T>::epsilon() / 2;
+/// A copy of t with every element converted to S, in the given layout.
+template <class S, class T>
+tensor<S> converted(const tensor<T>& t, layout lay) {
+  const tensor_view<T>& v = t.view;
+  tensor<S> r(v.batch(), v.heads(), v.seq(), v.dim(), lay);
+  for (std::size_t b = 0; b < v.batch(); ++b)
+    for (std::size_t h = 0; h < v.heads(); ++h)
+      for (std::size_t s = 0; s < v.seq(); ++s)
+        for (std::size_t d = 0; d < v.dim(); ++d) r(b, h, s, d) = static_cast<S>(v(b, h, s, d));
+  return r;
 }
 
-/// Forward error bound for attention outputs computed in T against an exact
-/// oracle, from standard error analysis (Higham, ch. 3):
-///   logits: |δs| <= γ(Dk+2)·scale·Σ|q_d k_d| <= γ(Dk+2)·scale·Dk·qmax·kmax
-///   a logit error δ perturbs p_j by p_j·(δ_j − Σ p δ), so the output moves by at
-///   most 2·max|δs|·vmax; exp, the running rescale and the final division add a
-///   few ulps each; the weighted sum of Nk values adds γ(Nk)·vmax.
-/// γ(n) = n·u is the worst case; this is the bound, not an estimate, so tests
-/// stay meaningful (a wrong mask moves outputs by O(vmax), far above it).
+/// Unit roundoff of T (half, bfloat16: of their 11- and 8-bit significands).
+template <class T>
+constexpr double unit_roundoff() {
+  if constexpr (std::is_same_v<T, half>)
+    return 0x1p-11;
+  else if constexpr (std::is_same_v<T, bfloat16>)
+    return 0x1p-8;
+  else
+    return std::numeric_limits<T>::epsilon() / 2;
+}
+
+/// What a kernel's error against the oracle depends on, besides the compute type.
+struct error_model {
+  std::size_t Dk = 1, Nk = 1;
+  double scale = 1;
+  double qmax = 1, kmax = 1, vmax = 1;  // bounds on |q|, |k|, |v|
+  double bias = 0;                      // bound on |ALiBi term + finite additive mask entry| of a logit
+  double softcap = 0;                   // c; 0 = none
+  double min_abs_logit = 0;  // lower bound on every |scale·q·k| (saturates the softcap); 0 = none known
+  double head_scale = 1;     // largest head_scale
+  double storage_u = 0;      // unit roundoff of a K/V storage the oracle did not read (0: it read it)
+};
+
+// The error analysis behind both tolerances: worst-case forward error bounds
+// (Higham, Accuracy and Stability of Numerical Algorithms, ch. 3) of a kernel
+// computing in T, unit roundoff u, against the oracle (double: its own error is
+// negligible). γ(n) = n·u.
+//   Logits: |scale·q·k| <= S = scale·Dk·qmax·kmax. The Dk-term dot product and the
+//   scale and log2 e products: |δ| <= (Dk + 2)·u·S; K stored with unit roundoff
+//   u_S the oracle did not see: + u_S·S. Softcap c·tanh(s/c) has absolute
+//   condition 1 − tanh²(s/c) <= 1: δ passes through damped (to 0 when every
+//   |s| >= min_abs_logit >> c), never above 2c, and s/c, tanh (<= 2 ulps) and ×c
+//   add 4·u·c. Then |logit| <= L = min(c, S) + bias; the ALiBi product and sum,
+//   the mask addition, ×log2 e (u·L each) and the subtraction of the running max
+//   (|s − max| <= 2L) add <= 6·u·L. ⇒ Δ.
+//   Weights: exp2(s − max) is within 2 ulps; each rescale of the online softmax
+//   state and each merge of split-KV partials multiplies earlier weights by a
+//   factor within 4u, at most Nk times: relative weight error ε <= (2 + 4·Nk)·u.
+//   Output: logits within Δ and weights within ε (one weight in Σw·v and in Σw)
+//   keep each share of the average within e^{±2(Δ+ε)}: expm1(2(Δ + ε))·vmax. The
+//   sums Σw, Σw·v of <= 2·Nk terms (keys and rescales) add γ(2Nk) each and the
+//   division u: (4·Nk + 1)·u·vmax; V stored unseen, u_S·vmax. A head scale h
+//   multiplies this; applying it and storing the oracle's output in T add 2u·h·vmax.
+//   LSE = max + log Σw moves by at most Δ + ε + γ(2Nk); the log, ln 2 and the
+//   addition add 4u·|lse|, storing it and the oracle's as float 2·u_f·|lse|, with
+//   |lse| <= L + log Nk.
+// Worst case, not an estimate, and still sharp enough: a key wrongly shown or
+// hidden among n visible moves an output by about |v_j − o|/n, above this bound
+// while n·12·Nk·u < 1 (float: rows up to ~1000 keys); a lost tile or a wrong rule
+// moves it by far more.
+namespace detail_tolerance {
+struct logit_bounds {
+  double delta, weights, lse_max;  // Δ, ε, bound on |lse|
+};
+template <class T>
+logit_bounds logit_error(const error_model& m) {
+  const double u = unit_roundoff<T>(), Dk = double(m.Dk), Nk = double(m.Nk);
+  const double S = m.scale * Dk * m.qmax * m.kmax;
+  double delta = (Dk + 2) * u * S + m.storage_u * S;
+  double L = S;
+  if (m.softcap > 0) {
+    const double c = m.softcap, t = std::tanh(std::max(0.0, m.min_abs_logit - delta) / c);
+    delta = std::min(2 * c, delta * (1 - t * t)) + 4 * u * c;
+    L = std::min(c, S);
+  }
+  L += m.bias;
+  delta += 6 * u * L;
+  return {delta, (2 + 4 * Nk) * u, L + std::log(std::max(1.0, Nk))};
+}
+}  // namespace detail_tolerance
+
+/// Bound on max |out − oracle| (see the analysis above).
+template <class T>
+double attention_tolerance(const error_model& m) {
+  const double u = unit_roundoff<T>(), Nk = double(m.Nk);
+  const auto e = detail_tolerance::logit_error<T>(m);
+  const double err =
+      std::expm1(2 * (e.delta + e.weights)) * m.vmax + (4 * Nk + 1) * u * m.vmax + m.storage_u * m.vmax;
+  return m.head_scale * (err + 2 * u * m.vmax);
+}
+
+/// The same for the common case: no element-wise rules, K/V as the oracle read them.
 template <class T>
 double attention_tolerance(std::size_t Dk, std::size_t Nk, double scale, double qmax, double kmax,
                            double vmax) {
-  const double u = unit_roundoff<T>();
-  const double logit_err = (double(Dk) + 2) * u * scale * double(Dk) * qmax * kmax;
-  return (2 * logit_err + (double(Nk) + 16) * u) * vmax + 16 * u;
+  error_model m;
+  m.Dk = Dk, m.Nk = Nk, m.scale = scale, m.qmax = qmax, m.kmax = kmax, m.vmax = vmax;
+  return attention_tolerance<T>(m);
 }
 
-/// Largest |a - b| over two tensors of equal shape; NaN if either has a NaN.
+/// Bound on max |lse − oracle lse| for the float LSE attention() writes.
+template <class T>
+double lse_tolerance(const error_model& m) {
+  const double u = unit_roundoff<T>();
+  const auto e = detail_tolerance::logit_error<T>(m);
+  return e.delta + e.weights + 2 * double(m.Nk) * u + (4 * u + 2 * unit_roundoff<float>()) * e.lse_max;
+}
+
+/// Largest |a - b| over two tensors of equal shape (equal infinities count as 0);
+/// NaN if either has a NaN, so `!(err <= bound)` fails on it.
 template <class A, class B>
 double max_abs_diff(const tensor_view<A>& a, const tensor_view<B>& b) {
   double worst = 0;
