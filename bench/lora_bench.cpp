@@ -1,32 +1,31 @@
 // bench/lora_bench.cpp — what a LoRA adapter costs on a 4096 × 4096 projection, and
 // the multi-head attention layer's throughput on a Llama-like shape.
 //
-//   lora/<impl>/T<t>_4096x4096/threads:1     y = x·Wᵀ for t tokens, x [t × 4096]
-//     impl  base           the frozen projection: one Eigen GEMM (GEMV at t = 1)
-//           merged         the same GEMM on W + s·B·A (r = 16): the merged price
-//           unmerged_r<r>  base GEMM, then lora_delta::apply (two skinny GEMMs), r 4..64
-//     t     1 (decode: bound by reading W, 64 MiB), 128 (a short prompt), 2048 (prefill)
-//   counters GFLOPS       2·t·4096·4096 (the base projection's FLOPs, for every impl)
-//                         per second, so the x-base column is the base time over this
-//                         one — across separate runs, so it carries the machine's noise
-//            overhead_pct unmerged only: time of apply / time of the base GEMM, both
-//                         timed inside the same iteration, so load from other processes
-//                         hits both halves alike (the target is <= 5% at r 16, t 2048);
-//                         FLOPs alone predict r·(in + out)/(in·out) = 0.78% at r 16
-//   lora_mixed/<impl>/T128_4096x4096_r16x4/threads:1   a mixed batch: 128 rows, four
-//     rank-16 adapters, row t uses adapter t % 4 (every run of rows is one long)
-//     impl  grouped   lora_adapter_set::apply with per-row ids (gathered in chunks)
-//           per_row   one lora_delta::apply per row (GEMVs): the baseline
-//   counters GFLOPS   the LoRA FLOPs 2·T·r·(in + out) per second
-//   mha/<impl>/model4096_H32x8_d128_T<t>/threads:<a>   one layer, float, RoPE neox
-//     impl  prefill, prefill_lora   t = 512 prompt tokens into an empty KV cache
-//           decode, decode_lora     one token per iteration after a 512-token prefill
-//           (_lora: a rank-16 adapter on q and v, unmerged)
-//     a     mha_config::threads: attention and the projection GEMMs (the layer cuts
-//           each GEMM into 512-column tasks; the adapters' small GEMMs stay on one)
-//   counters tok_s        tokens per second; the x-prefill column is over prefill
+//   BM_lora_base/T        y = x·Wᵀ for T tokens, x [T × 4096]: the frozen projection,
+//                         one Eigen GEMM (GEMV at T = 1)
+//   BM_lora_merged/T      the same GEMM on W + s·B·A (r = 16): the merged price
+//   BM_lora_unmerged/T/r  base GEMM, then lora_delta::apply (two skinny GEMMs), r 4..64
+//     T  1 (decode: bound by reading W, 64 MiB), 128 (a short prompt), 2048 (prefill)
+//     FLOPS         2·T·4096·4096 (the base projection's FLOPs, for every one of the
+//                   three) per second, so their ratio is a ratio of times
+//     overhead_pct  unmerged only: time of apply / time of the base GEMM, both timed
+//                   inside the same iteration, so load from other processes hits both
+//                   halves alike (the target is <= 5 % at r 16, T 2048); FLOPs alone
+//                   predict r·(in + out)/(in·out) = 0.78 % at r 16
+//   BM_lora_mixed_grouped/T/r/adapters   a mixed batch: 128 rows, four rank-16
+//                   adapters, row t uses adapter t % 4: lora_adapter_set::apply with
+//                   per-row ids (gathered in chunks)
+//   BM_lora_mixed_per_row/...            one lora_delta::apply per row (GEMVs): the baseline
+//     FLOPS         the LoRA FLOPs 2·T·r·(in + out) per second
+//   BM_mha_prefill/T/lora/threads   one layer (model 4096, 32/8 heads, d 128, float,
+//                   RoPE neox): T = 512 prompt tokens into an empty KV cache
+//   BM_mha_decode/T/lora/threads    one token per iteration after a 512-token prefill
+//     lora          1: a rank-16 adapter on q and v, unmerged
+//     threads       mha_config::threads: attention and the projection GEMMs (the layer
+//                   cuts each GEMM into 512-column tasks; the adapters' stay on one)
+//     items_per_second   tokens per second
 // Eigen itself runs single-threaded here: it only threads with OpenMP, which the
-// build does not enable. peak/fma (peak_bench.cpp) gives the %peak column.
+// build does not enable. BM_fma_peak (peak_bench.cpp) gives the % of peak.
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -37,18 +36,10 @@
 #include <headwise/kv_cache.hpp>
 #include <headwise/mha.hpp>
 
-#include "table_reporter.hpp"
-
 namespace {
 
 using namespace headwise;
 using matrix = row_matrix<float>;
-
-// lora_mixed first: suites match metrics by name prefix, and "lora" prefixes it.
-[[maybe_unused]] const bool metrics_declared =
-    headwise_bench::declare(headwise_bench::metric{"GFLOPS", "GFLOP/s", "peak/fma", "per_row", "lora_mixed"}) &&
-    headwise_bench::declare(headwise_bench::metric{"GFLOPS", "GFLOP/s", "peak/fma", "base", "lora"}) &&
-    headwise_bench::declare(headwise_bench::metric{"tok_s", "tokens/s", "-", "prefill", "mha"});
 
 /// Cheap deterministic fill in [-amp, amp): the weights are up to 64 MiB.
 template <class M>
@@ -79,9 +70,9 @@ lora_delta<float> make_delta(Eigen::Index r) {
                            2.0 * double(r));
 }
 
-void set_gflops(benchmark::State& state, Eigen::Index tokens) {
-  state.counters["GFLOPS"] = benchmark::Counter(2e-9 * double(tokens) * double(features * features),
-                                                benchmark::Counter::kIsIterationInvariantRate);
+void set_flops(benchmark::State& state, Eigen::Index tokens) {
+  state.counters["FLOPS"] = benchmark::Counter(2.0 * double(tokens) * double(features * features),
+                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
 /// W + s·B·A for the rank-16 delta, the weights a merged adapter leaves behind.
@@ -94,18 +85,38 @@ const matrix& merged_weight() {
   return W;
 }
 
-void bm_gemm(benchmark::State& state, Eigen::Index tokens, bool merged) {
-  const matrix& W = merged ? merged_weight() : frozen_weight();
+template <bool Merged>
+void projection_gemm(benchmark::State& state) {
+  const Eigen::Index tokens = state.range(0);
+  const matrix& W = Merged ? merged_weight() : frozen_weight();
   const matrix x = random_matrix(tokens, features, 2, 1.0f);
   matrix y(tokens, features);
   for (auto _ : state) {
     y.noalias() = x * W.transpose();
     benchmark::DoNotOptimize(y.data());
   }
-  set_gflops(state, tokens);
+  set_flops(state, tokens);
 }
 
-void bm_unmerged(benchmark::State& state, Eigen::Index tokens, Eigen::Index r) {
+void BM_lora_base(benchmark::State& state) { projection_gemm<false>(state); }
+void BM_lora_merged(benchmark::State& state) { projection_gemm<true>(state); }
+BENCHMARK(BM_lora_base)
+    ->ArgName("T")
+    ->Arg(1)
+    ->Arg(128)
+    ->Arg(2048)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lora_merged)
+    ->ArgName("T")
+    ->Arg(1)
+    ->Arg(128)
+    ->Arg(2048)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+void BM_lora_unmerged(benchmark::State& state) {
+  const Eigen::Index tokens = state.range(0), r = state.range(1);
   const matrix& W = frozen_weight();
   const matrix x = random_matrix(tokens, features, 2, 1.0f);
   matrix y = matrix::Zero(tokens, features);
@@ -123,16 +134,23 @@ void bm_unmerged(benchmark::State& state, Eigen::Index tokens, Eigen::Index r) {
     base_s += std::chrono::duration<double>(t1 - t0).count();
     lora_s += std::chrono::duration<double>(t2 - t1).count();
   }
-  set_gflops(state, tokens);
+  set_flops(state, tokens);
   state.counters["overhead_pct"] = 100.0 * lora_s / base_s;
 }
+BENCHMARK(BM_lora_unmerged)
+    ->ArgNames({"T", "r"})
+    ->ArgsProduct({{1, 128, 2048}, {4, 8, 16, 64}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
-/// Four rank-16 adapters on q of a 4096 → 4096 set; row t of a mixed batch uses t % 4.
-void bm_mixed(benchmark::State& state, bool grouped) {
-  constexpr Eigen::Index tokens = 128, r = 16, adapters = 4;
+/// `adapters` rank-r adapters on q of a 4096 → 4096 set; row t of a mixed batch uses
+/// t % adapters.
+template <bool Grouped>
+void mixed_batch(benchmark::State& state) {
+  const Eigen::Index tokens = state.range(0), r = state.range(1), adapters = state.range(2);
   lora_adapter_set<float> set({projection_shape{features, features}, projection_shape{features, features},
                                projection_shape{features, features}, projection_shape{features, features}});
-  std::vector<lora_adapter_set<float>::adapter_id> ids(tokens);
+  std::vector<lora_adapter_set<float>::adapter_id> ids(std::size_t(tokens), 0);
   for (Eigen::Index a = 0; a < adapters; ++a) {
     const auto id = set.add("a" + std::to_string(a));
     set.attach(id, projection::q,
@@ -144,7 +162,7 @@ void bm_mixed(benchmark::State& state, bool grouped) {
   const matrix x = random_matrix(tokens, features, 7, 1.0f);
   matrix y = matrix::Zero(tokens, features), h(1, r);
   for (auto _ : state) {
-    if (grouped) {
+    if (Grouped) {
       set.apply(projection::q, x, y, ids);
     } else {
       for (Eigen::Index t = 0; t < tokens; ++t)
@@ -152,9 +170,22 @@ void bm_mixed(benchmark::State& state, bool grouped) {
     }
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["GFLOPS"] = benchmark::Counter(2e-9 * double(tokens * r * 2 * features),
-                                                benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOPS"] = benchmark::Counter(2.0 * double(tokens * r * 2 * features),
+                                               benchmark::Counter::kIsIterationInvariantRate);
 }
+
+void BM_lora_mixed_grouped(benchmark::State& state) { mixed_batch<true>(state); }
+void BM_lora_mixed_per_row(benchmark::State& state) { mixed_batch<false>(state); }
+BENCHMARK(BM_lora_mixed_grouped)
+    ->ArgNames({"T", "r", "adapters"})
+    ->Args({128, 16, 4})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lora_mixed_per_row)
+    ->ArgNames({"T", "r", "adapters"})
+    ->Args({128, 16, 4})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 mha_config llama_layer(unsigned threads) {
   mha_config cfg;
@@ -188,75 +219,45 @@ multi_head_attention<float> make_layer(unsigned threads, bool lora) {
   return layer;
 }
 
-constexpr Eigen::Index prompt = 512;
-constexpr int decode_steps = 24;  // fixed, so the cache's capacity is known
+constexpr int decode_steps = 24;
 
-void bm_prefill(benchmark::State& state, unsigned threads, bool lora) {
-  multi_head_attention<float> layer = make_layer(threads, lora);
+void BM_mha_prefill(benchmark::State& state) {
+  const Eigen::Index prompt = state.range(0);
+  multi_head_attention<float> layer = make_layer(unsigned(state.range(2)), state.range(1) != 0);
   const matrix x = random_matrix(prompt, 4096, 5, 1.0f);
   matrix y(prompt, 4096);
-  kv_cache<float> cache(1, 8, prompt, 128);
+  kv_cache<float> cache(1, 8, std::size_t(prompt), 128);
   for (auto _ : state) {
     cache.clear();
     layer.prefill(x, y, cache);
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["tok_s"] = benchmark::Counter(double(prompt), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetItemsProcessed(std::int64_t(state.iterations()) * prompt);
 }
 
-void bm_decode(benchmark::State& state, unsigned threads, bool lora) {
-  multi_head_attention<float> layer = make_layer(threads, lora);
+void BM_mha_decode(benchmark::State& state) {
+  const Eigen::Index prompt = state.range(0);
+  multi_head_attention<float> layer = make_layer(unsigned(state.range(2)), state.range(1) != 0);
   const matrix x = random_matrix(prompt, 4096, 6, 1.0f);
   matrix y(prompt, 4096), y_t(1, 4096);
-  kv_cache<float> cache(1, 8, prompt + decode_steps + 1, 128);
+  kv_cache<float> cache(1, 8, std::size_t(prompt) + decode_steps + 1, 128);
   layer.prefill(x, y, cache);
   for (auto _ : state) {
     layer.step(y.row(prompt - 1), y_t, cache);  // the previous output stands in for the next token
     benchmark::DoNotOptimize(y_t.data());
   }
-  state.counters["tok_s"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetItemsProcessed(std::int64_t(state.iterations()));
 }
 
-int register_all() {
-  for (Eigen::Index t : {1, 128, 2048}) {
-    const std::string shape = "/T" + std::to_string(t) + "_4096x4096/threads:1";
-    const int iterations = t == 2048 ? 3 : t == 128 ? 20 : 100;  // ~1-4 s per row
-    for (bool merged : {false, true})
-      benchmark::RegisterBenchmark(((merged ? "lora/merged" : "lora/base") + shape).c_str(), bm_gemm, t,
-                                   merged)
-          ->Iterations(iterations)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-    for (Eigen::Index r : {4, 8, 16, 64})
-      benchmark::RegisterBenchmark(("lora/unmerged_r" + std::to_string(r) + shape).c_str(), bm_unmerged, t, r)
-          ->Iterations(iterations)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-  }
-  for (bool grouped : {false, true})
-    benchmark::RegisterBenchmark(grouped ? "lora_mixed/grouped/T128_4096x4096_r16x4/threads:1"
-                                         : "lora_mixed/per_row/T128_4096x4096_r16x4/threads:1",
-                                 bm_mixed, grouped)
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond);
-  for (unsigned a : {1u, 2u}) {
-    const std::string suffix = "/model4096_H32x8_d128_T512/threads:" + std::to_string(a);
-    for (bool lora : {false, true}) {
-      benchmark::RegisterBenchmark(("mha/prefill" + std::string(lora ? "_lora" : "") + suffix).c_str(),
-                                   bm_prefill, a, lora)
-          ->Iterations(2)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("mha/decode" + std::string(lora ? "_lora" : "") + suffix).c_str(),
-                                   bm_decode, a, lora)
-          ->Iterations(decode_steps)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-    }
-  }
-  return 0;
+void layer_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"T", "lora", "threads"})->ArgsProduct({{512}, {0, 1}, {1, 2}});
 }
-
-[[maybe_unused]] const int registered = register_all();
+BENCHMARK(BM_mha_prefill)->Apply(layer_shapes)->Iterations(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+// A fixed number of steps, so the cache's capacity is known in advance.
+BENCHMARK(BM_mha_decode)
+    ->Apply(layer_shapes)
+    ->Iterations(decode_steps)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -1,86 +1,139 @@
-// peak_bench: this machine's FP32 peak, the denominator of every "% of peak".
+// peak_bench: this machine's own ceilings, measured in the same run as the kernels,
+// the denominators of every "% of peak" in bench_table's tables.
 //
-//   peak/fma/threads:<t>   t threads each run an FMA loop on the SIMD path's
-//                          packs (AVX2: 8 floats) with 12 independent chains:
-//                          2 FMA ports × 4–5 cycles latency need >= 8–10 in
-//                          flight, so the loop is bound by FMA throughput
-//   peak/eigen_gemm/...    a 1024³ Eigen GEMM: what a tuned BLAS-like kernel
-//                          reaches, a second reference point (Eigen runs it on 1 thread)
-// GFLOPS counts 2 FLOPs per FMA lane. The 2-thread row's "x1T" column is the
-// 2-thread / 1-thread peak ratio: below 2 when the 2 vCPUs share a core.
-#include <headwise/headwise.hpp>
-#include <headwise/simd/pack.hpp>
-
+//   BM_fma_peak/threads:t     t threads each run FMAs on xsimd's widest batch for this
+//                             build (-march=native: AVX-512 where the CPU has it) in 12
+//                             independent chains: 2 FMA ports × 4–5 cycles of latency
+//                             need 8–10 in flight, so the loop is bound by throughput.
+//                             FLOPS counts 2 per lane per FMA.
+//   BM_eigen_gemm/M/N/K       a 1024³ Eigen GEMM: what a tuned BLAS-like kernel reaches
+//                             on one thread (Eigen threads only with OpenMP, off here).
+//   BM_dram_read/MiB/threads  t threads sum a 1 GiB buffer with vector loads: the read
+//                             bandwidth decode is compared to (bytes_per_second). The
+//                             buffer sits in 2 MiB-aligned transparent huge pages, as
+//                             kv_cache's buffers do, so the two compare like with like.
+// Each peak runs several repetitions, and bench_table keeps the best: a peak is a
+// maximum, and on a shared host the best repetition is the least disturbed one.
+// Threads are on_threads.hpp's plain std::threads, not a pool with dynamic scheduling,
+// which could let the calling thread run both halves and report 1 thread's peak as 2's.
 #include <benchmark/benchmark.h>
 #include <Eigen/Dense>
+#include <xsimd/xsimd.hpp>
 
-#include <string>
-#include <thread>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <vector>
 
-#include "table_reporter.hpp"
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include "on_threads.hpp"
 
 namespace {
 
-using pack = headwise::simd::vector_pack<float>;
-using ops = headwise::simd::ops<pack>;
+using headwise_bench::on_threads;
+
+using batch = xsimd::batch<float>;  // the build's widest arch (xsimd::default_arch)
+
 constexpr int chains = 12;
-constexpr long fma_steps = 1 << 22;  // per thread per iteration: ~7 ms, >> a thread start
+constexpr std::int64_t fma_steps = 1 << 22;  // per thread and iteration: ~7 ms at 4 GHz
 
 float fma_loop(float seed) {
-  pack acc[chains];
-  for (int c = 0; c < chains; ++c) acc[c] = pack(seed + float(c));
-  const pack a(0.999999f), b(1e-6f);  // converges, never denormal or infinite
-  for (long i = 0; i < fma_steps; ++i)
-    for (int c = 0; c < chains; ++c) acc[c] = ops::fma(acc[c], a, b);
-  pack sum(0.0f);
-  for (int c = 0; c < chains; ++c) sum = sum + acc[c];
-  return ops::reduce_add(sum);
+  batch acc[chains];
+  for (int c = 0; c < chains; ++c) acc[c] = batch(seed + float(c));
+  const batch a(0.999999f), b(1e-6f);  // converges: never denormal, never infinite
+  for (std::int64_t i = 0; i < fma_steps; ++i)
+    for (batch& x : acc) x = xsimd::fma(x, a, b);
+  for (int c = 1; c < chains; ++c) acc[0] = acc[0] + acc[c];
+  alignas(64) float lanes[batch::size];
+  acc[0].store_unaligned(lanes);
+  float sum = 0;
+  for (float x : lanes) sum += x;
+  return sum;
 }
 
-void peak_fma(benchmark::State& st, unsigned threads) {
-  // One std::thread per extra chain, not parallel_for: its dynamic scheduling
-  // lets the calling thread take both tasks when a worker wakes late, which
-  // would report the 1-thread peak as the 2-thread one.
+void BM_fma_peak(benchmark::State& state) {
+  const auto threads = unsigned(state.range(0));
   std::vector<float> sink(threads);
-  for (auto _ : st) {
-    std::vector<std::thread> others;
-    for (unsigned t = 1; t < threads; ++t) others.emplace_back([&sink, t] { sink[t] = fma_loop(float(t)); });
-    sink[0] = fma_loop(0.0f);
-    for (std::thread& th : others) th.join();
+  for (auto _ : state) {
+    on_threads(threads, [&](unsigned t) { sink[t] = fma_loop(float(t)); });
     benchmark::DoNotOptimize(sink.data());
   }
-  const double flops = 2.0 * double(ops::width) * chains * double(fma_steps) * threads;
-  st.counters["GFLOPS"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  const double flops = 2.0 * double(batch::size) * chains * double(fma_steps) * threads;
+  state.counters["FLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
 }
+BENCHMARK(BM_fma_peak)
+    ->ArgName("threads")
+    ->DenseRange(1, 2)
+    ->Repetitions(3)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
-void peak_gemm(benchmark::State& st) {
-  const Eigen::Index n = 1024;
-  const Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n), b = Eigen::MatrixXf::Random(n, n);
-  Eigen::MatrixXf c(n, n);
-  for (auto _ : st) {
+void BM_eigen_gemm(benchmark::State& state) {
+  const Eigen::Index m = state.range(0), n = state.range(1), k = state.range(2);
+  const Eigen::MatrixXf a = Eigen::MatrixXf::Random(m, k), b = Eigen::MatrixXf::Random(k, n);
+  Eigen::MatrixXf c(m, n);
+  for (auto _ : state) {
     c.noalias() = a * b;
     benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
   }
-  st.counters["GFLOPS"] =
-      benchmark::Counter(2.0 * n * n * n / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOPS"] =
+      benchmark::Counter(2.0 * double(m * n * k), benchmark::Counter::kIsIterationInvariantRate);
 }
+BENCHMARK(BM_eigen_gemm)
+    ->ArgNames({"M", "N", "K"})
+    ->Args({1024, 1024, 1024})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
-bool register_peak() {
-  for (unsigned t : {1u, 2u})
-    benchmark::RegisterBenchmark(("peak/fma/threads:" + std::to_string(t)).c_str(), peak_fma, t)
-        ->UseRealTime()
-        ->Unit(benchmark::kMillisecond)
-        ->MinTime(0.2)
-        ->Repetitions(3);  // the table keeps the best: a peak is a maximum
-  benchmark::RegisterBenchmark("peak/eigen_gemm/M1024_N1024_K1024/threads:1", peak_gemm)
-      ->UseRealTime()
-      ->Unit(benchmark::kMillisecond)
-      ->MinTime(0.3);
-  return true;
+/// A float buffer on a 2 MiB boundary, advised for transparent huge pages (Linux).
+struct huge_buffer {
+  static constexpr std::size_t page = std::size_t(2) << 20;
+  std::unique_ptr<float, decltype(&std::free)> data{nullptr, &std::free};
+  explicit huge_buffer(std::size_t bytes) {
+    bytes = (bytes + page - 1) / page * page;
+    data.reset(static_cast<float*>(std::aligned_alloc(page, bytes)));
+    if (!data) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(data.get(), bytes, MADV_HUGEPAGE);
+#endif
+  }
+};
+
+void BM_dram_read(benchmark::State& state) {
+  const std::size_t bytes = std::size_t(state.range(0)) << 20, n = bytes / sizeof(float);
+  const auto threads = unsigned(state.range(1));
+  constexpr std::size_t W = batch::size;
+  huge_buffer buf(bytes);
+  for (std::size_t i = 0; i < n; ++i) buf.data.get()[i] = float(i % 1024) * 1e-3f;  // touch every page
+  std::vector<float> sums(threads);
+  for (auto _ : state) {
+    on_threads(threads, [&](unsigned t) {
+      const float* p = buf.data.get() + n / threads * t;
+      batch a0(0.0f), a1(0.0f), a2(0.0f), a3(0.0f);  // 4 chains hide the add latency
+      for (std::size_t i = 0; i < n / threads; i += 4 * W) {
+        a0 = a0 + batch::load_unaligned(p + i), a1 = a1 + batch::load_unaligned(p + i + W);
+        a2 = a2 + batch::load_unaligned(p + i + 2 * W), a3 = a3 + batch::load_unaligned(p + i + 3 * W);
+      }
+      alignas(64) float lanes[W];
+      ((a0 + a1) + (a2 + a3)).store_unaligned(lanes);
+      sums[t] = lanes[0] + lanes[W - 1];
+    });
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(bytes));
 }
-
-const bool registered = register_peak() && headwise_bench::declare(headwise_bench::metric{
-                                               "GFLOPS", "GFLOP/s", "peak/fma", "fma", "peak"});
+// 1 GiB: twice the largest last-level cache these VMs reported (480 MiB), so every
+// line comes from DRAM.
+BENCHMARK(BM_dram_read)
+    ->ArgNames({"MiB", "threads"})
+    ->ArgsProduct({{1024}, {1, 2}})
+    ->Repetitions(5)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace

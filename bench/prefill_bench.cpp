@@ -1,162 +1,298 @@
-// prefill_bench: attention over prefill shapes (Nq = Nk), one benchmark per
-// implementation × shape × thread count, named prefill/<impl>/<shape>/threads:<t>.
+// prefill_bench: attention over prompts (Nq = Nk = N, batch 1, BHSD float tensors
+// filled once, outside the timed loop), one function per implementation:
 //
-//   reference     headwise::reference (double accumulation; ~1 GFLOP/s, so only
-//                 where one iteration takes < ~2 s)
-//   eigen         what an Eigen user writes: per head S = Q·Kᵀ (Eigen GEMM), a row
-//                 softmax, O = P·V; causal computes the full S and masks it
-//   plain         kernel_mode::plain (one query row at a time)
-//   flash_scalar  kernel_mode::flash with force_scalar (the 1-wide build)
-//   flash         kernel_mode::flash on the SIMD path
-// Counter GFLOPS = 4·B·Hq·Nq·Nk·d / time, halved for causal (the visible half).
-// Tensors are BHSD floats filled once per benchmark, outside the timed loop.
+//   BM_reference       headwise::reference::attention: the oracle, double accumulation
+//   BM_eigen_full      what an Eigen user writes first: per head S = scale·Q·Kᵀ (N × N),
+//                      masked afterwards, a row softmax, O = P·V. Masked scores cost
+//                      as much as visible ones.
+//   BM_eigen_blocked   what a careful Eigen user writes: per block of 64 query rows, the
+//                      GEMMs run only on the keys that block can see (causal: up to its
+//                      last row's diagonal; window: from its first row's window start),
+//                      K/V of a GQA group mapped in place, not copied.
+//   BM_headwise_plain  attention_options::kernel = plain (one query row at a time)
+//   BM_headwise_flash  kernel = flash on the default SIMD path (headwise::simd_path())
+//   BM_headwise_flash_<isa>  the same on each narrower path of headwise::available_isas()
+//                      (attention_options::isa): what a CPU without the wider one gets
+//
+// Args: Hq, Hkv (query and K/V heads), N, d, causal (0/1: top_left), window (keys a
+// query sees, itself included; 0 = no window), threads (attention_options::threads;
+// the Eigen baselines split their heads or row blocks over as many std::threads).
+// Counter FLOPS = 4·Hq·d per visible (query, key) pair per second: 4·Hq·N²·d without
+// a mask, half that causal (DESIGN.md's count), the exact visible pairs under a window.
 #include <headwise/headwise.hpp>
 
 #include <benchmark/benchmark.h>
 #include <Eigen/Dense>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "table_reporter.hpp"
+#include "on_threads.hpp"
 
 namespace {
 
+using Eigen::Index;
 using headwise::kernel_mode;
 
-struct shape {
-  std::string tag;  // "", "causal_" or "gqa_causal_"
-  std::size_t Hq, Hkv, N, d;
+/// One benchmark's shape and tensors, from its args.
+struct prefill {
+  std::size_t Hq, Hkv, N, d, window;
   bool causal;
+  unsigned threads;
+  std::vector<float> q_data, k_data, v_data, out_data;
+  headwise::tensor_view<const float> q, k, v;
+  headwise::tensor_view<float> out;
 
-  std::string name() const {
-    std::string s = tag + (Hq == Hkv ? "H" + std::to_string(Hq)
-                                     : "Hq" + std::to_string(Hq) + "_Hkv" + std::to_string(Hkv));
-    return s + "_N" + std::to_string(N) + "_d" + std::to_string(d);
-  }
-  double flops() const { return 4.0 * double(Hq) * double(N) * double(N) * double(d) / (causal ? 2 : 1); }
-};
-
-struct problem {
-  std::vector<float> q, k, v, o;
-  headwise::tensor_view<const float> qv, kv, vv;
-  headwise::tensor_view<float> ov;
-  explicit problem(const shape& s) : q(s.Hq * s.N * s.d), k(s.Hkv * s.N * s.d), v(k.size()), o(q.size()) {
+  explicit prefill(const benchmark::State& st)
+      : Hq(std::size_t(st.range(0))),
+        Hkv(std::size_t(st.range(1))),
+        N(std::size_t(st.range(2))),
+        d(std::size_t(st.range(3))),
+        window(std::size_t(st.range(5))),
+        causal(st.range(4) != 0),
+        threads(unsigned(st.range(6))),
+        q_data(Hq * N * d),
+        k_data(Hkv * N * d),
+        v_data(k_data.size()),
+        out_data(q_data.size()) {
     std::mt19937 gen(1);
     std::normal_distribution<float> normal;
-    for (auto* buf : {&q, &k, &v})
+    for (auto* buf : {&q_data, &k_data, &v_data})
       for (float& x : *buf) x = normal(gen);
-    qv = headwise::bhsd<const float>(q.data(), 1, s.Hq, s.N, s.d);
-    kv = headwise::bhsd<const float>(k.data(), 1, s.Hkv, s.N, s.d);
-    vv = headwise::bhsd<const float>(v.data(), 1, s.Hkv, s.N, s.d);
-    ov = headwise::bhsd(o.data(), 1, s.Hq, s.N, s.d);
+    q = headwise::bhsd<const float>(q_data.data(), 1, Hq, N, d);
+    k = headwise::bhsd<const float>(k_data.data(), 1, Hkv, N, d);
+    v = headwise::bhsd<const float>(v_data.data(), 1, Hkv, N, d);
+    out = headwise::bhsd(out_data.data(), 1, Hq, N, d);
+  }
+
+  headwise::attention_options options() const {
+    headwise::attention_options opt;
+    opt.causal = causal ? headwise::causal_mode::top_left : headwise::causal_mode::none;
+    if (window > 0) opt.window_left = std::int64_t(window) - 1;
+    opt.threads = threads;
+    return opt;
+  }
+
+  /// The keys query i sees: [first, last].
+  std::size_t first_key(std::size_t i) const { return window > 0 && i + 1 > window ? i + 1 - window : 0; }
+  std::size_t last_key(std::size_t i) const { return causal ? i : N - 1; }
+
+  double flops() const {
+    double pairs = double(N) * double(N) / (causal ? 2 : 1);
+    if (window > 0) {
+      pairs = 0;
+      for (std::size_t i = 0; i < N; ++i) pairs += double(last_key(i) - first_key(i) + 1);
+    }
+    return 4.0 * double(Hq) * double(d) * pairs;
+  }
+
+  /// Times `step` (one attention call) and sets the FLOPS counter.
+  template <class Step>
+  void time(benchmark::State& state, Step step) {
+    for (auto _ : state) {
+      step();
+      benchmark::DoNotOptimize(out_data.data());
+      benchmark::ClobberMemory();
+    }
+    state.counters["FLOPS"] = benchmark::Counter(flops(), benchmark::Counter::kIsIterationInvariantRate);
   }
 };
 
-void set_counters(benchmark::State& st, const shape& s) {
-  st.counters["GFLOPS"] = benchmark::Counter(s.flops() / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+/// attention() with `opt`, once untimed: a path or kernel this build or CPU lacks
+/// (headwise::error) skips the benchmark instead of ending the run.
+void time_headwise(benchmark::State& state, prefill& p, const headwise::attention_options& opt) {
+  try {
+    headwise::attention(p.q, p.k, p.v, p.out, opt);
+  } catch (const headwise::error& e) {
+    state.SkipWithError(e.what());
+    return;
+  }
+  p.time(state, [&] { headwise::attention(p.q, p.k, p.v, p.out, opt); });
 }
 
-void run_headwise(benchmark::State& st, const shape& s, const char* impl, unsigned threads) {
-  problem p(s);
-  headwise::attention_options opt;
-  opt.causal = s.causal ? headwise::causal_mode::top_left : headwise::causal_mode::none;
-  opt.threads = threads;
-  const std::string name = impl;
-  opt.kernel = name == "plain" ? kernel_mode::plain : kernel_mode::flash;
-  opt.force_scalar = name == "flash_scalar";
-  for (auto _ : st) {
-    if (name == "reference")
-      headwise::reference::attention(p.qv, p.kv, p.vv, p.ov, opt);
-    else
-      headwise::attention(p.qv, p.kv, p.vv, p.ov, opt);
-    benchmark::DoNotOptimize(p.o.data());
-    benchmark::ClobberMemory();
-  }
-  set_counters(st, s);
+void BM_headwise_flash(benchmark::State& state) {
+  prefill p(state);
+  headwise::attention_options opt = p.options();
+  opt.kernel = kernel_mode::flash;
+  time_headwise(state, p, opt);
+}
+
+void BM_headwise_flash_isa(benchmark::State& state, headwise::simd_isa isa) {
+  prefill p(state);
+  headwise::attention_options opt = p.options();
+  opt.kernel = kernel_mode::flash;
+  opt.isa = isa;
+  time_headwise(state, p, opt);
+}
+
+void BM_headwise_plain(benchmark::State& state) {
+  prefill p(state);
+  headwise::attention_options opt = p.options();
+  opt.kernel = kernel_mode::plain;
+  time_headwise(state, p, opt);
+}
+
+void BM_reference(benchmark::State& state) {
+  prefill p(state);
+  const headwise::attention_options opt = p.options();
+  p.time(state, [&] { headwise::reference::attention(p.q, p.k, p.v, p.out, opt); });
 }
 
 using row_matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using const_rows = Eigen::Map<const row_matrix>;
+using scores_ref = Eigen::Ref<row_matrix, 0, Eigen::OuterStride<>>;
 
-void run_eigen(benchmark::State& st, const shape& s, unsigned threads) {
-  problem p(s);
-  const float scale = 1.0f / std::sqrt(float(s.d));
-  const std::size_t group = s.Hq / s.Hkv;
-  std::vector<row_matrix> scores(threads, row_matrix(s.N, s.N));
-  const auto head = [&](std::size_t h, unsigned worker) {
-    using cmap = Eigen::Map<const row_matrix>;
-    cmap Q(p.qv.row(0, h, 0), Eigen::Index(s.N), Eigen::Index(s.d));
-    cmap K(p.kv.row(0, h / group, 0), Eigen::Index(s.N), Eigen::Index(s.d));
-    cmap V(p.vv.row(0, h / group, 0), Eigen::Index(s.N), Eigen::Index(s.d));
-    Eigen::Map<row_matrix> O(p.ov.row(0, h, 0), Eigen::Index(s.N), Eigen::Index(s.d));
-    row_matrix& S = scores[worker];
-    S.noalias() = scale * Q * K.transpose();
-    if (s.causal)
-      for (Eigen::Index i = 0; i + 1 < S.rows(); ++i)
-        S.row(i).tail(S.cols() - i - 1).setConstant(-std::numeric_limits<float>::infinity());
-    const Eigen::VectorXf row_max = S.rowwise().maxCoeff();
-    S = (S.array().colwise() - row_max.array()).exp().matrix();
-    const Eigen::VectorXf row_sum = S.rowwise().sum();
-    O.noalias() = S * V;
-    O.array().colwise() /= row_sum.array();
-  };
-  for (auto _ : st) {
-    headwise::detail::parallel_for(s.Hq, threads, head);
-    benchmark::DoNotOptimize(p.o.data());
-    benchmark::ClobberMemory();
+/// Head h's rows [row0, row0 + rows) of a BHSD view, as an Eigen map (no copy).
+const_rows rows_of(const headwise::tensor_view<const float>& t, std::size_t h, std::size_t row0,
+                   std::size_t rows) {
+  return const_rows(t.row(0, h, row0), Index(rows), Index(t.dim()));
+}
+
+/// S holds the scores of queries i0.. against keys k0..; hides the invisible ones
+/// (-inf), then O = softmax(S)·V, the softmax taken row by row.
+void masked_softmax_times_v(const prefill& p, scores_ref S, std::size_t i0, std::size_t k0,
+                            const const_rows& V, Eigen::Map<row_matrix> O) {
+  constexpr float hidden = -std::numeric_limits<float>::infinity();
+  for (Index r = 0; r < S.rows(); ++r) {
+    const std::size_t i = i0 + std::size_t(r);
+    const Index first = Index(p.first_key(i)) - Index(k0), last = Index(p.last_key(i)) - Index(k0);
+    if (first > 0) S.row(r).head(std::min(first, S.cols())).setConstant(hidden);
+    if (last + 1 < S.cols()) S.row(r).tail(S.cols() - (last + 1)).setConstant(hidden);
   }
-  set_counters(st, s);
+  const Eigen::VectorXf row_max = S.rowwise().maxCoeff();
+  S = (S.array().colwise() - row_max.array()).exp().matrix();
+  const Eigen::VectorXf row_sum = S.rowwise().sum();
+  O.noalias() = S * V;
+  O.array().colwise() /= row_sum.array();
 }
 
-// Shapes of issue 3; H8 N256 d64 is there so the reference appears in the
-// table (it is the only shape where one reference iteration stays well under 2 s).
-// Causal and non-causal H8 N2048 d128 sit side by side to compare their times.
-const shape table_shapes[] = {
-    {"", 8, 8, 256, 64, false},         {"", 8, 8, 1024, 64, false},  {"", 8, 8, 1024, 128, false},
-    {"causal_", 8, 8, 2048, 128, true}, {"", 8, 8, 2048, 128, false}, {"gqa_causal_", 32, 8, 512, 128, true},
-    {"causal_", 1, 1, 16384, 64, true},
-};
-const std::size_t sweep_n[] = {256, 512, 1024, 2048, 4096};  // for the plot, H8 d128, 1 thread
-
-/// Seconds per iteration at which an implementation is left out of a shape.
-bool too_slow(const std::string& impl, const shape& s) {
-  const double gflops_guess = impl == "reference" ? 1 : impl == "plain" || impl == "flash_scalar" ? 2 : 20;
-  const double eigen_bytes = impl == "eigen" ? 4.0 * double(s.N) * double(s.N) : 0;
-  return s.flops() / 1e9 / gflops_guess > (impl == "reference" ? 2.0 : 6.0) ||
-         eigen_bytes > 512.0 * (1 << 20);
+void BM_eigen_full(benchmark::State& state) {
+  prefill p(state);
+  const float scale = 1.0f / std::sqrt(float(p.d));
+  const std::size_t group = p.Hq / p.Hkv;
+  std::vector<row_matrix> scores(p.threads, row_matrix(Index(p.N), Index(p.N)));  // N² floats per thread
+  p.time(state, [&] {
+    headwise_bench::on_threads(p.threads, [&](unsigned t) {
+      for (std::size_t h = t; h < p.Hq; h += p.threads) {
+        row_matrix& S = scores[t];
+        S.noalias() = scale * rows_of(p.q, h, 0, p.N) * rows_of(p.k, h / group, 0, p.N).transpose();
+        masked_softmax_times_v(p, S, 0, 0, rows_of(p.v, h / group, 0, p.N),
+                               Eigen::Map<row_matrix>(p.out.row(0, h, 0), Index(p.N), Index(p.d)));
+      }
+    });
+  });
 }
 
-void add(const std::string& suite, const std::string& impl, const shape& s, unsigned threads) {
-  if (too_slow(impl, s)) return;
-  const std::string name = suite + "/" + impl + "/" + s.name() + "/threads:" + std::to_string(threads);
-  benchmark::internal::Benchmark* b =
-      impl == "eigen" ? benchmark::RegisterBenchmark(
-                            name.c_str(), [s, threads](benchmark::State& st) { run_eigen(st, s, threads); })
-                      : benchmark::RegisterBenchmark(name.c_str(), [s, impl, threads](benchmark::State& st) {
-                          run_headwise(st, s, impl.c_str(), threads);
-                        });
-  b->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.2);
+// 64 query rows per block: the scores it computes above the diagonal are ~32 of
+// each row's visible keys (3 % at N 2048), and a 64 × d block of Q is already
+// several of the row panels Eigen's GEMM kernel works in.
+constexpr std::size_t eigen_block_rows = 64;
+
+void BM_eigen_blocked(benchmark::State& state) {
+  prefill p(state);
+  const float scale = 1.0f / std::sqrt(float(p.d));
+  const std::size_t group = p.Hq / p.Hkv, blocks = (p.N + eigen_block_rows - 1) / eigen_block_rows;
+  std::vector<row_matrix> scores(p.threads, row_matrix(Index(eigen_block_rows), Index(p.N)));
+  p.time(state, [&] {
+    headwise_bench::on_threads(p.threads, [&](unsigned t) {
+      // Tasks (head, block) dealt round robin: causal blocks grow along the diagonal.
+      for (std::size_t task = t; task < p.Hq * blocks; task += p.threads) {
+        const std::size_t h = task / blocks, i0 = task % blocks * eigen_block_rows;
+        const std::size_t rows = std::min(eigen_block_rows, p.N - i0);
+        const std::size_t k0 = p.first_key(i0), k1 = p.last_key(i0 + rows - 1) + 1;
+        scores_ref S = scores[t].topLeftCorner(Index(rows), Index(k1 - k0));
+        S.noalias() = scale * rows_of(p.q, h, i0, rows) * rows_of(p.k, h / group, k0, k1 - k0).transpose();
+        masked_softmax_times_v(p, S, i0, k0, rows_of(p.v, h / group, k0, k1 - k0),
+                               Eigen::Map<row_matrix>(p.out.row(0, h, i0), Index(rows), Index(p.d)));
+      }
+    });
+  });
 }
 
-const char* const impls[] = {"reference", "eigen", "plain", "flash_scalar", "flash"};
+// Shapes. Args {Hq, Hkv, N, d, causal, window, threads}; each implementation runs
+// the sets it can finish in a few seconds.
+const std::vector<std::string> prefill_args = {"Hq", "Hkv", "N", "d", "causal", "window", "threads"};
 
-bool register_prefill() {
-  for (const shape& s : table_shapes)
-    for (unsigned t : {1u, 2u})
-      for (const char* impl : impls)
-        if (t == 1 || std::string(impl) != "reference") add("prefill", impl, s, t);
-  for (std::size_t n : sweep_n)
-    for (const char* impl : impls) add("prefill_sweep", impl, {"", 8, 8, n, 128, false}, 1);
+/// H8 N1024 at d 64 and 128: the plain multi-head shapes every implementation runs.
+void square_heads(benchmark::internal::Benchmark* b) {
+  b->ArgNames(prefill_args)->ArgsProduct({{8}, {8}, {1024}, {64, 128}, {0}, {0}, {1, 2}});
+}
+
+/// The shapes with a reason each; too big for the plain kernel and the reference.
+void odd_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames(prefill_args);
+  for (std::int64_t t : {1, 2}) {
+    // N 2048 d 128 with and without the causal mask, side by side: skipping the
+    // tiles above the diagonal should make causal take about half the time.
+    b->Args({8, 8, 2048, 128, 0, 0, t});
+    b->Args({8, 8, 2048, 128, 1, 0, t});
+    // GQA 32/8 (Llama-3-8B's heads), causal: one K/V tile serves 4 query heads.
+    b->Args({32, 8, 512, 128, 1, 0, t});
+    // A sliding window of 512 keys (Mistral-style) at N 4096: eigen_full pays for
+    // all N² scores, the blocked and fused kernels for about N·512.
+    b->Args({8, 8, 4096, 64, 1, 512, t});
+  }
+}
+
+/// One head, one long causal sequence: only the query rows give parallelism, and
+/// eigen_full would need 1 GiB of scores per thread, so it does not run this one.
+void long_sequence(benchmark::internal::Benchmark* b) {
+  b->ArgNames(prefill_args)->ArgsProduct({{1}, {1}, {16384}, {64}, {1}, {0}, {1, 2}});
+}
+
+/// H8 N256 d64 on one thread: the only shape where the reference (~1 GFLOP/s)
+/// finishes an iteration well under a second, so every implementation meets it.
+void small(benchmark::internal::Benchmark* b) { b->ArgNames(prefill_args)->Args({8, 8, 256, 64, 0, 0, 1}); }
+
+BENCHMARK(BM_reference)->Apply(small)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_eigen_full)
+    ->Apply(small)
+    ->Apply(square_heads)
+    ->Apply(odd_shapes)
+    ->MinTime(0.2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_eigen_blocked)
+    ->Apply(small)
+    ->Apply(square_heads)
+    ->Apply(odd_shapes)
+    ->Apply(long_sequence)
+    ->MinTime(0.2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_headwise_plain)
+    ->Apply(small)
+    ->Apply(square_heads)
+    ->MinTime(0.2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_headwise_flash)
+    ->Apply(small)
+    ->Apply(square_heads)
+    ->Apply(odd_shapes)
+    ->Apply(long_sequence)
+    ->MinTime(0.2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+/// BM_headwise_flash_<isa> for every path narrower than the widest this CPU runs,
+/// on H8 N1024 at one thread: what the runtime dispatch gains.
+const bool narrower_paths_registered = [] {
+  const std::vector<headwise::simd_isa> isas = headwise::available_isas();
+  for (std::size_t i = 0; i + 1 < isas.size(); ++i)
+    benchmark::RegisterBenchmark(("BM_headwise_flash_" + std::string(headwise::isa_name(isas[i]))).c_str(),
+                                 BM_headwise_flash_isa, isas[i])
+        ->ArgNames(prefill_args)
+        ->ArgsProduct({{8}, {8}, {1024}, {64, 128}, {0}, {0}, {1}})
+        ->MinTime(0.2)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
   return true;
-}
-
-const bool registered =
-    register_prefill() &&
-    headwise_bench::declare(headwise_bench::metric{"GFLOPS", "GFLOP/s", "peak/fma", "eigen", "prefill"}) &&
-    headwise_bench::declare(headwise_bench::plot{"prefill_sweep", "GFLOPS", "N", "headwise_prefill.svg",
-                                                 "prefill H8 d128, 1 thread: GFLOP/s vs N", 1, "peak/fma"});
+}();
 
 }  // namespace
