@@ -21,12 +21,6 @@ namespace {
 
 using namespace hwtest;
 
-std::uint32_t bits_of(float f) {
-  std::uint32_t b;
-  std::memcpy(&b, &f, sizeof b);
-  return b;
-}
-
 float next_up(float f) { return std::nextafter(f, std::numeric_limits<float>::infinity()); }
 float next_down(float f) { return std::nextafter(f, -std::numeric_limits<float>::infinity()); }
 
