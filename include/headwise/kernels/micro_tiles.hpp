@@ -118,17 +118,24 @@ void score_tile(const T* q, std::size_t dk, const T* panels, std::size_t n_pad, 
   for (std::size_t p0 = 0; p0 < n_pad; p0 += KB) {
     const T* kp = panels + p0 * dk;
     P acc[MR][NR];
+    HEADWISE_UNROLL
     for (std::size_t r = 0; r < MR; ++r)
+      HEADWISE_UNROLL
       for (std::size_t c = 0; c < NR; ++c) acc[r][c] = P(T(0));
     for (std::size_t d = 0; d < dk; ++d) {
       P kv[NR];
+      HEADWISE_UNROLL
       for (std::size_t c = 0; c < NR; ++c) kv[c] = O::load(kp + d * KB + c * W);
+      HEADWISE_UNROLL
       for (std::size_t r = 0; r < MR; ++r) {
         const P qb(q[r * dk + d]);
+        HEADWISE_UNROLL
         for (std::size_t c = 0; c < NR; ++c) acc[r][c] = O::fma(qb, kv[c], acc[r][c]);
       }
     }
+    HEADWISE_UNROLL
     for (std::size_t r = 0; r < MR; ++r)
+      HEADWISE_UNROLL
       for (std::size_t c = 0; c < NR; ++c) O::store(s + r * s_stride + p0 + c * W, acc[r][c]);
   }
 }
@@ -140,19 +147,26 @@ void accumulate_columns(const T* p, std::size_t p_stride, const T* alpha, const 
   using O = simd::ops<P>;
   constexpr std::size_t W = O::width;
   P acc[MR][NC];
+  HEADWISE_UNROLL
   for (std::size_t r = 0; r < MR; ++r) {
     const P a(alpha[r]);
+    HEADWISE_UNROLL
     for (std::size_t c = 0; c < NC; ++c) acc[r][c] = O::load(o + r * o_stride + col + c * W) * a;
   }
   for (std::size_t j = 0; j < n; ++j) {
     P vv[NC];
+    HEADWISE_UNROLL
     for (std::size_t c = 0; c < NC; ++c) vv[c] = O::load(v + j * v_stride + col + c * W);
+    HEADWISE_UNROLL
     for (std::size_t r = 0; r < MR; ++r) {
       const P pb(p[r * p_stride + j]);
+      HEADWISE_UNROLL
       for (std::size_t c = 0; c < NC; ++c) acc[r][c] = O::fma(pb, vv[c], acc[r][c]);
     }
   }
+  HEADWISE_UNROLL
   for (std::size_t r = 0; r < MR; ++r)
+    HEADWISE_UNROLL
     for (std::size_t c = 0; c < NC; ++c) O::store(o + r * o_stride + col + c * W, acc[r][c]);
 }
 
