@@ -129,7 +129,7 @@ void check_attention(const char* where, const tensor_view<TQ>& q, const key_bloc
                               static_cast<std::ptrdiff_t>(k.dim()));  // k's shape, inside that storage
   score_extents e = check_scores(where, q, shape, opt);
   e.k = storage;
-  check_values_and_outputs(where, e, q, k.heads(), k.seq(), v, out);
+  check_values_and_outputs(where, e, q, v, out);
 }
 
 template <class TR, class TB>

@@ -346,16 +346,14 @@ void check_value_rules(const char* where, const score_extents& e, const std::pai
   if (eo.overlaps(e.lse)) fail(where, "options.lse overlaps the memory of out");
 }
 
-/// v, out and aliasing after check_scores (the order of key-block calls, see
-/// key_blocks.hpp), given the extents check_scores found and k's heads and keys.
+/// v, out and aliasing after check_pairs and check_scores (the order of key-block
+/// calls, see key_blocks.hpp), given the extents check_scores found.
 template <class TQ, class TV, class TO>
 void check_values_and_outputs(const char* where, const score_extents& e, const tensor_view<TQ>& q,
-                              std::size_t k_heads, std::size_t k_seq, const tensor_view<TV>& v,
-                              const tensor_view<TO>& out) {
+                              const tensor_view<TV>& v, const tensor_view<TO>& out) {
   const auto value_extents = check_value_views(where, v, out);
   expect_equal(where, "v.batch() must equal q.batch()", q.batch(), v.batch());
   expect_equal(where, "out.batch() must equal q.batch()", q.batch(), out.batch());
-  check_pairs(where, q, k_heads, k_seq, v, out, nullptr);
   expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
   check_value_rules(where, e, value_extents, out);
 }

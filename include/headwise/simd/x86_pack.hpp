@@ -28,8 +28,6 @@ struct x86_register;
   };
 HEADWISE_X86_REGISTER(float, HEADWISE_PATH_BYTES)
 HEADWISE_X86_REGISTER(double, HEADWISE_PATH_BYTES)
-HEADWISE_X86_REGISTER(std::int32_t, HEADWISE_PATH_BYTES)
-HEADWISE_X86_REGISTER(std::int64_t, HEADWISE_PATH_BYTES)
 HEADWISE_X86_REGISTER(std::uint32_t, HEADWISE_PATH_BYTES)
 HEADWISE_X86_REGISTER(std::uint64_t, HEADWISE_PATH_BYTES)
 #undef HEADWISE_X86_REGISTER
@@ -90,8 +88,6 @@ struct vec {
   vec operator+(const vec& b) const { return v + b.v; }
   vec operator-(const vec& b) const { return v - b.v; }
   vec operator*(const vec& b) const { return v * b.v; }
-  vec operator/(const vec& b) const { return v / b.v; }
-  vec operator-() const { return -v; }
   vec operator<<(int n) const { return v << n; }
 };
 
@@ -102,7 +98,6 @@ struct ops<vec<T>> {
   using register_type = typename pack::register_type;
   using bits = vec<bits_of<T>>;
   static constexpr std::size_t width = pack::size;
-  static constexpr std::size_t bytes = HEADWISE_PATH_BYTES;
   static constexpr bool is_float = std::is_same_v<T, float>;
 
   static pack load(const T* p) { return pack::load_unaligned(p); }
