@@ -2,10 +2,10 @@
 // (kernel_harness.hpp: every mode, path and thread count against the oracle, which
 // reads the same stored K/V; bit-identical across thread counts).
 //
-// Nk straddles the chunk (decode_chunk_keys: the split), the online-softmax block
-// (decode_block_keys) and the pack width; MHA, GQA, MQA; Nq 1, 2, 4; every mask kind
+// Nk straddles the chunk (decode::chunk_keys: the split), the online-softmax block
+// (decode::block_keys) and the pack width; MHA, GQA, MQA; Nq 1, 2, 4; every mask kind
 // across chunk boundaries; head dims straddling every pack width across a chunk;
-// K in rows and in key blocks (key_blocks.hpp, a different score tile). Then what
+// K in rows and in key blocks (key_view.hpp, a different score tile). Then what
 // 16-bit storage costs against the unrounded values, automatic's choice of decode,
 // and the stream plan per core.
 #include <gtest/gtest.h>
@@ -20,11 +20,11 @@ namespace {
 using namespace hwtest;
 
 // The split and block sizes are the same on every path; read from the baseline's copy.
-namespace kernels = headwise::isa_baseline::kernels;
-constexpr std::size_t C = kernels::decode_chunk_keys;
+namespace decode = headwise::isa_baseline::kernels::decode;
+constexpr std::size_t C = decode::chunk_keys;
 // The block of the d 64 cases below (32 keys for float and 16-bit K/V alike).
-constexpr std::size_t Kb = kernels::decode_block_keys(2 * 64 * sizeof(float));
-static_assert(Kb == kernels::decode_block_keys(2 * 64 * sizeof(half)));
+constexpr std::size_t Kb = decode::block_keys(2 * 64 * sizeof(float), false);
+static_assert(Kb == decode::block_keys(2 * 64 * sizeof(half), false));
 
 class decode_splits : public kernel_test {};
 class decode_rules : public kernel_test {};
@@ -132,10 +132,10 @@ TEST(decode_stream_plan, chosen_per_core) {
   EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{false, 0x6, 0x8f}));   // Sapphire Rapids
   EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{false, 0x19, 0x11}));  // not AMD
 
-  const kernels::stream_plan zen4 = kernels::decode_stream_plan(cpu_core::amd_zen4);
+  const decode::stream_plan zen4 = decode::decode_stream_plan(cpu_core::amd_zen4);
   EXPECT_FALSE(zen4.touch_pages);
   EXPECT_EQ(0u, zen4.ahead_rows(512));  // each tile requests its own rows
-  const kernels::stream_plan other = kernels::decode_stream_plan(cpu_core::unknown);
+  const decode::stream_plan other = decode::decode_stream_plan(cpu_core::unknown);
   EXPECT_TRUE(other.touch_pages);
   EXPECT_EQ(6u, other.ahead_rows(512));    // fp32 rows at d 128
   EXPECT_EQ(12u, other.ahead_rows(256));   // fp16 rows at d 128

@@ -1,4 +1,4 @@
-// Tests of the flash prefill kernel (kernels/flash_prefill.hpp): shapes around its
+// Tests of the flash prefill kernel (kernels/flash.hpp): shapes around its
 // tiles through the kernel harness (every mode, path and thread count against the
 // oracle, kernel_harness.hpp), many tiles at once, and its scratch bound.
 #include <gtest/gtest.h>
@@ -55,9 +55,9 @@ TEST(flash_many_tiles, causal_1023_by_1024_matches_the_oracle) {
 TEST(flash_memory, scratch_is_bounded_by_the_tiles) {
   namespace kernels = headwise::isa_baseline::kernels;
   for (std::size_t w : {1, 4, 8, 16}) {
-    const kernels::flash_tiling t = kernels::make_flash_tiling(sizeof(float), w, 16384, 1, 64, 64);
+    const kernels::flash::tiling t = kernels::flash::make_tiling(sizeof(float), w, 16384, 1, 64, 64);
     const std::size_t workers = 2;
-    const std::size_t bytes = workers * kernels::flash_scratch_bytes<float>(t);
+    const std::size_t bytes = workers * kernels::flash::scratch_bytes<float>(t);
     EXPECT_TRUE(bytes < (std::size_t(16) << 20)) << "W " << w << ": " << bytes << " bytes of scratch";
     // the tiles themselves: Q and O of the tall tile, a K and a V tile, an S micro-tile,
     // the transpose buffer (floats), plus a quarter for states, extents and alignment

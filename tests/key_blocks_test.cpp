@@ -1,7 +1,8 @@
-// Tests of key_blocks.hpp and of attention() with K in key blocks: the layout's
-// addressing, pack/unpack (round trip, zero padding, errors), the kernels other
-// than decode giving the bits of the row-major call (they run on a row-major copy),
-// and the argument checks over the blocks' whole storage. The decode kernel's
+// Tests of key_view.hpp and key_blocks.hpp, and of attention() with K in key blocks:
+// the layout's addressing, pack/unpack (round trip, zero padding, errors), the
+// kernels other than decode giving the bits of the row-major call (flash packs the
+// same panels from either layout, plain reads the same coordinates in order), and
+// the argument checks over the blocks' whole storage. The decode kernel's
 // results with key blocks are checked against the oracle in decode_test.cpp.
 #include <gtest/gtest.h>
 
@@ -64,7 +65,7 @@ struct case_kb {
 };
 
 /// Every kernel with K in key blocks against the same call with K in rows: bitwise
-/// for plain and flash (a row-major copy), within the oracle's tolerance for decode.
+/// for plain and flash, within the oracle's tolerance for decode (another score tile).
 template <class S>
 void check_kernels(const case_kb& c) {
   tensor<float> q(2, c.Hq, c.Nq, c.D, layout::bshd), kf(2, c.Hkv, c.Nk, c.D), v(2, c.Hkv, c.Nk, c.D);
@@ -95,7 +96,7 @@ void check_kernels(const case_kb& c) {
     if (decodes)
       EXPECT_TRUE(err <= tol) << "mode " << int(mode) << ": " << err << " > " << tol;
     else
-      EXPECT_EQ(err, 0.0) << "mode " << int(mode) << " runs on a row-major copy: the same bits";
+      EXPECT_EQ(err, 0.0) << "mode " << int(mode) << ": the same values in the same arithmetic";
   }
 }
 
@@ -130,7 +131,7 @@ TEST(key_blocks, attention_checks_the_blocks_whole_storage) {
 }
 
 /// Probabilities and statistics with K in key blocks are those of K in rows, bit for bit
-/// (they read a row-major copy), with the pruned head and GQA of a real cache.
+/// (the same logits, read in place), with the pruned head and GQA of a real cache.
 template <class S>
 void check_inspection() {
   constexpr std::size_t B = 2, Hq = 4, Hkv = 2, Nq = 5, Nk = 37, D = 24;

@@ -2,12 +2,13 @@
 //
 //   attention(q, k, v, out, options)
 //   q [B, Hq, Nq, Dk]  k [B, Hkv, Nk, Dk]  v [B, Hkv, Nk, Dv]  out [B, Hq, Nq, Dv]
-//   k: a tensor_view (rows), or a key_blocks_view (key_blocks.hpp): the decode
-//   kernel reads key blocks as they are, the others a row-major copy of them.
+//   k: a tensor_view (rows), a key_blocks_view or a key_view (key_view.hpp); every
+//   kernel reads either layout in place.
 //
 // Flow: validate every argument (nothing is written before this passes) →
-// resolve options into score_rules → choose a kernel (below) and a SIMD path
-// (isa.hpp, kernels/dispatch.hpp) → run it on threads.
+// resolve options into score_rules → choose a kernel (runs_decode below) and a SIMD
+// path (isa.hpp, kernels/dispatch.hpp) → run it on threads, with scratch from
+// options.scratch or the calling thread's workspace (workspace.hpp).
 // Semantics are documented in options.hpp; reference.hpp is the oracle with the
 // same signature.
 #pragma once
@@ -24,10 +25,11 @@
 #include "headwise/isa.hpp"
 #include "headwise/kernels/dispatch.hpp"
 #include "headwise/kernels/plain.hpp"
-#include "headwise/key_blocks.hpp"
+#include "headwise/key_view.hpp"
 #include "headwise/options.hpp"
 #include "headwise/storage.hpp"
 #include "headwise/tensor.hpp"
+#include "headwise/workspace.hpp"
 
 namespace headwise {
 
@@ -79,72 +81,49 @@ inline bool runs_decode(const attention_options& opt, std::size_t nq, std::size_
          (opt.kernel == kernel_mode::automatic && (nq == 1 || nq * group <= 32));
 }
 
-/// Runs the chosen kernel on the chosen path; k is a tensor_view or a key_blocks_view.
-/// force_scalar runs the 1-wide build of the same kernel (compiled once, in the
-/// baseline path).
-template <class T, class TK, class TV>
-void run_kernel(const tensor_view<const T>& q, const TK& k, const tensor_view<const TV>& v,
-                const tensor_view<T>& out, const attention_options& opt, const score_rules<T>& rules) {
+/// Runs the kernel the options and shapes choose, on the chosen path.
+template <class T, class S>
+void run_kernel(const kernel_call<T, S>& call, const attention_options& opt) {
   const simd_isa isa = resolve_isa(opt.isa, "attention");
-  if (runs_decode(opt, q.seq(), q.heads() / k.heads())) {
-    if (opt.force_scalar)
-      return isa_baseline::kernel_path::decode<T>(q, k, v, out, opt.lse, rules, opt.threads);
-    return with_kernel_path(isa, [&](auto path) {
-      using path_t = decltype(path);
-      path_t::template decode<typename path_t::template vector_pack<T>>(q, k, v, out, opt.lse, rules, opt.threads);
-    });
-  }
-  if constexpr (std::is_same_v<TK, tensor_view<const TV>>) {
-    if (opt.kernel == kernel_mode::plain) return kernels::plain_attention<T>(q, k, v, out, opt.lse, rules, opt.threads);
-    if (opt.force_scalar) return isa_baseline::kernel_path::flash<T>(q, k, v, out, opt.lse, rules, opt.threads);
-    return with_kernel_path(isa, [&](auto path) {
-      using path_t = decltype(path);
-      path_t::template flash<typename path_t::template vector_pack<T>>(q, k, v, out, opt.lse, rules, opt.threads);
-    });
-  }
+  const bool decode = runs_decode(opt, call.q.seq(), call.group());
+  if (!decode && opt.kernel == kernel_mode::plain) return kernels::plain::run(call);
+  with_kernel_path<T>(isa, opt.force_scalar, [&](auto path, auto* pack) {
+    using path_t = decltype(path);
+    using P = std::remove_pointer_t<decltype(pack)>;
+    if (decode)
+      path_t::template decode<P>(call);
+    else
+      path_t::template flash<P>(call);
+  });
 }
 
 }  // namespace detail
 
-template <class TQ, class TK, class TV, class TO,
-          std::enable_if_t<detail::attention_types_ok<TQ, TK, TV, TO>, int> = 0>
-void attention(const tensor_view<TQ>& q, const tensor_view<TK>& k, const tensor_view<TV>& v,
-               const tensor_view<TO>& out, const attention_options& opt = {}) {
-  using T = std::remove_const_t<TQ>;
-  detail::check_attention_types<TQ, TK, TV, TO>();
-  detail::check_attention("attention", q, k, v, out, opt);
-  if (q.batch() == 0 || q.seq() == 0) return;
-  const detail::score_rules<T> rules(opt, q.seq(), k.seq(), q.dim());
-  detail::run_kernel<T>(tensor_view<const T>(q), tensor_view<const std::remove_const_t<TK>>(k),
-                        tensor_view<const std::remove_const_t<TV>>(v), out, opt, rules);
-}
-
-/// attention() with K in key blocks. The decode kernel reads them directly; any
-/// other kernel runs on a row-major copy of K made for the call (Nk·Dk element
-/// moves per kv head against ≥ 4·Nq·Nk·Dk flops: small beside a prefill).
-template <class TQ, class TK, class TV, class TO,
-          std::enable_if_t<detail::attention_types_ok<TQ, TK, TV, TO>, int> = 0>
-void attention(const tensor_view<TQ>& q, const key_blocks_view<TK>& k, const tensor_view<TV>& v,
-               const tensor_view<TO>& out, const attention_options& opt = {}) {
-  using T = std::remove_const_t<TQ>;
-  using S = std::remove_const_t<TK>;
-  detail::check_attention_types<TQ, TK, TV, TO>();
-  detail::check_attention("attention", q, k, v, out, opt);
-  if (q.batch() == 0 || q.seq() == 0) return;
-
-  if (detail::runs_decode(opt, q.seq(), q.heads() / k.heads())) {
-    const detail::score_rules<T> rules(opt, q.seq(), k.seq(), q.dim());
-    detail::run_kernel<T>(tensor_view<const T>(q), key_blocks_view<const S>(k),
-                          tensor_view<const std::remove_const_t<TV>>(v), out, opt, rules);
-    return;
-  }
-  attention(q, detail::key_rows<S>("attention", k).view(), v, out, opt);
-}
-
-/// attention() on element types it does not compute with (k a tensor_view or a
-/// key_blocks_view): check_attention_types says which rule the call breaks.
+/// k: a tensor_view, key_blocks_view or key_view of K.
 template <class TQ, class K, class TV, class TO,
-          std::enable_if_t<!detail::attention_types_ok<TQ, typename K::element_type, TV, TO>, int> = 0>
+          std::enable_if_t<detail::is_key_argument<K> &&
+                               detail::attention_types_ok<TQ, typename K::element_type, TV, TO>,
+                           int> = 0>
+void attention(const tensor_view<TQ>& q, const K& k, const tensor_view<TV>& v, const tensor_view<TO>& out,
+               const attention_options& opt = {}) {
+  using T = std::remove_const_t<TQ>;
+  using S = std::remove_const_t<TV>;
+  detail::check_attention_types<TQ, typename K::element_type, TV, TO>();
+  const detail::key_view_of<K> keys(k);
+  detail::check_attention("attention", q, keys, v, out, opt);
+  if (q.batch() == 0 || q.seq() == 0) return;
+  const detail::score_rules<T> rules(opt, q.seq(), keys.seq(), q.dim());
+  const detail::kernel_call<T, S> call{q, keys, v, out, opt.lse, rules, opt.threads,
+                                       opt.scratch ? *opt.scratch : detail::thread_workspace()};
+  detail::run_kernel(call, opt);
+}
+
+/// attention() on element types it does not compute with: check_attention_types
+/// says which rule the call breaks.
+template <class TQ, class K, class TV, class TO,
+          std::enable_if_t<detail::is_key_argument<K> &&
+                               !detail::attention_types_ok<TQ, typename K::element_type, TV, TO>,
+                           int> = 0>
 void attention(const tensor_view<TQ>&, const K&, const tensor_view<TV>&, const tensor_view<TO>&,
                const attention_options& = {}) {
   detail::check_attention_types<TQ, typename K::element_type, TV, TO>();

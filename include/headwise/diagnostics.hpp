@@ -122,21 +122,20 @@ double js_divergence(const T* p, const double* log_p, const T* q, const double* 
 
 }  // namespace detail
 
-template <class TQ, class TK>
-redundancy_report head_redundancy(const tensor_view<TQ>& q, const tensor_view<TK>& k,
-                                  const attention_options& opt) {
+template <class TQ, class K, std::enable_if_t<detail::is_key_argument<K>, int> = 0>
+redundancy_report head_redundancy(const tensor_view<TQ>& q, const K& k_arg, const attention_options& opt) {
   using T = std::remove_const_t<TQ>;
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "q must hold float or double (the compute type)");
+  const detail::key_view_of<K> k(k_arg);
   detail::check_inspect("head_redundancy", q, k, opt);
   const std::size_t B = q.batch(), Hq = q.heads(), Nq = q.seq(), Nk = k.seq();
   redundancy_report rep{Hq, std::vector<double>(Hq * Hq, 0.0), std::vector<std::size_t>(Hq * Hq, 0)};
   constexpr std::size_t rows_per_task = 32;
-  const std::size_t blocks = (Nq + rows_per_task - 1) / rows_per_task, tasks = B * blocks;
+  const std::size_t blocks = detail::ceil_div(Nq, rows_per_task), tasks = B * blocks;
   if (Nk > 0 && tasks > 0) {
     const detail::score_rules<T> rules(opt, Nq, Nk, q.dim());
     const tensor_view<const T> cq = q;
-    const tensor_view<const std::remove_const_t<TK>> ck = k;
     const unsigned workers = detail::resolve_threads(opt.threads, tasks);
     std::vector<std::vector<T>> scratch(workers, std::vector<T>(Hq * Nk));        // rows of all heads
     std::vector<std::vector<double>> logs(workers, std::vector<double>(Hq * Nk));  // their logarithms
@@ -150,7 +149,7 @@ redundancy_report head_redundancy(const tensor_view<TQ>& q, const tensor_view<TK
       for (std::size_t i = blk * rows_per_task; i < std::min(Nq, (blk + 1) * rows_per_task); ++i) {
         for (std::size_t h = 0; h < Hq; ++h) {
           T* p = rows + h * Nk;
-          detail::row_logits(cq, ck, rules, b, h, i, p);
+          detail::all_logits(cq, k, rules, b, h, i, p);
           const T lse = detail::row_lse(p, Nk);
           seen[h] = lse != -std::numeric_limits<T>::infinity();
           detail::exponentiate(p, Nk, lse);
@@ -176,13 +175,6 @@ redundancy_report head_redundancy(const tensor_view<TQ>& q, const tensor_view<TK
       rep.rows[c * Hq + a] = rep.rows[e];
     }
   return rep;
-}
-
-/// head_redundancy with K in key blocks (key_blocks.hpp): on a row-major copy of K.
-template <class TQ, class TK>
-redundancy_report head_redundancy(const tensor_view<TQ>& q, const key_blocks_view<TK>& k,
-                                  const attention_options& opt) {
-  return head_redundancy(q, detail::key_rows("head_redundancy", k).view(), opt);
 }
 
 struct prunable_head {

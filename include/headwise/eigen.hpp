@@ -16,7 +16,7 @@
 //                        evaluates a mismatched expression (a column-major
 //                        matrix, a product) into a temporary — correct, one
 //                        copy. Pass row-major blocks to stay zero-copy.
-// workspace<T> is a grow-only buffer handing out row-major maps, so layers
+// matrix_scratch<T> is a grow-only buffer handing out row-major maps, so layers
 // reuse their scratch across calls instead of allocating per token.
 //
 // This header, lora.hpp and mha.hpp are the only ones that include Eigen; the
@@ -115,9 +115,9 @@ Eigen::Map<row_matrix<T>, Eigen::Unaligned, Eigen::OuterStride<>> as_matrix(cons
 
 /// Grow-only scratch: take(rows, cols) maps the first rows·cols elements as a
 /// row-major matrix, reallocating only when a call needs more than any before.
-/// A take() invalidates maps from earlier take() calls of the same workspace.
+/// A take() invalidates maps from earlier take() calls of the same matrix_scratch.
 template <class T>
-class workspace {
+class matrix_scratch {
  public:
   matrix_map<T> take(Eigen::Index rows, Eigen::Index cols) {
     const auto need = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);

@@ -13,7 +13,9 @@
 #include "headwise/diagnostics.hpp"
 #include "headwise/heatmap.hpp"
 #include "headwise/merge.hpp"
+#include "headwise/key_view.hpp"
 #include "headwise/key_blocks.hpp"
+#include "headwise/workspace.hpp"
 #include "headwise/kv_cache.hpp"
 #include "headwise/rope.hpp"
 // Eigen-based (link headwise::eigen, include directly): <headwise/eigen.hpp>,

@@ -6,12 +6,12 @@
 //   head_probabilities(q, k, opt, b, h)               → the whole [Nq × Nk] of one head
 //   layer_probabilities(q, k, opt, b)                 → that for every head (asked for only)
 //   attention_statistics(q, k, opt, stats_opt)        → one head_statistics per (b, h)
-//   k may be in key blocks (key_blocks.hpp): each call then reads a row-major copy
+//   k: rows, key blocks or a key_view (key_view.hpp), read in place
 //
 // Probabilities come from the fast pass: attention() writes the LSE of every row
 // (options.lse), and p_ij = exp(s_ij − lse_i) needs only the logits of the rows
 // asked for, recomputed with the same score_rules (same masks, ALiBi, softcap,
-// scale) and the same dot-product order as the plain kernel. A block costs
+// scale) by the plain kernel's own row_logits (kernels/plain.hpp). A block costs
 // 2·rows·Nvis·Dk FLOPs and rows·Nk memory; for one head of 4096 tokens at Dk = 128
 // that is 4.3 GFLOP and 64 MiB, against B·Hq times that for the eager N×N route.
 // The LSE is stored as float, so p carries its rounding, a relative |lse|·2^-24,
@@ -61,9 +61,11 @@
 #include <vector>
 
 #include "headwise/detail/checks.hpp"
+#include "headwise/detail/integer.hpp"
 #include "headwise/detail/parallel.hpp"
 #include "headwise/detail/score_rules.hpp"
-#include "headwise/key_blocks.hpp"
+#include "headwise/kernels/plain.hpp"
+#include "headwise/key_view.hpp"
 #include "headwise/options.hpp"
 #include "headwise/tensor.hpp"
 
@@ -119,7 +121,7 @@ namespace detail {
 /// Inspection reads q, k and the options of an attention call, not v or out:
 /// the score rules of checks.hpp are exactly its preconditions.
 template <class TQ, class TK>
-void check_inspect(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
+void check_inspect(const char* where, const tensor_view<TQ>& q, const key_view<TK>& k,
                    const attention_options& opt) {
   check_scores(where, q, k, opt);
 }
@@ -132,23 +134,11 @@ void check_head(const char* where, const tensor_view<TQ>& q, std::size_t batch, 
 
 /// Logits of query row (b, h, i) for all Nk keys: s[j] for a visible key, -inf
 /// for a hidden one. Hidden keys cost nothing; a pruned head has none visible.
-/// Same dot-product order as the plain kernel, so the logits match it bit for bit.
-template <class T, class TK>
-void row_logits(const tensor_view<const T>& q, const tensor_view<const TK>& k,
-                      const score_rules<T>& rules, std::size_t b, std::size_t h, std::size_t i, T* s) {
+template <class T, class S>
+void all_logits(const tensor_view<const T>& q, const key_view<const S>& k, const score_rules<T>& rules,
+                std::size_t b, std::size_t h, std::size_t i, T* s) {
   std::fill(s, s + rules.Nk, -std::numeric_limits<T>::infinity());
-  if (rules.head_multiplier(h) == T(0)) return;
-  const row_ranges rr = rules.ranges(std::int64_t(i));
-  const std::size_t hk = h / (q.heads() / k.heads()), Dk = q.dim();
-  const T* q_row = q.row(b, h, i);
-  for (const key_range& r : {rr.sinks, rr.band}) {
-    for (std::int64_t j = r.begin; j < r.end; ++j) {
-      const TK* k_row = k.row(b, hk, std::size_t(j));
-      T dot = 0;
-      for (std::size_t d = 0; d < Dk; ++d) dot += q_row[d] * static_cast<T>(k_row[d]);
-      s[j] = rules.logit(b, h, std::int64_t(i), j, dot);
-    }
-  }
+  if (rules.head_multiplier(h) != T(0)) kernels::plain::row_logits(q, k, rules, b, h, i, s);
 }
 
 /// Natural-log LSE of a logit row; -inf when no key is visible.
@@ -235,75 +225,85 @@ void accumulate_row(head_statistics& acc, const T* p, std::size_t Nk, std::int64
   if (has_induction) acc.induction += induction, ++acc.induction_rows;
 }
 
-}  // namespace detail
-
-/// Probabilities of query rows [row_begin, row_end) of head (batch, head), exact
-/// from the LSE that attention() wrote to opt.lse with these same options.
-template <class TQ, class TK>
-probability_matrix<std::remove_const_t<TQ>> attention_probabilities(
-    const tensor_view<TQ>& q, const tensor_view<TK>& k, const attention_options& opt,
-    std::size_t batch, std::size_t head, std::size_t row_begin, std::size_t row_end) {
+/// attention_probabilities, errors naming `where` (the public function called).
+template <class TQ, class S>
+probability_matrix<std::remove_const_t<TQ>> probabilities(const char* where, const tensor_view<TQ>& q,
+                                                          const key_view<const S>& k, const attention_options& opt,
+                                                          std::size_t batch, std::size_t head,
+                                                          std::size_t row_begin, std::size_t row_end) {
   using T = std::remove_const_t<TQ>;
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "q must hold float or double (the compute type)");
-  constexpr const char* where = "attention_probabilities";
-  detail::check_inspect(where, q, k, opt);
-  if (detail::is_unset(opt.lse))
-    detail::fail(where, "options.lse must hold the LSE written by attention() with these options (got none)");
-  detail::check_head(where, q, batch, head);
+  check_inspect(where, q, k, opt);
+  if (is_unset(opt.lse))
+    fail(where, "options.lse must hold the LSE written by attention() with these options (got none)");
+  check_head(where, q, batch, head);
   if (row_begin > row_end || row_end > q.seq())
-    detail::fail(where, "rows must satisfy row_begin <= row_end <= q.seq() (expected <= ", q.seq(),
-                 ", got [", row_begin, ", ", row_end, "))");
+    fail(where, "rows must satisfy row_begin <= row_end <= q.seq() (expected <= ", q.seq(), ", got [", row_begin,
+         ", ", row_end, "))");
   const std::size_t Nk = k.seq(), rows = row_end - row_begin;
-  detail::checked_product(where, "the probability block", {rows, Nk});
+  checked_product(where, "the probability block", {rows, Nk});
 
   probability_matrix<T> pm{batch, head, row_begin, rows, Nk, std::vector<T>(rows * Nk)};
   if (rows == 0 || Nk == 0) return pm;
-  const detail::score_rules<T> rules(opt, q.seq(), Nk, q.dim());
+  const score_rules<T> rules(opt, q.seq(), Nk, q.dim());
   const tensor_view<const T> cq = q;
-  const tensor_view<const std::remove_const_t<TK>> ck = k;
-  const std::size_t rows_per_task = 16, tasks = (rows + rows_per_task - 1) / rows_per_task;
-  detail::parallel_for(tasks, detail::resolve_threads(opt.threads, tasks), [&](std::size_t t, unsigned) {
+  const std::size_t rows_per_task = 16, tasks = ceil_div(rows, rows_per_task);
+  parallel_for(tasks, resolve_threads(opt.threads, tasks), [&](std::size_t t, unsigned) {
     for (std::size_t r = t * rows_per_task; r < std::min(rows, (t + 1) * rows_per_task); ++r) {
       T* p = pm.values.data() + r * Nk;
       const std::size_t i = row_begin + r;
-      detail::row_logits(cq, ck, rules, batch, head, i, p);
-      detail::exponentiate(p, Nk, static_cast<T>(opt.lse(batch, head, i, 0)));
+      all_logits(cq, k, rules, batch, head, i, p);
+      exponentiate(p, Nk, static_cast<T>(opt.lse(batch, head, i, 0)));
     }
   });
   return pm;
 }
 
+}  // namespace detail
+
+/// Probabilities of query rows [row_begin, row_end) of head (batch, head), exact
+/// from the LSE that attention() wrote to opt.lse with these same options.
+template <class TQ, class K, std::enable_if_t<detail::is_key_argument<K>, int> = 0>
+probability_matrix<std::remove_const_t<TQ>> attention_probabilities(const tensor_view<TQ>& q, const K& k,
+                                                                     const attention_options& opt,
+                                                                     std::size_t batch, std::size_t head,
+                                                                     std::size_t row_begin, std::size_t row_end) {
+  return detail::probabilities("attention_probabilities", q, detail::key_view_of<K>(k), opt, batch, head,
+                               row_begin, row_end);
+}
+
 /// The whole [Nq × Nk] probability matrix of one head: for small cases (plots, tests).
-template <class TQ, class TK>
-probability_matrix<std::remove_const_t<TQ>> head_probabilities(const tensor_view<TQ>& q,
-                                                                const tensor_view<TK>& k,
+template <class TQ, class K, std::enable_if_t<detail::is_key_argument<K>, int> = 0>
+probability_matrix<std::remove_const_t<TQ>> head_probabilities(const tensor_view<TQ>& q, const K& k,
                                                                 const attention_options& opt,
                                                                 std::size_t batch, std::size_t head) {
-  return attention_probabilities(q, k, opt, batch, head, 0, q.seq());
+  return detail::probabilities("head_probabilities", q, detail::key_view_of<K>(k), opt, batch, head, 0, q.seq());
 }
 
 /// Every head's [Nq × Nk] matrix for one batch entry: Hq·Nq·Nk values, what a
 /// layer heatmap (heatmap.hpp heads_html) draws. Only when asked for.
-template <class TQ, class TK>
-std::vector<probability_matrix<std::remove_const_t<TQ>>> layer_probabilities(const tensor_view<TQ>& q,
-                                                                             const tensor_view<TK>& k,
+template <class TQ, class K, std::enable_if_t<detail::is_key_argument<K>, int> = 0>
+std::vector<probability_matrix<std::remove_const_t<TQ>>> layer_probabilities(const tensor_view<TQ>& q, const K& k,
                                                                              const attention_options& opt,
                                                                              std::size_t batch) {
   std::vector<probability_matrix<std::remove_const_t<TQ>>> heads;
-  for (std::size_t h = 0; h < q.heads(); ++h) heads.push_back(head_probabilities(q, k, opt, batch, h));
+  for (std::size_t h = 0; h < q.heads(); ++h)
+    heads.push_back(
+        detail::probabilities("layer_probabilities", q, detail::key_view_of<K>(k), opt, batch, h, 0, q.seq()));
   return heads;
 }
 
 /// Streaming statistics of every (batch, query head), indexed b · Hq + h.
-template <class TQ, class TK>
-std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, const tensor_view<TK>& k,
+template <class TQ, class K, std::enable_if_t<detail::is_key_argument<K>, int> = 0>
+std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, const K& k_arg,
                                                   const attention_options& opt,
                                                   const statistics_options& so = {}) {
   using T = std::remove_const_t<TQ>;
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "q must hold float or double (the compute type)");
   constexpr const char* where = "attention_statistics";
+  const detail::key_view_of<K> k(k_arg);
   detail::check_inspect(where, q, k, opt);
   if (!so.tokens.empty()) {
     detail::expect_equal(where, "statistics_options.tokens.size() must equal k.seq() (Nk)", k.seq(),
@@ -322,9 +322,8 @@ std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, cons
 
   const detail::score_rules<T> rules(opt, Nq, Nk, q.dim());
   const tensor_view<const T> cq = q;
-  const tensor_view<const std::remove_const_t<TK>> ck = k;
   constexpr std::size_t rows_per_task = 64;
-  const std::size_t blocks = (Nq + rows_per_task - 1) / rows_per_task, tasks = B * Hq * blocks;
+  const std::size_t blocks = detail::ceil_div(Nq, rows_per_task), tasks = B * Hq * blocks;
   const unsigned workers = detail::resolve_threads(so.threads ? so.threads : opt.threads, tasks);
   std::vector<std::vector<T>> row_buffer(workers, std::vector<T>(Nk));
   std::vector<head_statistics> sums(tasks);
@@ -335,7 +334,7 @@ std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, cons
     acc.received.assign(Nk, 0.0);
     T* p = row_buffer[w].data();
     for (std::size_t i = blk * rows_per_task; i < std::min(Nq, (blk + 1) * rows_per_task); ++i) {
-      detail::row_logits(cq, ck, rules, b, h, i, p);
+      detail::all_logits(cq, k, rules, b, h, i, p);
       const auto n_visible = std::size_t(
           std::count_if(p, p + Nk, [](T s) { return s != -std::numeric_limits<T>::infinity(); }));
       if (n_visible == 0) continue;
@@ -347,41 +346,6 @@ std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, cons
   for (std::size_t task = 0; task < tasks; ++task) detail::add_sums(stats[task / blocks], sums[task]);
   for (head_statistics& st : stats) detail::finish_means(st);
   return stats;
-}
-
-// The functions above with K in key blocks (key_blocks.hpp, a kv_cache's keys()
-// with kv_layout::key_blocks): they read K by rows, so each call reads a row-major
-// copy of K (detail::key_rows, which checks the blocks and names the call).
-
-template <class TQ, class TK>
-probability_matrix<std::remove_const_t<TQ>> attention_probabilities(
-    const tensor_view<TQ>& q, const key_blocks_view<TK>& k, const attention_options& opt, std::size_t batch,
-    std::size_t head, std::size_t row_begin, std::size_t row_end) {
-  return attention_probabilities(q, detail::key_rows("attention_probabilities", k).view(), opt, batch, head,
-                                 row_begin, row_end);
-}
-
-template <class TQ, class TK>
-probability_matrix<std::remove_const_t<TQ>> head_probabilities(const tensor_view<TQ>& q,
-                                                                const key_blocks_view<TK>& k,
-                                                                const attention_options& opt,
-                                                                std::size_t batch, std::size_t head) {
-  return head_probabilities(q, detail::key_rows("head_probabilities", k).view(), opt, batch, head);
-}
-
-template <class TQ, class TK>
-std::vector<probability_matrix<std::remove_const_t<TQ>>> layer_probabilities(const tensor_view<TQ>& q,
-                                                                             const key_blocks_view<TK>& k,
-                                                                             const attention_options& opt,
-                                                                             std::size_t batch) {
-  return layer_probabilities(q, detail::key_rows("layer_probabilities", k).view(), opt, batch);
-}
-
-template <class TQ, class TK>
-std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, const key_blocks_view<TK>& k,
-                                                  const attention_options& opt,
-                                                  const statistics_options& so = {}) {
-  return attention_statistics(q, detail::key_rows("attention_statistics", k).view(), opt, so);
 }
 
 }  // namespace headwise

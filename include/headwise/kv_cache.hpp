@@ -6,11 +6,11 @@
 //                                 rounds to nearest even, as half(float) does)
 //   attention(q, cache.keys(), cache.values(), out, opts);   keys() [B, Hkv, size, Dk]
 //
-//   kv_cache<T, kv_layout::key_blocks>: K stored in key blocks (key_blocks.hpp), 16
+//   kv_cache<T, kv_layout::key_blocks>: K stored in key blocks (key_view.hpp), 16
 //   keys per block, transposed within it; keys() is then a key_blocks_view, which
-//   attention() also takes. Decode steps read it without horizontal sums and front
-//   to back (13–20 % faster at KV 32768 on a Zen 4); prefill through it works on a
-//   row-major copy of K made per call. V is stored in rows either way.
+//   attention() and the inspection functions also take, reading it in place. Decode
+//   steps read it without horizontal sums and front to back (13–20 % faster at KV
+//   32768 on a Zen 4). V is stored in rows either way.
 //
 // Storage is [B, Hkv, capacity, D] (BHSD) for K and for V, allocated once: each
 // (batch, kv head) owns a contiguous run of capacity rows, so keys() / values() of the
@@ -35,7 +35,8 @@
 
 #include "headwise/detail/aligned_allocator.hpp"
 #include "headwise/detail/checks.hpp"
-#include "headwise/key_blocks.hpp"
+#include "headwise/detail/integer.hpp"
+#include "headwise/key_view.hpp"
 #include "headwise/storage.hpp"
 #include "headwise/tensor.hpp"
 
@@ -111,7 +112,7 @@ class kv_cache {
   /// Key rows of storage per (batch, head): the capacity, in whole blocks for key blocks.
   std::size_t key_rows() const noexcept {
     if constexpr (Layout == kv_layout::rows) return capacity_;
-    return (capacity_ + key_block_keys - 1) / key_block_keys * key_block_keys;
+    return detail::round_up(capacity_, key_block_keys);
   }
 
   template <class U>

@@ -209,7 +209,7 @@ class lora_delta {
   row_matrix<T> a_, b_;
   double alpha_;
   lora_scaling scaling_;
-  workspace<T> scratch_;
+  matrix_scratch<T> scratch_;
 };
 
 /// The four attention projections an adapter can modify.
@@ -429,7 +429,7 @@ class lora_adapter_set {
   std::array<projection_shape, projection_count> shapes_;
   std::vector<entry> entries_;
   std::vector<weighted> active_;
-  workspace<T> scratch_, gather_scratch_, run_scratch_;
+  matrix_scratch<T> scratch_, gather_scratch_, run_scratch_;
   std::vector<Eigen::Index> order_;
   std::vector<std::size_t> starts_, cursor_;
 };

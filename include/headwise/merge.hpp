@@ -11,7 +11,7 @@
 //   out = e^(lse_a − lse) · o_a + e^(lse_b − lse) · o_b
 // This is the primitive of sequence-parallel and ring attention: each process (or
 // KV chunk, as in kernels/decode.hpp, which folds its chunks with the same row
-// merge below) attends to its own slice of the keys, and the partials are merged in
+// merge, kernels/merge_row.hpp) attends to its own slice of the keys, and the partials are merged in
 // any fixed order. It is exact up to rounding: the weights are computed in double
 // around the larger LSE (no overflow, no ∞ − ∞), then each element takes two
 // products and one sum in the output type. A side with LSE −inf (no visible key)
@@ -33,28 +33,12 @@
 #include <type_traits>
 
 #include "headwise/detail/checks.hpp"
+#include "headwise/kernels/merge_row.hpp"
 #include "headwise/tensor.hpp"
 
 namespace headwise {
 
 namespace detail {
-
-/// Merges one row: out[0..n) and the returned LSE from (o_a, lse_a) and (o_b, lse_b).
-/// out may alias o_a or o_b (element d is read before it is written).
-template <class T>
-T merge_row(const T* o_a, T lse_a, const T* o_b, T lse_b, T* out, std::size_t n) noexcept {
-  constexpr T neg_inf = -std::numeric_limits<T>::infinity();
-  if (lse_a == neg_inf && lse_b == neg_inf) {
-    for (std::size_t d = 0; d < n; ++d) out[d] = T(0);
-    return neg_inf;
-  }
-  const double m = std::max<double>(lse_a, lse_b);
-  const double ea = std::exp(double(lse_a) - m), eb = std::exp(double(lse_b) - m);  // one is 1
-  const double sum = ea + eb;
-  const T wa = static_cast<T>(ea / sum), wb = static_cast<T>(eb / sum);
-  for (std::size_t d = 0; d < n; ++d) out[d] = wa * o_a[d] + wb * o_b[d];
-  return static_cast<T>(m + std::log(sum));
-}
 
 template <class A, class B>
 bool same_view(const tensor_view<A>& a, const tensor_view<B>& b) {
@@ -110,7 +94,7 @@ void merge_states(const tensor_view<OA>& o_a, const tensor_view<LA>& lse_a, cons
   for (std::size_t b = 0; b < B; ++b)
     for (std::size_t h = 0; h < H; ++h)
       for (std::size_t i = 0; i < N; ++i) {
-        const T lse = detail::merge_row<T>(o_a.row(b, h, i), T(lse_a(b, h, i, 0)), o_b.row(b, h, i),
+        const T lse = kernels::merge_row<T>(o_a.row(b, h, i), T(lse_a(b, h, i, 0)), o_b.row(b, h, i),
                                            T(lse_b(b, h, i, 0)), out.row(b, h, i), D);
         if (has_lse) lse_out(b, h, i, 0) = static_cast<float>(lse);
       }

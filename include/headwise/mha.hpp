@@ -268,7 +268,7 @@ class multi_head_attention {
   std::array<row_vector<T>, projection_count> biases_;
   lora_adapter_set<T> adapters_;
   rotary_embedding<T> rope_;
-  workspace<T> qkv_, attn_;
+  matrix_scratch<T> qkv_, attn_;
   bool merged_ = false;
   std::vector<typename lora_adapter_set<T>::weighted> merged_mix_;
 };

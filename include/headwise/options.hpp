@@ -46,6 +46,8 @@
 
 namespace headwise {
 
+class workspace;
+
 enum class causal_mode {
   none,          ///< every key visible
   top_left,      ///< key j visible to query i when j <= i
@@ -104,6 +106,11 @@ struct attention_options {
   /// The SIMD path (isa.hpp): automatic = the widest this CPU runs, after
   /// HEADWISE_ISA. A path the CPU or build lacks is an error.
   simd_isa isa = simd_isa::automatic;
+
+  /// Where the kernels take their scratch memory (workspace.hpp): a workspace grows
+  /// to the largest call and is reused, so repeated calls allocate nothing. Null =
+  /// the calling thread's own workspace. One call at a time per workspace.
+  workspace* scratch = nullptr;
 };
 
 }  // namespace headwise

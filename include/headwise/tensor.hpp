@@ -132,6 +132,8 @@ class tensor_view {
   constexpr index head_stride() const noexcept { return head_stride_; }
   constexpr index seq_stride() const noexcept { return seq_stride_; }
   constexpr bool empty() const noexcept { return data_ == nullptr; }
+  /// Whether the caller gave a view: a data pointer or any nonzero extent.
+  constexpr bool is_set() const noexcept { return data_ != nullptr || batch_ || heads_ || seq_ || dim_; }
 
   /// Pointer to the contiguous row (b, h, s, 0..dim-1).
   constexpr T* row(std::size_t b, std::size_t h, std::size_t s) const noexcept {

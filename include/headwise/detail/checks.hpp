@@ -33,6 +33,7 @@
 
 #include "headwise/error.hpp"
 #include "headwise/options.hpp"
+#include "headwise/key_view.hpp"
 #include "headwise/tensor.hpp"
 
 namespace headwise::detail {
@@ -90,6 +91,17 @@ extent check_view(const char* where, const char* name, const tensor_view<T>& t) 
     fail(where, name, ": its byte extent overflows std::ptrdiff_t");
   const auto lo = reinterpret_cast<std::uintptr_t>(t.data());
   return {lo, lo + static_cast<std::uintptr_t>(bytes)};
+}
+
+/// K in rows or key blocks: validated as the memory it spans (for blocks, every
+/// block whole, padding included); returns that extent.
+template <class T>
+extent check_view(const char* where, const char* name, const key_blocks_view<T>& k) {
+  return check_view(where, name, k.storage());
+}
+template <class T>
+extent check_view(const char* where, const char* name, const key_view<T>& k) {
+  return k.blocked() ? check_view(where, name, k.blocks()) : check_view(where, name, k.rows());
 }
 
 /// An output view must not map two index tuples to one element: sorting the axes
@@ -159,8 +171,8 @@ struct score_extents {
 };
 
 /// q and k alone: pointers, strides, Hq, Hkv and Dk >= 1.
-template <class TQ, class TK>
-score_extents check_score_views(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k) {
+template <class TQ, class K>
+score_extents check_score_views(const char* where, const tensor_view<TQ>& q, const K& k) {
   score_extents e;
   e.q = check_view(where, "q", q);
   e.k = check_view(where, "k", k);
@@ -171,8 +183,8 @@ score_extents check_score_views(const char* where, const tensor_view<TQ>& q, con
 }
 
 /// q against k, every option, the masks and the LSE view; fills e's mask and LSE extents.
-template <class TQ, class TK>
-void check_score_rules(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
+template <class TQ, class K>
+void check_score_rules(const char* where, const tensor_view<TQ>& q, const K& k,
                        const attention_options& opt, score_extents& e) {
   expect_equal(where, "k.batch() must equal q.batch()", q.batch(), k.batch());
   expect_equal(where, "k.dim() must equal q.dim() (Dk)", q.dim(), k.dim());
@@ -217,8 +229,8 @@ void check_score_rules(const char* where, const tensor_view<TQ>& q, const tensor
 /// option, the masks and the LSE view. Inspection (which has no v or out) and
 /// key-block attention() use it whole; check_attention splits it around the
 /// agreement of the four views.
-template <class TQ, class TK>
-score_extents check_scores(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
+template <class TQ, class K>
+score_extents check_scores(const char* where, const tensor_view<TQ>& q, const K& k,
                            const attention_options& opt) {
   score_extents e = check_score_views(where, q, k);
   check_score_rules(where, q, k, opt, e);
@@ -346,22 +358,10 @@ void check_value_rules(const char* where, const score_extents& e, const std::pai
   if (eo.overlaps(e.lse)) fail(where, "options.lse overlaps the memory of out");
 }
 
-/// v, out and aliasing after check_pairs and check_scores (the order of key-block
-/// calls, see key_blocks.hpp), given the extents check_scores found.
-template <class TQ, class TV, class TO>
-void check_values_and_outputs(const char* where, const score_extents& e, const tensor_view<TQ>& q,
-                              const tensor_view<TV>& v, const tensor_view<TO>& out) {
-  const auto value_extents = check_value_views(where, v, out);
-  expect_equal(where, "v.batch() must equal q.batch()", q.batch(), v.batch());
-  expect_equal(where, "out.batch() must equal q.batch()", q.batch(), out.batch());
-  expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
-  check_value_rules(where, e, value_extents, out);
-}
-
 /// All the rules of options.hpp for attention(q, k, v, out, options), in the
 /// order of the header comment.
-template <class TQ, class TK, class TV, class TO>
-void check_attention(const char* where, const tensor_view<TQ>& q, const tensor_view<TK>& k,
+template <class TQ, class K, class TV, class TO>
+void check_attention(const char* where, const tensor_view<TQ>& q, const K& k,
                      const tensor_view<TV>& v, const tensor_view<TO>& out,
                      const attention_options& opt) {
   score_extents e = check_score_views(where, q, k);
@@ -372,6 +372,25 @@ void check_attention(const char* where, const tensor_view<TQ>& q, const tensor_v
   expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
   check_score_rules(where, q, k, opt, e);
   check_value_rules(where, e, value_extents, out);
+}
+
+/// pack_key_blocks / unpack_key_blocks: one shape, valid views, no overlap; `to_blocks`
+/// says which side is written.
+template <class TR, class TB>
+void check_key_copy(const char* where, const tensor_view<TR>& rows, const key_blocks_view<TB>& blocks,
+                    bool to_blocks) {
+  expect_equal(where, "rows.batch() must equal blocks.batch()", blocks.batch(), rows.batch());
+  expect_equal(where, "rows.heads() must equal blocks.heads()", blocks.heads(), rows.heads());
+  expect_equal(where, "rows.seq() must equal blocks.seq()", blocks.seq(), rows.seq());
+  expect_equal(where, "rows.dim() must equal blocks.dim()", blocks.dim(), rows.dim());
+  const extent r = check_view(where, "rows", rows), b = check_view(where, "blocks", blocks);
+  if (to_blocks) {
+    check_no_self_overlap(where, "blocks", blocks.storage());
+    if (b.overlaps(r)) fail(where, "blocks overlaps the memory of rows");
+  } else {
+    check_no_self_overlap(where, "rows", rows);
+    if (r.overlaps(b)) fail(where, "rows overlaps the memory of blocks");
+  }
 }
 
 }  // namespace headwise::detail

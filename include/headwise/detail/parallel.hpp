@@ -29,7 +29,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -42,6 +41,20 @@ inline unsigned resolve_threads(unsigned requested, std::size_t tasks) {
   unsigned t = requested ? requested : std::max(1u, std::thread::hardware_concurrency());
   return static_cast<unsigned>(std::max<std::size_t>(1, std::min<std::size_t>(t, tasks)));
 }
+
+/// A non-owning reference to a callable void(unsigned): what std::function would
+/// hold, without its allocation (a parallel_for's job outlives no call).
+class worker_job {
+ public:
+  template <class Fn>
+  explicit worker_job(Fn& fn) noexcept
+      : object_(&fn), call_([](void* f, unsigned w) { (*static_cast<Fn*>(f))(w); }) {}
+  void operator()(unsigned w) const { call_(object_, w); }
+
+ private:
+  void* object_;
+  void (*call_)(void*, unsigned);
+};
 
 /// Spins until ready() holds or spin_before_park has passed; returns ready().
 template <class Ready>
@@ -69,7 +82,7 @@ class worker_pool {
 
   /// Runs job(w) for w in [1, helpers] on pool threads while the caller runs job(0);
   /// returns when all are done. Returns false, running nothing, if the pool is in use.
-  bool try_run(unsigned helpers, const std::function<void(unsigned)>& job) {
+  bool try_run(unsigned helpers, const worker_job& job) {
     if (busy_.exchange(true, std::memory_order_acquire)) return false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -143,7 +156,7 @@ class worker_pool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> threads_;
   std::vector<std::unique_ptr<slot>> slots_;
-  const std::function<void(unsigned)>* job_ = nullptr;
+  const worker_job* job_ = nullptr;
   std::atomic<unsigned> pending_{0};
   std::uint64_t generation_ = 0;
   std::atomic<bool> stop_{false}, busy_{false};
@@ -168,7 +181,7 @@ void parallel_for(std::size_t tasks, unsigned workers, Fn&& fn) {
       next.store(tasks, std::memory_order_relaxed);
     }
   };
-  if (!worker_pool::instance().try_run(workers - 1, std::function<void(unsigned)>(work))) {
+  if (!worker_pool::instance().try_run(workers - 1, worker_job(work))) {
     std::vector<std::thread> pool;
     pool.reserve(workers - 1);
     for (unsigned w = 1; w < workers; ++w) pool.emplace_back(work, w);

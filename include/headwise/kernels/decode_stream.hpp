@@ -7,7 +7,7 @@
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
 #endif
 
-namespace headwise::HEADWISE_ISA_NS::kernels {
+namespace headwise::HEADWISE_ISA_NS::kernels::decode {
 
 /// How each pass of a chunk requests its stream of K (then V) rows: every line
 /// prefetch_bytes ahead of the row it reads (0: the rows of the tile about to read
@@ -43,8 +43,6 @@ inline stream_plan decode_stream_plan(detail::cpu_core core) {
 /// and 2 threads, alternating with the previous kernel): 96 rows ran ~8% slower than
 /// 32 for fp32.
 inline constexpr std::size_t decode_touch_rows = 32;
-
-namespace decode_impl {
 
 /// One chunk's K/V as the kernel reads it: K rows 0..n-1 (pass 1), then V rows
 /// 0..n-1 (pass 2). request(p0, p1) asks for every 64-byte line of the stream's rows
@@ -102,6 +100,4 @@ struct chunk_stream {
   }
 };
 
-}  // namespace decode_impl
-
-}  // namespace headwise::HEADWISE_ISA_NS::kernels
+}  // namespace headwise::HEADWISE_ISA_NS::kernels::decode

@@ -40,15 +40,17 @@
 #include <utility>
 #include <vector>
 
-#include "headwise/detail/aligned_allocator.hpp"
 #include "headwise/detail/cpu_features.hpp"
+#include "headwise/detail/integer.hpp"
+#include "headwise/detail/kernel_call.hpp"
 #include "headwise/detail/parallel.hpp"
 #include "headwise/detail/score_rules.hpp"
 #include "headwise/isa.hpp"
-#include "headwise/key_blocks.hpp"
-#include "headwise/merge.hpp"
+#include "headwise/kernels/merge_row.hpp"
+#include "headwise/key_view.hpp"
 #include "headwise/storage.hpp"
 #include "headwise/tensor.hpp"
+#include "headwise/workspace.hpp"
 
 #if defined(HEADWISE_X86_DISPATCH)
 #include <immintrin.h>  // GCC and Clang declare every intrinsic whatever the flags
@@ -162,19 +164,23 @@ HEADWISE_TARGET_END
 
 namespace headwise::detail {
 
-/// Calls fn(kernel_path{}) with the kernel_path of `isa` (already resolved and
-/// checked by resolve_isa); fn reads the path's kernels as static members.
-template <class Fn>
-decltype(auto) with_kernel_path(simd_isa isa, Fn&& fn) {
+/// Calls fn(path, pack) with the kernel_path of `isa` (already resolved and checked
+/// by resolve_isa) and, as a null pointer of its type, the pack the kernels compute
+/// with: the path's vector of T, or T itself on the baseline path when `scalar`
+/// (options.force_scalar: the 1-wide build of the same kernels).
+template <class T, class Fn>
+void with_kernel_path(simd_isa isa, bool scalar, Fn&& fn) {
+  auto vector = [&](auto path) { fn(path, static_cast<typename decltype(path)::template vector_pack<T>*>(nullptr)); };
+  if (scalar) return fn(isa_baseline::kernel_path{}, static_cast<T*>(nullptr));
 #if defined(HEADWISE_X86_DISPATCH)
   switch (isa) {
-    case simd_isa::avx512: return fn(isa_avx512::kernel_path{});
-    case simd_isa::avx2: return fn(isa_avx2::kernel_path{});
+    case simd_isa::avx512: return vector(isa_avx512::kernel_path{});
+    case simd_isa::avx2: return vector(isa_avx2::kernel_path{});
     default: break;
   }
 #endif
   (void)isa;
-  return fn(isa_baseline::kernel_path{});
+  vector(isa_baseline::kernel_path{});
 }
 
 }  // namespace headwise::detail

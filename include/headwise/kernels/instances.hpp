@@ -6,9 +6,9 @@
 // HEADWISE_INSTANTIATE_KERNELS is a mask of paths (bit 0 baseline, 1 avx2, 2 avx512;
 // 1 without dispatch), so a build can compile the paths in parallel translation units.
 //
-// The set: q/out float with K/V float, half or bfloat16, and double with double; K
-// as rows (flash, decode) or key blocks (decode); the path's vector, and on the
-// baseline path the 1-wide scalar build (force_scalar).
+// The set: q/out float with K/V float, half or bfloat16, and double with double
+// (K in rows or key blocks: the kernels take either through key_view); the path's
+// vector, and on the baseline path the 1-wide scalar build (force_scalar).
 //
 // Per-path header (kernels/paths.hpp): no include guard, namespace headwise::<path>.
 #ifndef HEADWISE_ISA_NS
@@ -25,19 +25,9 @@
 #define HEADWISE_INSTANCE extern template
 #endif
 
-#define HEADWISE_FLASH_INSTANCE(P, T, S)                                                                      \
-  HEADWISE_INSTANCE void kernel_path::flash<P, T, S, S>(                                                     \
-      const tensor_view<const T>&, const tensor_view<const S>&, const tensor_view<const S>&,                 \
-      const tensor_view<T>&, const tensor_view<float>&, const detail::score_rules<T>&, unsigned);
-#define HEADWISE_DECODE_INSTANCE(P, T, S, KV)                                                                 \
-  HEADWISE_INSTANCE void kernel_path::decode<P, T, S, KV>(const tensor_view<const T>&, const KV&,            \
-                                                          const tensor_view<const S>&, const tensor_view<T>&, \
-                                                          const tensor_view<float>&,                          \
-                                                          const detail::score_rules<T>&, unsigned);
-#define HEADWISE_KERNEL_INSTANCES(P, T, S)         \
-  HEADWISE_FLASH_INSTANCE(P, T, S)                 \
-  HEADWISE_DECODE_INSTANCE(P, T, S, tensor_view<const S>) \
-  HEADWISE_DECODE_INSTANCE(P, T, S, key_blocks_view<const S>)
+#define HEADWISE_KERNEL_INSTANCES(P, T, S)                                                    \
+  HEADWISE_INSTANCE void kernel_path::flash<P, T, S>(const detail::kernel_call<T, S>&); \
+  HEADWISE_INSTANCE void kernel_path::decode<P, T, S>(const detail::kernel_call<T, S>&);
 #define HEADWISE_TYPE_INSTANCES(F, D)              \
   HEADWISE_KERNEL_INSTANCES(F, float, float)       \
   HEADWISE_KERNEL_INSTANCES(F, float, half)        \
@@ -55,8 +45,6 @@ HEADWISE_TYPE_INSTANCES(float, double)
 
 #undef HEADWISE_TYPE_INSTANCES
 #undef HEADWISE_KERNEL_INSTANCES
-#undef HEADWISE_DECODE_INSTANCE
-#undef HEADWISE_FLASH_INSTANCE
 #undef HEADWISE_INSTANCE
 #undef HEADWISE_INSTANCE_HERE
 

@@ -18,47 +18,40 @@
 #include "headwise/simd/exp.hpp"
 #include "headwise/simd/convert.hpp"
 #include "headwise/simd/transpose.hpp"
+#include "headwise/kernels/row_tiles.hpp"
 #include "headwise/kernels/online_softmax.hpp"
-#include "headwise/kernels/micro_tiles.hpp"
-#include "headwise/kernels/flash_prefill.hpp"
+#include "headwise/kernels/flash_tiles.hpp"
+#include "headwise/kernels/flash.hpp"
 #include "headwise/kernels/decode_stream.hpp"
+#include "headwise/kernels/decode_tiles.hpp"
 #include "headwise/kernels/decode.hpp"
 
 namespace headwise::HEADWISE_ISA_NS {
 
-/// The path's kernels, as attention() calls them. P is simd::vector_pack<T> (the
-/// path's vector) or T (the 1-wide scalar build of the same code). Defined out of
-/// the class, so not inline: with HEADWISE_COMPILED_KERNELS a consumer's
-/// `extern template` declarations (kernels/instances.hpp) keep it from compiling them.
+/// The path's kernels, as attention() calls them (the plain kernel, scalar, is not
+/// per path: kernels/plain.hpp). P is simd::vector_pack<T> (the path's vector) or T
+/// (the 1-wide scalar build of the same code). Defined out of the class, so not
+/// inline: with HEADWISE_COMPILED_KERNELS a consumer's `extern template`
+/// declarations (kernels/instances.hpp) keep it from compiling them.
 struct kernel_path {
   static constexpr simd_isa isa = HEADWISE_ISA_ID;
   template <class T>
   using vector_pack = simd::vector_pack<T>;
 
-  template <class P, class T, class TK, class TV>
-  static void flash(const tensor_view<const T>& q, const tensor_view<const TK>& k, const tensor_view<const TV>& v,
-                    const tensor_view<T>& out, const tensor_view<float>& lse, const detail::score_rules<T>& rules,
-                    unsigned threads);
-
-  /// k is a tensor_view<const S> (rows) or a key_blocks_view<const S>.
-  template <class P, class T, class S, class KV>
-  static void decode(const tensor_view<const T>& q, const KV& k, const tensor_view<const S>& v,
-                     const tensor_view<T>& out, const tensor_view<float>& lse, const detail::score_rules<T>& rules,
-                     unsigned threads);
+  template <class P, class T, class S>
+  static void flash(const detail::kernel_call<T, S>& call);
+  template <class P, class T, class S>
+  static void decode(const detail::kernel_call<T, S>& call);
 };
 
-template <class P, class T, class TK, class TV>
-void kernel_path::flash(const tensor_view<const T>& q, const tensor_view<const TK>& k, const tensor_view<const TV>& v,
-                        const tensor_view<T>& out, const tensor_view<float>& lse, const detail::score_rules<T>& rules,
-                        unsigned threads) {
-  kernels::flash_prefill<P>(q, k, v, out, lse, rules, threads);
+template <class P, class T, class S>
+void kernel_path::flash(const detail::kernel_call<T, S>& call) {
+  kernels::flash::run<P>(call);
 }
 
-template <class P, class T, class S, class KV>
-void kernel_path::decode(const tensor_view<const T>& q, const KV& k, const tensor_view<const S>& v,
-                         const tensor_view<T>& out, const tensor_view<float>& lse, const detail::score_rules<T>& rules,
-                         unsigned threads) {
-  kernels::decode_impl::run<P>(q, k, v, out, lse, rules, threads);
+template <class P, class T, class S>
+void kernel_path::decode(const detail::kernel_call<T, S>& call) {
+  kernels::decode::run<P>(call);
 }
 
 }  // namespace headwise::HEADWISE_ISA_NS

@@ -1,4 +1,4 @@
-// headwise/kernels/micro_tiles.hpp — packing and the two register-blocked
+// headwise/kernels/flash_tiles.hpp — packing and the two register-blocked
 // micro-kernels of the flash kernel.
 //
 //   pack_k_panels: K rows j0..j0+n → panels [n_pad / KB][Dk][KB] (key-minor), zero padded
@@ -26,7 +26,7 @@
 // Why pack: the K tile is read once per MR-row block (Bq·group / MR times per
 // tile), so transposing it once into contiguous KB-wide panels turns every read
 // into a streaming vector load; V rows are copied into a dense buffer for the
-// same reason. Packing is where the storage type TK/TV is converted to the
+// same reason. Packing is where the storage type S is converted to the
 // compute type (convert_row: vector widening of half/bfloat16 via simd/convert.hpp).
 #ifndef HEADWISE_ISA_NS
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
@@ -58,33 +58,11 @@ void convert_row(const S* src, std::size_t n, std::size_t n_pad, T* dst) {
   for (; i < n_pad; ++i) dst[i] = T(0);
 }
 
-/// Covers `rows` (1..MR) query rows with register tiles: fn(std::integral_constant<
-/// size_t, R>, first_row) once with R = MR for a whole micro-tile, else for each
-/// power of two in the binary form of rows, largest first (11 = 8 + 2 + 1). Five
-/// tile sizes per kernel instead of twelve on AVX-512: the tiles are the bulk of a
-/// path's code, and the common remainders (128 rows per head: 8 of 12, 2 of 6) are
-/// single blocks.
-template <class Fn>
-void for_tile_rows(std::size_t rows, Fn&& fn) {
-  if (rows == tile_rows) return fn(std::integral_constant<std::size_t, tile_rows>{}, std::size_t(0));
-  std::size_t first = 0;
-  auto block = [&](auto size_c) {
-    constexpr std::size_t R = decltype(size_c)::value;
-    if constexpr (R < tile_rows) {
-      if (rows & R) fn(size_c, first), first += R;
-    }
-  };
-  block(std::integral_constant<std::size_t, 8>{});
-  block(std::integral_constant<std::size_t, 4>{});
-  block(std::integral_constant<std::size_t, 2>{});
-  block(std::integral_constant<std::size_t, 1>{});
-}
-
 /// K rows [j0, j0 + n) of (b, hk) → panels of kb keys: dst[p][d][c] = k[j0 + p·kb + c][d];
 /// keys n..n_pad are zero. Rows are converted W at a time into tmp (W·Dk
 /// elements), then moved by W×W register transposes (simd/transpose.hpp).
-template <class P, class T, class TK>
-void pack_k_panels(const tensor_view<const TK>& k, std::size_t b, std::size_t hk, std::size_t j0,
+template <class P, class T, class S>
+void pack_k_panels(const tensor_view<const S>& k, std::size_t b, std::size_t hk, std::size_t j0,
                    std::size_t n, std::size_t n_pad, std::size_t kb, T* dst, T* tmp) {
   constexpr std::size_t W = simd::ops<P>::width;
   const std::size_t dk = k.dim();
@@ -104,9 +82,41 @@ void pack_k_panels(const tensor_view<const TK>& k, std::size_t b, std::size_t hk
   }
 }
 
+/// The same panels from K in key blocks, which already hold coordinate d of 16
+/// consecutive keys side by side: W keys within one block are one (widening) load
+/// per coordinate, no transpose; W keys across a block boundary, or past n, go
+/// element by element.
+template <class P, class T, class S>
+void pack_k_panels(const key_blocks_view<const S>& k, std::size_t b, std::size_t hk, std::size_t j0,
+                   std::size_t n, std::size_t n_pad, std::size_t kb, T* dst) {
+  using O = simd::ops<P>;
+  constexpr std::size_t W = O::width, KB = key_block_keys;
+  const std::size_t dk = k.dim();
+  for (std::size_t c0 = 0; c0 < n_pad; c0 += W) {
+    T* panel = dst + (c0 / kb) * dk * kb + c0 % kb;
+    const std::size_t j = j0 + c0, lane = j % KB;
+    const S* block = k.block(b, hk, j / KB) + lane;
+    if (c0 + W <= n && lane + W <= KB) {
+      for (std::size_t d = 0; d < dk; ++d) O::store(panel + d * kb, simd::load_as<P>(block + d * KB));
+      continue;
+    }
+    for (std::size_t d = 0; d < dk; ++d)
+      for (std::size_t r = 0; r < W; ++r)
+        panel[d * kb + r] = c0 + r < n ? simd::widen<T>(k(b, hk, j + r, d)) : T(0);
+  }
+}
+
+/// K keys [j0, j0 + n) in either layout → panels (above).
+template <class P, class T, class S>
+void pack_k_panels(const key_view<const S>& k, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n,
+                   std::size_t n_pad, std::size_t kb, T* dst, T* tmp) {
+  if (k.blocked()) return pack_k_panels<P>(k.blocks(), b, hk, j0, n, n_pad, kb, dst);
+  pack_k_panels<P>(k.rows(), b, hk, j0, n, n_pad, kb, dst, tmp);
+}
+
 /// V rows [j0, j0 + n) of (b, hk) → dst[c][0..dv_pad), zero past Dv.
-template <class P, class T, class TV>
-void pack_v_rows(const tensor_view<const TV>& v, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n,
+template <class P, class T, class S>
+void pack_v_rows(const tensor_view<const S>& v, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n,
                  std::size_t dv_pad, T* dst) {
   const std::size_t dv = v.dim();
   for (std::size_t c = 0; c < n; ++c) convert_row<P>(v.row(b, hk, j0 + c), dv, dv_pad, dst + c * dv_pad);

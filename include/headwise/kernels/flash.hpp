@@ -1,0 +1,224 @@
+// headwise/kernels/flash.hpp — the tiled online-softmax (flash) kernel: prefill.
+//
+//   q [B, Hq, Nq, Dk]  k [B, Hkv, Nk, Dk] (rows or key blocks)  v [B, Hkv, Nk, Dv]
+//   out [B, Hq, Nq, Dv]  lse [B, Hq, Nq, 1] (optional); rules: score_rules.hpp
+//
+// Task = (batch, kv head, chunk of the GQA group's heads, tile of bq query rows): the
+// chunk's rows form one tall tile (heads·bq ≤ 256 rows), so each K/V tile is packed
+// once and reused by all of them while it sits in L2. Per task, three passes:
+//   1. load: Q rows scaled (by log2 e too: the softmax runs in log2 units), O and the
+//      softmax states zeroed; pruned heads (head_scale 0) written as zeros at once;
+//   2. per key tile of bc keys: skip it if no row sees a key; pack K into panels
+//      (from rows by W×W transposes, from key blocks by plain loads) and V into dense
+//      rows; per micro-tile of tile_rows rows: S = Q·Kᵀ, rules and mask (only where
+//      the tile is partly visible, and only up to the rows' last visible key), online
+//      softmax (online_softmax.hpp), O = alpha·O + P·V (flash_tiles.hpp);
+//   3. store: out = O · head_scale / l, lse.
+// Memory traffic: K/V are read once per task from L2/L3, Nq/bq · group/heads times
+// in all; at d 128, bq 128, a K/V tile of bc = 64 keys is 64 KiB (128 keys, 128 KiB,
+// with AVX-512's 64-byte packs), so each micro-tile streams it from L2 at ~16% of L2
+// bandwidth when the FMAs run at peak. FLOPs: 4·Nq·Nk_visible·d per head, all in the
+// two register tiles; the softmax adds ~20 vector ops per W scores, exp dominating.
+// Measured (Zen 4, one thread, docs/benchmarks.md): 72–82% of the FMA peak on the
+// README's shapes, causal ones on their visible FLOPs.
+// Scratch per worker (workspace.hpp): the tall tile's Q and O, one packed K and V
+// tile, one S micro-tile; 104 KiB at d 64, 204 KiB at d 128 (float, AVX2 tiles).
+// Independent of Nk.
+// Determinism: a task owns its output rows and its arithmetic does not depend on the
+// worker, so any thread count gives the same bits. Tasks run last query tile first:
+// under a causal mask those cost most, so dynamic scheduling ends on short tasks.
+// Per-path header (kernels/paths.hpp): no include guard, namespace headwise::<path>.
+#ifndef HEADWISE_ISA_NS
+#error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
+#endif
+
+namespace headwise::HEADWISE_ISA_NS::kernels::flash {
+
+/// Tile sizes of one call.
+struct tiling {
+  std::size_t bq = 0;     // query rows per head per task
+  std::size_t heads = 0;  // query heads per task (a chunk of the GQA group)
+  std::size_t bc = 0;     // keys per tile, a multiple of kb
+  std::size_t kb = 0;     // keys per packed panel (tile_vectors · pack width)
+  std::size_t dk = 0, dv_pad = 0;
+  std::size_t rows() const { return bq * heads; }
+};
+
+/// Tile sizes for elements of elem_bytes and pack width W: bq 128 rows per head (64
+/// doubled the per-row packing cost), at most 256 rows per task (bounds O for MQA);
+/// the K and V tile within 64 KiB and bc 64 keys for 32-byte packs, both doubled for
+/// 64-byte ones (kb = 32 there: 64 keys were two panels; 128 keys ran ~3% faster).
+inline tiling make_tiling(std::size_t elem_bytes, std::size_t W, std::size_t Nq, std::size_t group,
+                          std::size_t Dk, std::size_t Dv) {
+  const std::size_t scale = std::max<std::size_t>(1, W * elem_bytes / 32);
+  constexpr std::size_t max_rows = 256;
+  const std::size_t kv_tile_bytes = scale * 64 * 1024;
+  tiling t;
+  t.bq = std::max<std::size_t>(1, std::min<std::size_t>(128, Nq));
+  t.heads = std::max<std::size_t>(1, std::min(group, max_rows / t.bq));
+  t.kb = tile_vectors * W;
+  t.dk = Dk;
+  t.dv_pad = detail::round_up(Dv, W);
+  const std::size_t fit = kv_tile_bytes / ((Dk + t.dv_pad) * elem_bytes) / t.kb * t.kb;
+  t.bc = detail::round_up(std::clamp<std::size_t>(fit, std::max<std::size_t>(t.kb, 16), scale * 64), t.kb);
+  return t;
+}
+
+/// One worker's scratch, carved from its workspace buffer.
+template <class T>
+struct scratch {
+  T *q, *o, *k, *v, *s, *tmp;    // tall Q and O tiles, packed K and V, one S micro-tile, transposes
+  softmax_row<T>* state;         // per tall-tile row
+  std::size_t* extent;           // per query row: the current key tile's keys it needs
+  std::size_t active[256];       // the task's unpruned heads
+
+  scratch(detail::scratch_carver& c, const tiling& t)
+      : q(c.take<T>(t.rows() * t.dk)),
+        o(c.take<T>(t.rows() * t.dv_pad)),
+        k(c.take<T>(t.bc * t.dk)),
+        v(c.take<T>(t.bc * t.dv_pad)),
+        s(c.take<T>(tile_rows * t.bc)),
+        tmp(c.take<T>(t.kb * t.dk)),  // kb >= W rows for pack_k_panels
+        state(c.take<softmax_row<T>>(t.rows())),
+        extent(c.take<std::size_t>(t.bq)) {}
+};
+
+/// Bytes of scratch one worker uses (independent of Nk).
+template <class T>
+std::size_t scratch_bytes(const tiling& t) {
+  detail::scratch_carver count;
+  scratch<T>(count, t);
+  return count.bytes();
+}
+
+/// One task's coordinates and rows.
+struct task_rows {
+  std::size_t b, hk, i0, i1, nq;  // batch, kv head, query rows [i0, i1)
+  std::size_t rows;               // n_active · nq rows of the tall tile
+};
+
+/// Pass 1: the task's unpruned heads into w.active (pruned ones get zeros and LSE
+/// −inf now), their Q rows scaled into w.q, O and the softmax states reset.
+template <class T, class S>
+std::size_t load_rows(const detail::kernel_call<T, S>& c, const tiling& tl, task_rows& t, std::size_t h_begin,
+                      std::size_t h_end, T q_scale, scratch<T>& w) {
+  std::size_t n_active = 0;
+  for (std::size_t h = h_begin; h < h_end; ++h) {
+    if (c.rules.head_multiplier(h) != T(0)) {
+      w.active[n_active++] = h;
+      continue;
+    }
+    for (std::size_t i = t.i0; i < t.i1; ++i) {
+      std::fill(c.out.row(t.b, h, i), c.out.row(t.b, h, i) + c.out.dim(), T(0));
+      if (c.lse.is_set()) c.lse(t.b, h, i, 0) = -std::numeric_limits<float>::infinity();
+    }
+  }
+  t.rows = n_active * t.nq;
+  const std::size_t Dk = tl.dk;
+  for (std::size_t r = 0; r < t.rows; ++r) {
+    const T* q_row = c.q.row(t.b, w.active[r / t.nq], t.i0 + r % t.nq);
+    for (std::size_t d = 0; d < Dk; ++d) w.q[r * Dk + d] = q_row[d] * q_scale;
+    std::fill(w.o + r * tl.dv_pad, w.o + (r + 1) * tl.dv_pad, T(0));
+    w.state[r] = softmax_row<T>{};
+  }
+  return n_active;
+}
+
+/// Pass 2 for one key tile [j0, j0 + n): which rows see which of its keys (w.extent),
+/// then packing and the micro-tiles. Returns at once if no row sees a key.
+template <class P, class T, class S>
+void key_tile(const detail::kernel_call<T, S>& c, const tiling& tl, const task_rows& t, std::int64_t j0,
+              std::size_t n, scratch<T>& w) {
+  constexpr std::size_t MR = tile_rows;
+  const detail::score_rules<T>& rules = c.rules;
+  const detail::key_range tile{j0, j0 + std::int64_t(n)};
+  bool full = true, any = false;
+  for (std::size_t i = t.i0; i < t.i1; ++i) {  // extent: the tile's leading keys row i needs
+    const detail::row_ranges rr = rules.ranges(std::int64_t(i));
+    const std::int64_t seen = rr.count_in(tile);
+    w.extent[i - t.i0] = seen == 0 ? 0 : std::size_t(std::min(rr.hull().end, tile.end) - j0);
+    full = full && seen == std::int64_t(n);
+    any = any || seen > 0;
+  }
+  if (!any) return;
+  pack_k_panels<P>(c.k, t.b, t.hk, std::size_t(j0), n, detail::round_up(n, tl.kb), tl.kb, w.k, w.tmp);
+  pack_v_rows<P>(c.v, t.b, t.hk, std::size_t(j0), n, tl.dv_pad, w.v);
+
+  const bool elementwise = rules.has_elementwise();
+  for (std::size_t r0 = 0; r0 < t.rows; r0 += MR) {
+    const std::size_t mr = std::min(MR, t.rows - r0);
+    // Keys this micro-tile needs: all of a full tile, else up to its rows' furthest
+    // visible key (the diagonal under causal), none if no row sees one.
+    std::size_t nb = n;
+    if (!full) {
+      nb = 0;
+      for (std::size_t r = r0; r < r0 + mr; ++r) nb = std::max(nb, w.extent[r % t.nq]);
+      if (nb == 0) continue;
+    }
+    const std::size_t nb_pad = detail::round_up(nb, tl.kb);
+    T alpha[MR];
+    for_row_tiles<MR>(mr, [&](auto rows_c, std::size_t r) {
+      score_tile<P, decltype(rows_c)::value>(w.q + (r0 + r) * tl.dk, tl.dk, w.k, nb_pad, w.s + r * tl.bc, tl.bc);
+    });
+    for (std::size_t r = 0; r < mr; ++r) {
+      T* s_row = w.s + r * tl.bc;
+      std::fill(s_row + nb, s_row + nb_pad, -std::numeric_limits<T>::infinity());
+      const std::size_t h = w.active[(r0 + r) / t.nq];
+      const std::int64_t i = std::int64_t(t.i0 + (r0 + r) % t.nq);
+      if (elementwise) {
+        rules.apply_elementwise(t.b, h, i, j0, nb, s_row);
+        softmax_row<T>::to_log2(s_row, nb);
+      }
+      if (!full) rules.hide_invisible(rules.ranges(i), j0, nb, s_row);
+      alpha[r] = w.state[r0 + r].template absorb<P>(s_row, nb_pad);
+    }
+    for_row_tiles<MR>(mr, [&](auto rows_c, std::size_t r) {
+      accumulate_tile<P, decltype(rows_c)::value>(w.s + r * tl.bc, tl.bc, alpha + r, w.v, tl.dv_pad, nb,
+                                                  w.o + (r0 + r) * tl.dv_pad, tl.dv_pad);
+    });
+  }
+}
+
+/// Pass 3: out = O · head_scale / l and the LSE of each row of the tall tile.
+template <class T, class S>
+void store_rows(const detail::kernel_call<T, S>& c, const tiling& tl, const task_rows& t, const scratch<T>& w) {
+  for (std::size_t r = 0; r < t.rows; ++r) {
+    const std::size_t h = w.active[r / t.nq], i = t.i0 + r % t.nq;
+    const T f = w.state[r].out_scale(c.rules.head_multiplier(h));
+    T* out_row = c.out.row(t.b, h, i);
+    for (std::size_t d = 0; d < c.out.dim(); ++d) out_row[d] = w.o[r * tl.dv_pad + d] * f;
+    if (c.lse.is_set()) c.lse(t.b, h, i, 0) = w.state[r].lse();
+  }
+}
+
+template <class P, class T, class S>
+void run(const detail::kernel_call<T, S>& c) {
+  constexpr std::size_t W = simd::ops<P>::width;
+  const std::size_t B = c.q.batch(), Hkv = c.k.heads(), Nq = c.q.seq(), group = c.group();
+  const tiling tl = make_tiling(sizeof(T), W, Nq, group, c.q.dim(), c.v.dim());
+  const std::size_t n_qt = detail::ceil_div(Nq, tl.bq), n_hc = detail::ceil_div(group, tl.heads);
+  const std::size_t tasks = B * Hkv * n_hc * n_qt;
+  const unsigned workers = detail::resolve_threads(c.threads, tasks);
+  detail::workspace_access::reserve_workers(c.scratch, workers, scratch_bytes<T>(tl));
+  const T q_scale = softmax_row<T>::q_scale(c.rules.scale, c.rules.has_elementwise());
+
+  detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned worker) {
+    const std::size_t qt = n_qt - 1 - task % n_qt, hc = task / n_qt % n_hc;
+    task_rows t;
+    t.hk = task / (n_qt * n_hc) % Hkv;
+    t.b = task / (n_qt * n_hc * Hkv);
+    t.i0 = qt * tl.bq;
+    t.i1 = std::min(Nq, t.i0 + tl.bq);
+    t.nq = t.i1 - t.i0;
+    detail::scratch_carver carver(detail::workspace_access::worker(c.scratch, worker));
+    scratch<T> w(carver, tl);
+    const std::size_t h_begin = t.hk * group + hc * tl.heads, h_end = std::min((t.hk + 1) * group, h_begin + tl.heads);
+    if (load_rows(c, tl, t, h_begin, h_end, q_scale, w) == 0) return;
+    const detail::key_range hull = c.rules.tile_hull(std::int64_t(t.i0), std::int64_t(t.i1));
+    for (std::int64_t j0 = hull.begin; j0 < hull.end; j0 += std::int64_t(tl.bc))
+      key_tile<P>(c, tl, t, j0, std::size_t(std::min<std::int64_t>(std::int64_t(tl.bc), hull.end - j0)), w);
+    store_rows(c, tl, t, w);
+  });
+}
+
+}  // namespace headwise::HEADWISE_ISA_NS::kernels::flash
