@@ -8,8 +8,10 @@
 // A kernel's scratch is one buffer per worker thread (the flash kernel's Q, O, K and
 // V tiles, 0.1–0.3 MiB; a decode task's scores) and one shared buffer (the decode
 // kernel's per-chunk partials, its chunk list and its active rows). A workspace keeps
-// each buffer at the largest size any call asked of it and never shrinks, so a model
-// that runs the same shapes step after step allocates only on its first step.
+// each buffer at the largest size any call asked of it, rounded up to a power of two,
+// and never shrinks: a model that runs the same shapes step after step allocates
+// only on its first step, and a decode loop whose KV grows a token a step
+// reallocates only when a buffer crosses a power of two.
 // Without options.scratch, attention() uses a workspace owned by the calling thread
 // (thread_local, freed when the thread ends): the same zero-allocation steady state,
 // with memory the caller cannot release early.
@@ -56,7 +58,9 @@ class workspace {
  private:
   friend struct detail::workspace_access;
 
-  /// A 64-byte-aligned buffer that only grows.
+  /// A 64-byte-aligned buffer that only grows, to a power of two of at least 4 KiB:
+  /// scratch that follows a growing KV cache (a row of Nk logits, the partials of
+  /// Nk / 1024 chunks) then reallocates O(log Nk) times, not once per step.
   struct buffer {
     struct aligned_delete {
       void operator()(std::byte* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
@@ -66,10 +70,12 @@ class workspace {
 
     std::byte* at_least(std::size_t bytes) {
       if (bytes > size) {
+        std::size_t grown = 4096;
+        while (grown < bytes) grown *= 2;
         data.reset();  // free first: the peak stays at the larger of the two
         size = 0;
-        data.reset(static_cast<std::byte*>(::operator new[](bytes, std::align_val_t{64})));
-        size = bytes;
+        data.reset(static_cast<std::byte*>(::operator new[](grown, std::align_val_t{64})));
+        size = grown;
       }
       return data.get();
     }

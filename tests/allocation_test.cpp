@@ -1,0 +1,169 @@
+// Tests that attention calls allocate nothing once their workspace has grown
+// (workspace.hpp): this executable replaces the global operator new and delete with
+// counting ones, warms a call up once, then counts the allocations of the calls that
+// follow. A decode loop (append one token to a kv_cache, attend over it) runs 100
+// steps after the first on every kernel, K layout, K/V type and thread count; the
+// count must be zero. Also: a caller's workspace holds the scratch, release() frees it.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "test_util.hpp"
+
+// The replacements below pair operator new with std::free on purpose.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+namespace {
+
+std::atomic<long> allocations{0};
+std::atomic<bool> counting{false};
+
+void* counted(std::size_t n, std::size_t align) {
+  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
+  n = n ? n : 1;
+  void* p = align <= alignof(std::max_align_t) ? std::malloc(n) : std::aligned_alloc(align, (n + align - 1) / align * align);
+  return p;
+}
+
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (void* p = counted(n, 0)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new(std::size_t n, std::align_val_t a) {
+  if (void* p = counted(n, std::size_t(a))) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted(n, 0); }
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted(n, 0); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
+namespace {
+
+using namespace hwtest;
+
+/// Allocations made by fn(), counted on every thread.
+template <class Fn>
+long allocations_of(Fn&& fn) {
+  allocations.store(0);
+  counting.store(true);
+  fn();
+  counting.store(false);
+  return allocations.load();
+}
+
+constexpr std::size_t B = 1, Hq = 8, Hkv = 2, D = 64, prompt = 300, steps = 100;
+
+/// A prompt of 300 tokens, then 1 + 100 decode steps; returns the allocations of the
+/// last 100 (each: append one token's K/V, attend with its query). The scratch that
+/// follows Nk (the plain kernel's row of logits, 1.2–1.6 KiB here) stays within its
+/// buffer's power of two, so the count is zero, not one per crossing.
+template <class S, kv_layout L>
+long decode_loop_allocations(kernel_mode mode, unsigned threads, workspace* scratch) {
+  tensor<float> k(B, Hkv, prompt + steps + 1, D), v(B, Hkv, prompt + steps + 1, D), q(B, Hq, 1, D), out(B, Hq, 1, D);
+  fill_uniform(k, 1);
+  fill_uniform(v, 2);
+  fill_uniform(q, 3);
+  std::vector<float> lse(B * Hq);
+  kv_cache<S, L> cache(B, Hkv, prompt + steps + 1, D);
+  cache.append(k.cview().seq_slice(0, prompt), v.cview().seq_slice(0, prompt));
+  attention_options opt;
+  opt.causal = causal_mode::bottom_right;
+  opt.kernel = mode;
+  opt.threads = threads;
+  opt.lse = lse_view(lse.data(), B, Hq, 1);
+  opt.scratch = scratch;
+  std::size_t t = prompt;
+  auto step = [&] {
+    cache.append(k.cview().seq_slice(t, 1), v.cview().seq_slice(t, 1));
+    attention(q.cview(), cache.keys(), cache.values(), out.view, opt);
+    ++t;
+  };
+  step();  // the first step grows the workspace (and starts the thread pool)
+  return allocations_of([&] {
+    for (std::size_t i = 0; i < steps; ++i) step();
+  });
+}
+
+template <class S, kv_layout L>
+void expect_no_allocations() {
+  for (kernel_mode mode : {kernel_mode::automatic, kernel_mode::decode, kernel_mode::flash, kernel_mode::plain})
+    for (unsigned threads : {1u, 2u}) {
+      EXPECT_EQ((decode_loop_allocations<S, L>(mode, threads, nullptr)), 0)
+          << "mode " << int(mode) << ", " << threads << " threads, the thread's workspace";
+      workspace ws;
+      EXPECT_EQ((decode_loop_allocations<S, L>(mode, threads, &ws)), 0)
+          << "mode " << int(mode) << ", " << threads << " threads, a caller's workspace";
+    }
+}
+
+TEST(allocations, decode_steps_after_the_first_allocate_nothing_rows_f32) {
+  expect_no_allocations<float, kv_layout::rows>();
+}
+TEST(allocations, decode_steps_after_the_first_allocate_nothing_key_blocks_f32) {
+  expect_no_allocations<float, kv_layout::key_blocks>();
+}
+TEST(allocations, decode_steps_after_the_first_allocate_nothing_rows_f16) {
+  expect_no_allocations<half, kv_layout::rows>();
+}
+TEST(allocations, decode_steps_after_the_first_allocate_nothing_key_blocks_bf16) {
+  expect_no_allocations<bfloat16, kv_layout::key_blocks>();
+}
+
+// A prefill repeated on one shape: the flash kernel's tiles come from the workspace.
+TEST(allocations, repeated_prefill_allocates_nothing) {
+  tensor<float> q(1, 4, 200, 64), k(1, 4, 200, 64), v(1, 4, 200, 64), out(1, 4, 200, 64);
+  fill_uniform(q, 4);
+  fill_uniform(k, 5);
+  fill_uniform(v, 6);
+  for (unsigned threads : {1u, 2u}) {
+    attention_options opt;
+    opt.causal = causal_mode::top_left;
+    opt.threads = threads;
+    attention(q.cview(), k.cview(), v.cview(), out.view, opt);
+    EXPECT_EQ(allocations_of([&] {
+                for (int i = 0; i < 5; ++i) attention(q.cview(), k.cview(), v.cview(), out.view, opt);
+              }),
+              0)
+        << threads << " threads";
+  }
+}
+
+// A caller's workspace holds the scratch: it grows on the first call, keeps its size
+// on a smaller call of the same kernel, and release() gives it back.
+TEST(allocations, a_callers_workspace_holds_the_scratch_until_released) {
+  tensor<float> q(1, 4, 256, 64), k(1, 4, 256, 64), v(1, 4, 256, 64), out(1, 4, 256, 64);
+  fill_uniform(q, 7);
+  fill_uniform(k, 8);
+  fill_uniform(v, 9);
+  workspace ws;
+  EXPECT_EQ(ws.bytes(), 0u);
+  attention_options opt;
+  opt.scratch = &ws;
+  opt.threads = 2;
+  opt.kernel = kernel_mode::flash;
+  attention(q.cview(), k.cview(), v.cview(), out.view, opt);
+  const std::size_t grown = ws.bytes();
+  EXPECT_GT(grown, 0u);
+  attention(q.cview().seq_slice(0, 16), k.cview(), v.cview(), out.view.seq_slice(0, 16), opt);
+  EXPECT_EQ(ws.bytes(), grown) << "a workspace never shrinks";
+  ws.release();
+  EXPECT_EQ(ws.bytes(), 0u);
+}
+
+}  // namespace
