@@ -37,6 +37,8 @@ namespace headwise {
 /// Keys per block of a key_blocks_view.
 inline constexpr std::size_t key_block_keys = 16;
 
+/// K in key blocks: its storage is a row-major view of blocks()·16 rows of dim
+/// elements per (batch, head), of which the first seq() are keys.
 template <class T>
 class key_blocks_view {
  public:
@@ -50,50 +52,39 @@ class key_blocks_view {
   /// element strides between the blocks of consecutive batches and heads.
   constexpr key_blocks_view(T* data, std::size_t batch, std::size_t heads, std::size_t seq, std::size_t dim,
                             index batch_stride, index head_stride) noexcept
-      : data_(data),
-        batch_(batch),
-        heads_(heads),
-        seq_(seq),
-        dim_(dim),
-        batch_stride_(batch_stride),
-        head_stride_(head_stride) {}
+      : storage_(data, batch, heads, detail::round_up(seq, key_block_keys), dim, batch_stride, head_stride,
+                 static_cast<index>(dim)),
+        seq_(seq) {}
 
   /// A view of mutable data converts to a view of const data.
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
   constexpr key_blocks_view(const key_blocks_view<U>& other) noexcept
-      : key_blocks_view(other.data(), other.batch(), other.heads(), other.seq(), other.dim(),
-                        other.batch_stride(), other.head_stride()) {}
+      : storage_(other.storage()), seq_(other.seq()) {}
 
-  constexpr T* data() const noexcept { return data_; }
-  constexpr std::size_t batch() const noexcept { return batch_; }
-  constexpr std::size_t heads() const noexcept { return heads_; }
+  constexpr T* data() const noexcept { return storage_.data(); }
+  constexpr std::size_t batch() const noexcept { return storage_.batch(); }
+  constexpr std::size_t heads() const noexcept { return storage_.heads(); }
   constexpr std::size_t seq() const noexcept { return seq_; }
-  constexpr std::size_t dim() const noexcept { return dim_; }
-  constexpr index batch_stride() const noexcept { return batch_stride_; }
-  constexpr index head_stride() const noexcept { return head_stride_; }
+  constexpr std::size_t dim() const noexcept { return storage_.dim(); }
+  constexpr index batch_stride() const noexcept { return storage_.batch_stride(); }
+  constexpr index head_stride() const noexcept { return storage_.head_stride(); }
   /// Blocks per (batch, head): ceil(seq / key_block_keys).
-  constexpr std::size_t blocks() const noexcept { return detail::ceil_div(seq_, key_block_keys); }
+  constexpr std::size_t blocks() const noexcept { return storage_.seq() / key_block_keys; }
 
   /// Pointer to block i of (b, h): dim × key_block_keys elements, coordinate-major.
   constexpr T* block(std::size_t b, std::size_t h, std::size_t i) const noexcept {
-    return data_ + static_cast<index>(b) * batch_stride_ + static_cast<index>(h) * head_stride_ +
-           static_cast<index>(i * key_block_keys * dim_);
+    return storage_.row(b, h, i * key_block_keys);
   }
   constexpr T& operator()(std::size_t b, std::size_t h, std::size_t s, std::size_t d) const noexcept {
     return block(b, h, s / key_block_keys)[d * key_block_keys + s % key_block_keys];
   }
 
-  /// The memory the view spans, as a row-major view of blocks()·16 rows of dim
-  /// elements per (batch, head): what it reads, for bounds and alias checks.
-  constexpr tensor_view<T> storage() const noexcept {
-    return tensor_view<T>(data_, batch_, heads_, blocks() * key_block_keys, dim_, batch_stride_, head_stride_,
-                          static_cast<index>(dim_));
-  }
+  /// The memory the view spans: what it reads, for bounds and alias checks.
+  constexpr const tensor_view<T>& storage() const noexcept { return storage_; }
 
  private:
-  T* data_ = nullptr;
-  std::size_t batch_ = 0, heads_ = 0, seq_ = 0, dim_ = 0;
-  index batch_stride_ = 0, head_stride_ = 0;
+  tensor_view<T> storage_;
+  std::size_t seq_ = 0;
 };
 
 /// Elements of dense key-block storage for [batch, heads, seq, dim] (padding included).
