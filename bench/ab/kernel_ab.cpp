@@ -17,7 +17,7 @@
 //             [--kv N,..] [--types f32,f16] [--layouts rows,kblocks] [--batch B]
 //             [--compute-only] [--name-a X] [--name-b Y] [--swap] [--summary FILE]
 //   kernel_ab --combine FILE1 FILE2 [--tolerance F]
-//     --rounds     rounds per shape (default 20: all shapes, both orders, in 3-4 minutes)
+//     --rounds     rounds per shape (default 20: all shapes, both orders, in about 4 minutes)
 //     --shapes     comma-separated: prefill, decode, or shape ids and id prefixes
 //                  (S1, S2, N2048, S3, S4, window, S6, KV512-f32-rows, KV32768, ...); default all
 //     --kv, --types, --layouts  the decode shapes: every KV × type × K layout
@@ -313,8 +313,8 @@ int combine(const std::string& f1, const std::string& f2, double tol) {
 struct options {
   unsigned threads = 1;
   std::size_t B = 1;
-  // All shapes at 1 thread on 2 vCPUs of a Zen 4 VM: ~7 s of set-up and 4-6 s a round
-  // (quiet or shared), so both orders of scripts/kernel-ab take 3-4 minutes.
+  // All shapes at 1 thread on 2 vCPUs of a Zen 4 VM: ~7 s of set-up, ~2 s of warm-up
+  // and 4-6 s a round (quiet or shared), so both orders take about 4 minutes.
   int rounds = 20;
   double min_ms = 50, tol = 0.02;
   bool compute_only = false, per_round = false, swap = false;
