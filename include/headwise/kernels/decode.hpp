@@ -188,7 +188,7 @@ void load_queries(const detail::kernel_call<T, S>& c, const call_plan<T>& p, con
 /// rows over a block before the next (K leaves DRAM once). Each block touches a line
 /// per page `touch` rows on, and its first row tile requests the stream `ahead` rows
 /// on. Blocks no row sees are skipped and their scores hidden.
-template <class P, class T, class S>
+template <class P, bool Blocked, class T, class S>
 void score_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, sweep_scratch<T>& w) {
   constexpr T neg_inf = -std::numeric_limits<T>::infinity();
   const std::size_t Dk = p.Dk, lds = p.lds;
@@ -201,7 +201,7 @@ void score_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, s
     }
     if (p.stream.touch_pages) t.stream.touch_pages(j0 + p.touch, j0 + p.touch + nb);
     const S* kb = k0 + std::ptrdiff_t(j0) * t.stream.k_stride;
-    if (p.blocked) {
+    if constexpr (Blocked) {
       // Read front to back, key blocks need no requests of their own (on Zen 4 they
       // made steps 1.25-1.4× slower); a plan's look-ahead still runs.
       for_row_tiles<4>(A, [&](auto rows_c, std::size_t a) {
@@ -267,7 +267,7 @@ void pv_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, cons
 }
 
 /// One task: steps 1–5 for each sweep of at most rows_per_sweep active rows.
-template <class P, class T, class S>
+template <class P, bool Blocked, class T, class S>
 void chunk_partial(const detail::kernel_call<T, S>& c, const call_plan<T>& p, std::size_t task, sweep_scratch<T>& w) {
   const chunk_task<S> t = make_chunk_task(c, p, task);
   const std::size_t* rows = p.active + t.hk * p.G;
@@ -277,7 +277,7 @@ void chunk_partial(const detail::kernel_call<T, S>& c, const call_plan<T>& p, st
     T* lse = p.part_lse + task * p.G + a0;
     softmax_row<T> state[rows_per_sweep];
     load_queries(c, p, t, rows + a0, A, w);
-    score_chunk<P>(p, t, A, w);
+    score_chunk<P, Blocked>(p, t, A, w);
     softmax_chunk<P>(c, p, t, rows + a0, A, w, state);
     pv_chunk<P>(p, t, A, w, o);
     for (std::size_t a = 0; a < A; ++a) {  // step 5: the normalised partial and its natural-log LSE
@@ -326,7 +326,10 @@ void run(const detail::kernel_call<T, S>& c) {
   detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned worker) {
     detail::scratch_carver carver(detail::workspace_access::worker(c.scratch, worker));
     sweep_scratch<T> w(carver, p);
-    chunk_partial<P>(c, p, task, w);
+    if (p.blocked)
+      chunk_partial<P, true>(c, p, task, w);
+    else
+      chunk_partial<P, false>(c, p, task, w);
   });
   detail::parallel_for(B * Hkv, detail::resolve_threads(c.threads, B * Hkv),
                        [&](std::size_t task, unsigned) { merge_partials(c, p, task / Hkv, task % Hkv); });

@@ -58,7 +58,7 @@ struct chunk_stream {
 
   /// Requests one line in every 4 KiB of stream rows [p0, p1): the rows at multiples
   /// of a page's worth of rows.
-  void touch_pages(std::size_t p0, std::size_t p1) const {
+  HEADWISE_ALWAYS_INLINE void touch_pages(std::size_t p0, std::size_t p1) const {
     p1 = std::min(p1, 2 * n);
     for (std::size_t p = round_up_pow2(p0, k_page); p < std::min(p1, n); p += k_page)
       simd::prefetch(k + std::ptrdiff_t(p) * k_stride);
@@ -66,14 +66,14 @@ struct chunk_stream {
       simd::prefetch(v + std::ptrdiff_t(p) * v_stride);
   }
 
-  void request(std::size_t p0, std::size_t p1) const {
+  HEADWISE_ALWAYS_INLINE void request(std::size_t p0, std::size_t p1) const {
     p1 = std::min(p1, 2 * n);
     if (p0 < n) rows(k, k_stride, k_bytes, p0, std::min(p1, n));
     if (p1 > n) rows(v, v_stride, v_bytes, std::max(p0, n) - n, p1 - n);
   }
 
   /// Every line of rows [r0, r1) of x: one run of lines when the rows are contiguous.
-  static void rows(const S* x, std::ptrdiff_t stride, std::size_t bytes, std::size_t r0, std::size_t r1) {
+  HEADWISE_ALWAYS_INLINE static void rows(const S* x, std::ptrdiff_t stride, std::size_t bytes, std::size_t r0, std::size_t r1) {
     if (r0 >= r1) return;
     if (std::size_t(stride) * sizeof(S) == bytes)
       lines(x + std::ptrdiff_t(r0) * stride, (r1 - r0) * bytes);
@@ -92,7 +92,7 @@ struct chunk_stream {
   static std::size_t round_up_pow2(std::size_t x, std::size_t pow2) { return (x + pow2 - 1) & ~(pow2 - 1); }
 
   /// Every cache line that [row, row + bytes) touches, also when row is not line aligned.
-  static void lines(const S* row, std::size_t bytes) {
+  HEADWISE_ALWAYS_INLINE static void lines(const S* row, std::size_t bytes) {
     const auto first = reinterpret_cast<std::uintptr_t>(row);
     const std::uintptr_t end = first + bytes;
     for (std::uintptr_t a = first & ~std::uintptr_t(63); a < end; a += 64)

@@ -14,7 +14,7 @@
 namespace headwise::HEADWISE_ISA_NS::kernels {
 
 template <std::size_t Max, class Fn>
-void for_row_tiles(std::size_t rows, Fn&& fn) {
+HEADWISE_ALWAYS_INLINE void for_row_tiles(std::size_t rows, Fn&& fn) {
   static_assert(Max >= 1 && Max < 16, "remainders are covered by tiles of 8, 4, 2 and 1 rows");
   std::size_t first = 0;
   for (; first + Max <= rows; first += Max) fn(std::integral_constant<std::size_t, Max>{}, first);
