@@ -100,7 +100,7 @@ struct sweep_scratch {
       : qs(c.take<T>(p.pass_rows * p.Dk)), s(c.take<T>(p.pass_rows * lds)), visible(c.take<char>(p.blocks)) {}
 };
 
-/// Plan 1: sizes and stream plan, then (in the shared buffer) the chunks some row
+/// The call's plan: sizes and stream plan, then (in the shared buffer) the chunks some row
 /// sees and each kv head's unpruned rows.
 template <class T, class S>
 call_plan<T> make_plan(const detail::kernel_call<T, S>& c) {
