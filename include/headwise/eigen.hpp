@@ -23,10 +23,6 @@
 // umbrella headwise.hpp stays Eigen-free. Link headwise::eigen to use them.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cstddef>
 #include <type_traits>
 #include <vector>
@@ -47,8 +43,12 @@
 #include <Eigen/Core>
 #endif
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/detail/checks.hpp"
 #include "headwise/tensor.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 

@@ -24,8 +24,12 @@
 #include <string>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/error.hpp"
 #include "headwise/inspect.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 

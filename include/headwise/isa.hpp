@@ -15,17 +15,17 @@
 //   attention_options::isa per call (an unavailable path is a headwise::error).
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/detail/cpu_features.hpp"
 #include "headwise/error.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 #if !defined(HEADWISE_NO_DISPATCH) && (defined(__x86_64__) || defined(__i386__)) && \
     (defined(__GNUC__) || defined(__clang__))

@@ -44,7 +44,11 @@
 #include <utility>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/eigen.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 

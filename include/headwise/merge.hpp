@@ -23,17 +23,17 @@
 // Cost: one pass over the rows, 3 flops per element; no threads, no allocation.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cmath>
 #include <cstddef>
 #include <limits>
 #include <type_traits>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/detail/checks.hpp"
 #include "headwise/tensor.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 

@@ -41,11 +41,15 @@
 #include <utility>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/attention.hpp"
 #include "headwise/detail/parallel.hpp"
 #include "headwise/eigen.hpp"
 #include "headwise/lora.hpp"
 #include "headwise/rope.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 

@@ -9,10 +9,6 @@
 // K/V of any storage type convertible to float (half, bfloat16) are read as such.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -20,9 +16,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/detail/checks.hpp"
 #include "headwise/options.hpp"
 #include "headwise/tensor.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise::reference {
 

@@ -16,16 +16,16 @@
 // trigonometry. One rotary_embedding, one thread at a time.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cmath>
 #include <cstddef>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/detail/checks.hpp"
 #include "headwise/tensor.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 

@@ -18,6 +18,10 @@
 // 48 -> 27. Steps on 4 KiB pages varied up to 2x between runs, on huge pages ~20%.
 #pragma once
 
+#ifndef HEADWISE_INTERNAL
+#error "headwise/detail/* is internal: include <headwise/headwise.hpp>"
+#endif
+
 #include <cstddef>
 #include <new>
 #include <vector>

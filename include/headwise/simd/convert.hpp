@@ -11,7 +11,7 @@
 // than the memory it saves: vcvtph2ps reads 16 bytes and issues one uop where the
 // fp32 load would read 32; the bf16 path is two integer uops. Both are exact, so the
 // vector and portable paths agree bit for bit (tests check all 65536 patterns).
-#ifndef HEADWISE_ISA_NS
+#if !defined(HEADWISE_INTERNAL) || !defined(HEADWISE_ISA_NS)
 #error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
 #endif
 
