@@ -26,6 +26,7 @@
 
 #include "headwise/detail/internal_begin.hpp"
 
+#include "headwise/detail/integer.hpp"
 #include "headwise/error.hpp"
 #include "headwise/inspect.hpp"
 
@@ -88,7 +89,7 @@ std::string heatmap_svg(const probability_matrix<T>& p, const std::vector<std::s
   const std::size_t side = std::max<std::size_t>({p.rows, p.cols, 1});
   const std::size_t cell = o.cell ? o.cell : std::clamp<std::size_t>(320 / side, 2, 16);
   const std::size_t font = std::clamp<std::size_t>(cell - 2, 7, 11);
-  const std::size_t every = (font + cell - 1) / cell;  // label every n-th token so text never overlaps
+  const std::size_t every = detail::ceil_div(font, cell);  // label every n-th token so text never overlaps
   std::size_t longest = 1;
   for (const auto* labels : {&query_labels, &key_labels})
     for (const std::string& s : *labels) longest = std::max(longest, s.size());

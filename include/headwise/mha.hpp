@@ -44,6 +44,7 @@
 #include "headwise/detail/internal_begin.hpp"
 
 #include "headwise/attention.hpp"
+#include "headwise/detail/integer.hpp"
 #include "headwise/detail/parallel.hpp"
 #include "headwise/eigen.hpp"
 #include "headwise/lora.hpp"
@@ -206,7 +207,7 @@ class multi_head_attention {
     const std::size_t i = index(p);
     const row_matrix<T>& w = weights_[i];
     const Eigen::Index cols = w.rows(), per = projection_cols_per_task;
-    const auto tasks = std::size_t((cols + per - 1) / per);
+    const std::size_t tasks = detail::ceil_div(std::size_t(cols), std::size_t(per));
     detail::parallel_for(tasks, detail::resolve_threads(cfg_.threads, tasks), [&](std::size_t t, unsigned) {
       const Eigen::Index c0 = Eigen::Index(t) * per, n = std::min(per, cols - c0);
       out.middleCols(c0, n).noalias() = in * w.middleRows(c0, n).transpose();
