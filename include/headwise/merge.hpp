@@ -3,7 +3,7 @@
 //   merge_states(o_a, lse_a, o_b, lse_b, out, lse_out)
 //   o_a, o_b, out       [B, H, N, Dv]   float or double (one type for all three)
 //   lse_a, lse_b        [B, H, N, 1]    float, natural log
-//   lse_out             [B, H, N, 1]    float, or an empty view when not wanted
+//   lse_out             [B, H, N, 1]    float, or unset (tensor_view{}) when not wanted
 //
 // If o_a, lse_a is attention of queries over keys K_a (options.lse gives the LSE)
 // and o_b, lse_b over a disjoint K_b, the result is attention over K_a ∪ K_b:
@@ -86,7 +86,7 @@ void merge_states(const tensor_view<OA>& o_a, const tensor_view<LA>& lse_a, cons
   detail::check_broadcast(where, "lse_a", lse_a, B, H, N, 1, false);
   detail::check_broadcast(where, "lse_b", lse_b, B, H, N, 1, false);
   detail::check_no_self_overlap(where, "out", out);
-  const bool has_lse = !detail::is_unset(lse_out);
+  const bool has_lse = lse_out.is_set();
   detail::extent el;
   if (has_lse) {
     el = detail::check_view(where, "lse_out", lse_out);

@@ -131,6 +131,13 @@ class tensor_view {
   constexpr index batch_stride() const noexcept { return batch_stride_; }
   constexpr index head_stride() const noexcept { return head_stride_; }
   constexpr index seq_stride() const noexcept { return seq_stride_; }
+  /// Whether the caller gave this view: a data pointer or any nonzero extent. A
+  /// default tensor_view{} is unset (an absent mask or LSE); a view with data and
+  /// seq 0 is set, and checked like any other.
+  constexpr bool is_set() const noexcept {
+    return data_ != nullptr || batch_ != 0 || heads_ != 0 || seq_ != 0 || dim_ != 0;
+  }
+  // TODO(kernels): callers move to is_set()
   constexpr bool empty() const noexcept { return data_ == nullptr; }
 
   /// Pointer to the contiguous row (b, h, s, 0..dim-1).

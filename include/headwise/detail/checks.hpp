@@ -148,9 +148,10 @@ void check_broadcast(const char* where, const char* name, const tensor_view<T>& 
        m.dim(), "])");
 }
 
+// TODO(kernels): callers move to is_set()
 template <class T>
 bool is_unset(const tensor_view<T>& t) {
-  return t.data() == nullptr && t.batch() == 0 && t.heads() == 0 && t.seq() == 0 && t.dim() == 0;
+  return !t.is_set();
 }
 
 /// Memory a call reads (q, k, masks) and the LSE it writes, for alias checks.
@@ -198,15 +199,15 @@ void check_score_rules(const char* where, const tensor_view<TQ>& q, const tensor
     for (std::size_t h = 0; h < Hq; ++h)
       if (!std::isfinite(values[h])) fail(where, name, "[", h, "] must be finite (got ", values[h], ")");
   }
-  if (!is_unset(opt.additive_mask)) {
+  if (opt.additive_mask.is_set()) {
     e.additive = check_view(where, "options.additive_mask", opt.additive_mask);
     check_broadcast(where, "options.additive_mask", opt.additive_mask, B, Hq, Nq, Nk, true, mask_axes);
   }
-  if (!is_unset(opt.boolean_mask)) {
+  if (opt.boolean_mask.is_set()) {
     e.boolean = check_view(where, "options.boolean_mask", opt.boolean_mask);
     check_broadcast(where, "options.boolean_mask", opt.boolean_mask, B, Hq, Nq, Nk, true, mask_axes);
   }
-  if (!is_unset(opt.lse)) {
+  if (opt.lse.is_set()) {
     e.lse = check_view(where, "options.lse", opt.lse);
     check_broadcast(where, "options.lse", opt.lse, B, Hq, Nq, 1, false, lse_axes);
     check_no_self_overlap(where, "options.lse", opt.lse);
@@ -284,7 +285,7 @@ void check_pairs(const char* where, const tensor_view<TQ>& q, std::size_t k_head
                for (const span<const float>& per_head : {opt->alibi_slopes, opt->head_scale})
                  f.conflicts += !per_head.empty() && per_head.size() != h;
                auto rows_of = [&](const auto& m, bool broadcasts) {
-                 if (is_unset(m)) return;
+                 if (!m.is_set()) return;
                  f.conflicts += m.heads() != h && !(broadcasts && m.heads() == 1);
                  f.conflicts += m.seq() != n;
                };
@@ -300,8 +301,8 @@ void check_pairs(const char* where, const tensor_view<TQ>& q, std::size_t k_head
       f.matches += int(h == q.heads()) + int(n == q.seq());
     }
     if (opt) {
-      f.conflicts += !is_unset(opt->additive_mask) && opt->additive_mask.dim() != n;
-      f.conflicts += !is_unset(opt->boolean_mask) && opt->boolean_mask.dim() != n;
+      f.conflicts += opt->additive_mask.is_set() && opt->additive_mask.dim() != n;
+      f.conflicts += opt->boolean_mask.is_set() && opt->boolean_mask.dim() != n;
     }
     return f;
   });
