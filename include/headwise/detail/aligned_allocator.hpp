@@ -1,5 +1,5 @@
-// headwise/detail/aligned_allocator.hpp — std::allocator with a fixed alignment, and
-// the K/V buffer allocator.
+// headwise/detail/aligned_allocator.hpp — vectors on cache lines (xsimd's
+// aligned_allocator), and the K/V buffer allocator.
 //
 // Cache lines: a plain large std::vector starts 16 bytes past a page boundary, so
 // every 512-byte K/V row then spans 9 cache lines instead of 8 and every other
@@ -26,46 +26,32 @@
 #include <new>
 #include <vector>
 
+// Only the allocator: config/xsimd_arch.hpp comes with it (the register types of the
+// build's own flags), but no batch and nothing compiled under the dispatch pragmas.
+// xsimd 13's header uses XSIMD_INLINE (in those register types) without including
+// where it is defined, so it is included first where it exists (xsimd >= 13).
+#if __has_include(<xsimd/config/xsimd_inline.hpp>)
+#include <xsimd/config/xsimd_inline.hpp>
+#endif
+#include <xsimd/memory/xsimd_aligned_allocator.hpp>
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
 
 namespace headwise::detail {
 
-template <class T, std::size_t Align>
-struct aligned_allocator {
-  static_assert(Align >= alignof(T) && (Align & (Align - 1)) == 0, "alignment: a power of two >= alignof(T)");
-  using value_type = T;
-  template <class U>
-  struct rebind {
-    using other = aligned_allocator<U, Align>;
-  };
-
-  aligned_allocator() noexcept = default;
-  template <class U>
-  aligned_allocator(const aligned_allocator<U, Align>&) noexcept {}
-
-  T* allocate(std::size_t n) {
-    if (n > std::size_t(-1) / sizeof(T)) throw std::bad_array_new_length();
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(Align)));
-  }
-  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t(Align)); }
-
-  template <class U>
-  bool operator==(const aligned_allocator<U, Align>&) const noexcept { return true; }
-  template <class U>
-  bool operator!=(const aligned_allocator<U, Align>&) const noexcept { return false; }
-};
-
 /// A vector whose data starts on a cache line.
 template <class T>
-using cache_line_vector = std::vector<T, aligned_allocator<T, 64>>;
+using cache_line_vector = std::vector<T, xsimd::aligned_allocator<T, 64>>;
 
 /// 64-byte alignment, and for buffers of at least huge_page_bytes 2 MiB alignment plus
 /// madvise(MADV_HUGEPAGE) before the vector first touches them (see the top).
 template <class T>
-struct kv_allocator : aligned_allocator<T, 64> {
-  static constexpr std::size_t huge_page_bytes = std::size_t(2) << 20;
+struct kv_allocator {
+  static constexpr std::size_t line_bytes = 64, huge_page_bytes = std::size_t(2) << 20;
+  static_assert(alignof(T) <= line_bytes);
+  using value_type = T;
   template <class U>
   struct rebind {
     using other = kv_allocator<U>;
@@ -78,24 +64,23 @@ struct kv_allocator : aligned_allocator<T, 64> {
   T* allocate(std::size_t n) {
     if (n > std::size_t(-1) / sizeof(T)) throw std::bad_array_new_length();
     const std::size_t bytes = n * sizeof(T);
-    if (bytes < huge_page_bytes) return aligned_allocator<T, 64>::allocate(n);
-    void* p = ::operator new(bytes, std::align_val_t(huge_page_bytes));
+    void* p = ::operator new(bytes, std::align_val_t(alignment(bytes)));
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure leaves 4 KiB pages
+    if (bytes >= huge_page_bytes) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure leaves 4 KiB pages
 #endif
     return static_cast<T*>(p);
   }
-  void deallocate(T* p, std::size_t n) noexcept {
-    if (n * sizeof(T) < huge_page_bytes)
-      aligned_allocator<T, 64>::deallocate(p, n);
-    else
-      ::operator delete(p, std::align_val_t(huge_page_bytes));
-  }
+  void deallocate(T* p, std::size_t n) noexcept { ::operator delete(p, std::align_val_t(alignment(n * sizeof(T)))); }
 
   template <class U>
   bool operator==(const kv_allocator<U>&) const noexcept { return true; }
   template <class U>
   bool operator!=(const kv_allocator<U>&) const noexcept { return false; }
+
+ private:
+  static constexpr std::size_t alignment(std::size_t bytes) noexcept {
+    return bytes < huge_page_bytes ? line_bytes : huge_page_bytes;
+  }
 };
 
 /// The K/V buffer type: kv_cache's storage.
