@@ -26,8 +26,8 @@
 
 #include "headwise/detail/internal_begin.hpp"
 
+#include "headwise/detail/checks.hpp"
 #include "headwise/detail/integer.hpp"
-#include "headwise/error.hpp"
 #include "headwise/inspect.hpp"
 
 #include "headwise/detail/internal_end.hpp"
@@ -74,18 +74,13 @@ inline std::string label_or_index(const std::vector<std::string>& labels, std::s
   return labels.empty() ? std::to_string(i) : labels[i];
 }
 
-inline void check_labels(const char* what, const std::vector<std::string>& labels, std::size_t n) {
-  if (!labels.empty()) expect_equal("heatmap_svg", what, n, labels.size());
-}
-
 }  // namespace detail
 
 /// One head's probability block as a standalone SVG document.
 template <class T>
 std::string heatmap_svg(const probability_matrix<T>& p, const std::vector<std::string>& query_labels,
                         const std::vector<std::string>& key_labels, const heatmap_options& o = {}) {
-  detail::check_labels("query_labels.size() must equal the rows of p", query_labels, p.rows);
-  detail::check_labels("key_labels.size() must equal the columns of p (Nk)", key_labels, p.cols);
+  detail::check_heatmap_labels(query_labels.size(), key_labels.size(), p.rows, p.cols);
   const std::size_t side = std::max<std::size_t>({p.rows, p.cols, 1});
   const std::size_t cell = o.cell ? o.cell : std::clamp<std::size_t>(320 / side, 2, 16);
   const std::size_t font = std::clamp<std::size_t>(cell - 2, 7, 11);
@@ -148,8 +143,7 @@ std::string heads_html(const std::vector<probability_matrix<T>>& heads,
                        const std::vector<std::string>& query_labels,
                        const std::vector<std::string>& key_labels, const std::string& title,
                        const std::vector<std::string>& captions = {}) {
-  if (!captions.empty()) detail::expect_equal("heads_html", "captions.size() must equal heads.size()",
-                                              heads.size(), captions.size());
+  detail::check_heads_html(heads.size(), captions.size());
   std::string s =
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>" + detail::xml_escape(title) +
       "</title>\n<style>\n"
