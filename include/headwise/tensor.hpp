@@ -19,6 +19,9 @@
 // at the call that made the mistake rather than as a read past its end later.
 // seq_slice(from, count) narrows the sequence axis (a decode step's last rows,
 // a chunk of a prompt) with the same strides, checked against seq().
+// An optional view (a mask, the LSE) is absent when not set: is_set() is false only
+// for a view with no data and no extent, such as tensor_view{}; one with data and
+// seq 0 is set, and checked like any other.
 #pragma once
 
 #include <cstddef>
@@ -115,14 +118,10 @@ class tensor_view {
   constexpr index batch_stride() const noexcept { return batch_stride_; }
   constexpr index head_stride() const noexcept { return head_stride_; }
   constexpr index seq_stride() const noexcept { return seq_stride_; }
-  /// Whether the caller gave this view: a data pointer or any nonzero extent. A
-  /// default tensor_view{} is unset (an absent mask or LSE); a view with data and
-  /// seq 0 is set, and checked like any other.
-  constexpr bool is_set() const noexcept {
-    return data_ != nullptr || batch_ != 0 || heads_ != 0 || seq_ != 0 || dim_ != 0;
-  }
   // TODO(kernels): callers move to is_set()
   constexpr bool empty() const noexcept { return data_ == nullptr; }
+  /// Whether the caller gave a view: a data pointer or any nonzero extent.
+  constexpr bool is_set() const noexcept { return data_ != nullptr || batch_ || heads_ || seq_ || dim_; }
 
   /// Pointer to the contiguous row (b, h, s, 0..dim-1).
   constexpr T* row(std::size_t b, std::size_t h, std::size_t s) const noexcept {
