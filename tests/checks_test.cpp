@@ -401,6 +401,17 @@ TEST(Checks, LseShape) {
       {"options.lse: shape must be [B=1, Hq=4, Nq=5, 1] (got [1, 4, 4, 1])"});
 }
 
+TEST(Checks, LseWithDataAndNoRowsIsSetAndChecked) {
+  expect_rejected(
+      [](fixture& f, bool r) {
+        float lse = 0;
+        attention_options opt;
+        opt.lse = lse_view(&lse, 1, 4, 0);
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+      },
+      {"options.lse: shape must be [B=1, Hq=4, Nq=5, 1] (got [1, 4, 0, 1])"});
+}
+
 TEST(Checks, EmptyKeysAreValidAndGiveZeros) {
   fixture f;
   tensor<float> k(1, 2, 0, 8), v(1, 2, 0, 3);

@@ -61,6 +61,15 @@ TEST(TensorView, MaskAndLseFactoriesAreDense) {
   EXPECT_EQ(&lse(1, 2, 3, 0), &l.back());
 }
 
+TEST(TensorView, IsSetWhenTheCallerGaveOne) {
+  float x = 0;
+  // the absent optional view; data and no rows; a shape with null data (given, and rejected)
+  EXPECT_FALSE(headwise::tensor_view<float>().is_set());
+  EXPECT_TRUE(headwise::bhsd(&x, 1, 1, 0, 1).is_set());
+  EXPECT_TRUE(headwise::bhsd<float>(nullptr, 1, 2, 3, 4).is_set());
+  EXPECT_TRUE(headwise::tensor_view<const float>(headwise::bhsd(&x, 1, 1, 1, 1)).is_set());
+}
+
 TEST(Span, WrapsContainersWithoutCopying) {
   std::vector<float> slopes{0.5f, 0.25f};
   const headwise::span<const float> s = slopes;

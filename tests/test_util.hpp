@@ -63,13 +63,11 @@ tensor<S> converted(const tensor<T>& t, layout lay) {
   return r;
 }
 
-/// Unit roundoff of T (half, bfloat16: of their 11- and 8-bit significands).
+/// Unit roundoff of T: 2^-digits (half, bfloat16: of their 11- and 8-bit significands).
 template <class T>
 constexpr double unit_roundoff() {
-  if constexpr (std::is_same_v<T, half>)
-    return 0x1p-11;
-  else if constexpr (std::is_same_v<T, bfloat16>)
-    return 0x1p-8;
+  if constexpr (is_storage_16<T>)
+    return 1.0 / double(std::uint64_t(1) << T::format::digits);
   else
     return std::numeric_limits<T>::epsilon() / 2;
 }

@@ -13,12 +13,10 @@
 // same signature.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <type_traits>
 #include <vector>
+
+#include "headwise/detail/internal_begin.hpp"
 
 #include "headwise/detail/checks.hpp"
 #include "headwise/detail/score_rules.hpp"
@@ -30,6 +28,8 @@
 #include "headwise/storage.hpp"
 #include "headwise/tensor.hpp"
 #include "headwise/workspace.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 

@@ -35,10 +35,6 @@
 // score of inspect.hpp exceeds the threshold (default 0.5: most of its attention).
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -46,9 +42,13 @@
 #include <utility>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/detail/parallel.hpp"
 #include "headwise/detail/score_rules.hpp"
 #include "headwise/inspect.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 

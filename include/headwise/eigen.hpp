@@ -23,10 +23,6 @@
 // umbrella headwise.hpp stays Eigen-free. Link headwise::eigen to use them.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cstddef>
 #include <type_traits>
 #include <vector>
@@ -47,8 +43,12 @@
 #include <Eigen/Core>
 #endif
 
-#include "headwise/detail/checks.hpp"
+#include "headwise/detail/internal_begin.hpp"
+
+#include "headwise/detail/checks_eigen.hpp"
 #include "headwise/tensor.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 
@@ -67,18 +67,6 @@ using const_matrix_ref = Eigen::Ref<const row_matrix<T>>;
 template <class T>
 using matrix_map = Eigen::Map<row_matrix<T>>;
 
-namespace detail {
-
-/// Checks that a token matrix of `cols` columns splits into heads × dim.
-inline void check_head_split(const char* where, const char* name, Eigen::Index cols, std::size_t heads,
-                             std::size_t dim) {
-  if (heads == 0 || dim == 0 || static_cast<std::size_t>(cols) != heads * dim)
-    fail(where, name, ".cols() must equal heads · dim (expected ", heads, " · ", dim, " = ", heads * dim,
-         ", got ", cols, ")");
-}
-
-}  // namespace detail
-
 /// BSHD view [batch, heads, rows / batch, dim] of a row-major token matrix
 /// [rows × heads·dim] holding `batch` sequences of equal length, one after another:
 /// any Eigen object with direct access (Matrix, Map, Ref, a block of them). The
@@ -87,12 +75,8 @@ template <class M>
 auto as_bshd(M&& m, std::size_t heads, std::size_t dim, std::size_t batch = 1) {
   static_assert(std::decay_t<M>::IsRowMajor, "as_bshd needs a row-major matrix: one token per row");
   using element = std::remove_pointer_t<decltype(m.data())>;
-  detail::check_head_split("as_bshd", "m", m.cols(), heads, dim);
-  if (m.innerStride() != 1) detail::fail("as_bshd", "m.innerStride() must be 1 (got ", m.innerStride(), ")");
-  const auto rows = static_cast<std::size_t>(m.rows());
-  if (batch == 0 || rows % batch != 0)
-    detail::fail("as_bshd", "m.rows() must be a multiple of batch (", batch, ") (got ", rows, ")");
-  const auto seq = rows / batch;
+  detail::check_as_bshd(m.rows(), m.cols(), m.innerStride(), heads, dim, batch);
+  const auto seq = static_cast<std::size_t>(m.rows()) / batch;
   const auto stride = static_cast<std::ptrdiff_t>(m.outerStride());
   return tensor_view<element>(m.data(), batch, heads, seq, dim, std::ptrdiff_t(seq) * stride,
                               static_cast<std::ptrdiff_t>(dim), stride);
@@ -102,13 +86,8 @@ auto as_bshd(M&& m, std::size_t heads, std::size_t dim, std::size_t batch = 1) {
 /// token row (BSHD with B = 1 and head_stride == dim): the inverse of as_bshd.
 template <class T>
 Eigen::Map<row_matrix<T>, Eigen::Unaligned, Eigen::OuterStride<>> as_matrix(const tensor_view<T>& v) {
-  detail::expect_equal("as_matrix", "v.batch() must equal 1", 1, v.batch());
-  if (v.heads() > 1)
-    detail::expect_equal("as_matrix", "v.head_stride() must equal v.dim()", v.dim(), v.head_stride());
+  detail::check_as_matrix(v);
   const auto cols = static_cast<Eigen::Index>(v.heads() * v.dim());
-  if (v.seq() > 1 && v.seq_stride() < cols)
-    detail::fail("as_matrix", "v.seq_stride() must be >= heads · dim (expected >= ", cols, ", got ",
-                 v.seq_stride(), ")");
   return {v.data(), static_cast<Eigen::Index>(v.seq()), cols,
           Eigen::OuterStride<>(v.seq() > 1 ? v.seq_stride() : cols)};
 }

@@ -1,6 +1,8 @@
 // headwise/headwise.hpp — umbrella header: includes the public headers, nothing else.
 #pragma once
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/version.hpp"
 #include "headwise/error.hpp"
 #include "headwise/isa.hpp"
@@ -18,5 +20,8 @@
 #include "headwise/workspace.hpp"
 #include "headwise/kv_cache.hpp"
 #include "headwise/rope.hpp"
+
+#include "headwise/detail/internal_end.hpp"
+
 // Eigen-based (link headwise::eigen, include directly): <headwise/eigen.hpp>,
 // <headwise/lora.hpp>, <headwise/mha.hpp>.

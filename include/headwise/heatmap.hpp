@@ -24,8 +24,13 @@
 #include <string>
 #include <vector>
 
-#include "headwise/error.hpp"
+#include "headwise/detail/internal_begin.hpp"
+
+#include "headwise/detail/checks.hpp"
+#include "headwise/detail/integer.hpp"
 #include "headwise/inspect.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 
@@ -69,22 +74,17 @@ inline std::string label_or_index(const std::vector<std::string>& labels, std::s
   return labels.empty() ? std::to_string(i) : labels[i];
 }
 
-inline void check_labels(const char* what, const std::vector<std::string>& labels, std::size_t n) {
-  if (!labels.empty()) expect_equal("heatmap_svg", what, n, labels.size());
-}
-
 }  // namespace detail
 
 /// One head's probability block as a standalone SVG document.
 template <class T>
 std::string heatmap_svg(const probability_matrix<T>& p, const std::vector<std::string>& query_labels,
                         const std::vector<std::string>& key_labels, const heatmap_options& o = {}) {
-  detail::check_labels("query_labels.size() must equal the rows of p", query_labels, p.rows);
-  detail::check_labels("key_labels.size() must equal the columns of p (Nk)", key_labels, p.cols);
+  detail::check_heatmap_labels(query_labels.size(), key_labels.size(), p.rows, p.cols);
   const std::size_t side = std::max<std::size_t>({p.rows, p.cols, 1});
   const std::size_t cell = o.cell ? o.cell : std::clamp<std::size_t>(320 / side, 2, 16);
   const std::size_t font = std::clamp<std::size_t>(cell - 2, 7, 11);
-  const std::size_t every = (font + cell - 1) / cell;  // label every n-th token so text never overlaps
+  const std::size_t every = detail::ceil_div(font, cell);  // label every n-th token so text never overlaps
   std::size_t longest = 1;
   for (const auto* labels : {&query_labels, &key_labels})
     for (const std::string& s : *labels) longest = std::max(longest, s.size());
@@ -143,8 +143,7 @@ std::string heads_html(const std::vector<probability_matrix<T>>& heads,
                        const std::vector<std::string>& query_labels,
                        const std::vector<std::string>& key_labels, const std::string& title,
                        const std::vector<std::string>& captions = {}) {
-  if (!captions.empty()) detail::expect_equal("heads_html", "captions.size() must equal heads.size()",
-                                              heads.size(), captions.size());
+  detail::check_heads_html(heads.size(), captions.size());
   std::string s =
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>" + detail::xml_escape(title) +
       "</title>\n<style>\n"

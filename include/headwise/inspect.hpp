@@ -47,10 +47,6 @@
 // as its LSE is -inf and its probabilities are zero.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -60,6 +56,8 @@
 #include <utility>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/detail/checks.hpp"
 #include "headwise/detail/integer.hpp"
 #include "headwise/detail/parallel.hpp"
@@ -68,6 +66,8 @@
 #include "headwise/key_view.hpp"
 #include "headwise/options.hpp"
 #include "headwise/tensor.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 
@@ -235,7 +235,7 @@ probability_matrix<std::remove_const_t<TQ>> probabilities(const char* where, con
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "q must hold float or double (the compute type)");
   check_inspect(where, q, k, opt);
-  if (is_unset(opt.lse))
+  if (!opt.lse.is_set())
     fail(where, "options.lse must hold the LSE written by attention() with these options (got none)");
   check_head(where, q, batch, head);
   if (row_begin > row_end || row_end > q.seq())

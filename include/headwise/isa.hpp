@@ -15,17 +15,16 @@
 //   attention_options::isa per call (an unavailable path is a headwise::error).
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cstdlib>
 #include <cstring>
-#include <string>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
+#include "headwise/detail/checks_base.hpp"
 #include "headwise/detail/cpu_features.hpp"
-#include "headwise/error.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 #if !defined(HEADWISE_NO_DISPATCH) && (defined(__x86_64__) || defined(__i386__)) && \
     (defined(__GNUC__) || defined(__clang__))
@@ -75,10 +74,11 @@ inline bool cpu_runs(simd_isa isa) {
 /// HEADWISE_ISA parsed: automatic when unset or empty.
 inline simd_isa isa_from_environment() {
   const char* s = std::getenv("HEADWISE_ISA");
-  if (s == nullptr || *s == '\0') return simd_isa::automatic;
+  simd_isa parsed = simd_isa::automatic;
   for (simd_isa isa : {simd_isa::baseline, simd_isa::avx2, simd_isa::avx512})
-    if (std::strcmp(s, isa_name(isa)) == 0) return isa;
-  throw error(std::string("headwise: HEADWISE_ISA must be baseline, avx2 or avx512 (got \"") + s + "\")");
+    if (s != nullptr && std::strcmp(s, isa_name(isa)) == 0) parsed = isa;
+  check_isa_environment(s, parsed != simd_isa::automatic);
+  return parsed;
 }
 
 /// The widest path this CPU runs, capped by HEADWISE_ISA; read once.
@@ -91,17 +91,6 @@ inline simd_isa default_isa() {
     return best;
   }();
   return chosen;
-}
-
-/// The path a call runs: `requested`, or the default for automatic.
-inline simd_isa resolve_isa(simd_isa requested, const char* fn) {
-  if (requested == simd_isa::automatic) return default_isa();
-  if (requested != simd_isa::baseline && requested != simd_isa::avx2 && requested != simd_isa::avx512)
-    throw error(std::string("headwise::") + fn + ": options.isa is not a simd_isa value");
-  if (!cpu_runs(requested))
-    throw error(std::string("headwise::") + fn + ": options.isa = " + isa_name(requested) +
-                " is not available on this CPU or build (available up to " + isa_name(default_isa()) + ")");
-  return requested;
 }
 
 /// What `baseline` stands for in this build.

@@ -6,16 +6,16 @@
 // kv_layout::key_blocks packs on append, so most users never call them.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cstddef>
 #include <type_traits>
+
+#include "headwise/detail/internal_begin.hpp"
 
 #include "headwise/detail/checks.hpp"
 #include "headwise/key_view.hpp"
 #include "headwise/tensor.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 

@@ -22,15 +22,15 @@
 // straight from either layout, so no call copies K.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cstddef>
 #include <type_traits>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/detail/integer.hpp"
 #include "headwise/tensor.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 

@@ -22,23 +22,23 @@
 // shape mismatch or when size + n would exceed capacity; the cache never reallocates,
 // so views taken earlier stay valid (their seq() is the size when taken). Both
 // buffers start on a 64-byte boundary, and from 2 MiB on a 2 MiB one in transparent
-// huge pages where Linux grants them (see detail/aligned_allocator.hpp).
+// huge pages where Linux grants them (see detail/kv_buffer.hpp).
 #pragma once
-
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
 
 #include <cstddef>
 #include <type_traits>
 #include <vector>
 
-#include "headwise/detail/aligned_allocator.hpp"
+#include "headwise/detail/internal_begin.hpp"
+
+#include "headwise/detail/kv_buffer.hpp"
 #include "headwise/detail/checks.hpp"
 #include "headwise/detail/integer.hpp"
 #include "headwise/key_view.hpp"
 #include "headwise/storage.hpp"
 #include "headwise/tensor.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 

@@ -44,7 +44,12 @@
 #include <utility>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
+#include "headwise/detail/checks_eigen.hpp"
 #include "headwise/eigen.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 
@@ -55,18 +60,10 @@ enum class lora_scaling {
 
 namespace detail {
 
-inline void check_rows_cols(const char* where, const char* name, Eigen::Index rows, Eigen::Index cols,
-                            Eigen::Index want_rows, Eigen::Index want_cols) {
-  if (rows != want_rows || cols != want_cols)
-    fail(where, name, " has the wrong shape (expected [", want_rows, " × ", want_cols, "], got [", rows,
-         " × ", cols, "])");
-}
-
 /// W += D after checking that D and W + D are finite; W is untouched on failure.
 template <class T>
 void commit_delta(const char* where, matrix_ref<T> W, const row_matrix<T>& D) {
-  if (!D.allFinite()) fail(where, "the delta s·B·A holds a NaN or an infinity; W is left untouched");
-  if (!(W + D).allFinite()) fail(where, "W + s·B·A holds a NaN or an infinity; W is left untouched");
+  check_finite_delta(where, W, D);
   W += D;
 }
 
@@ -80,11 +77,7 @@ class lora_delta {
   /// a [r × in], b [out × r], r >= 1; alpha finite.
   lora_delta(row_matrix<T> a, row_matrix<T> b, double alpha, lora_scaling scaling = lora_scaling::standard)
       : a_(std::move(a)), b_(std::move(b)), alpha_(alpha), scaling_(scaling) {
-    if (a_.rows() < 1) fail("a.rows() (the rank r) must be >= 1 (got ", a_.rows(), ")");
-    if (a_.cols() < 1) fail("a.cols() (in) must be >= 1 (got ", a_.cols(), ")");
-    if (b_.rows() < 1) fail("b.rows() (out) must be >= 1 (got ", b_.rows(), ")");
-    detail::expect_equal("lora_delta", "b.cols() must equal a.rows() (the rank r)", a_.rows(), b_.cols());
-    if (!std::isfinite(alpha)) fail("alpha must be finite (got ", alpha, ")");
+    detail::check_lora_factors(a_.rows(), a_.cols(), b_.rows(), b_.cols(), alpha);
   }
 
   Eigen::Index rank() const noexcept { return a_.rows(); }
@@ -108,14 +101,13 @@ class lora_delta {
   /// y += weight·s·(x·Aᵀ)·Bᵀ with h [T × r] as scratch (overwritten). y may be x
   /// itself (in == out: x is not read after h); h must not overlap x or y.
   void apply(const const_matrix_ref<T>& x, matrix_ref<T> y, matrix_ref<T> h, T weight = T(1)) const {
-    check_xy("lora_delta::apply", x, y);
-    detail::check_rows_cols("lora_delta::apply", "h", h.rows(), h.cols(), x.rows(), rank());
+    detail::check_shapes("lora_delta::apply", {x_shape(x), y_shape(x, y), {"h", h, x.rows(), rank()}});
     apply_unchecked(x, y, h, weight);
   }
 
   /// y += weight·s·(x·Aᵀ)·Bᵀ, scratch from the member workspace.
   void apply(const const_matrix_ref<T>& x, matrix_ref<T> y, T weight = T(1)) {
-    check_xy("lora_delta::apply", x, y);
+    detail::check_shapes("lora_delta::apply", {x_shape(x), y_shape(x, y)});
     apply_unchecked(x, y, scratch_.take(x.rows(), rank()), weight);
   }
 
@@ -125,11 +117,9 @@ class lora_delta {
   /// The gradients must not overlap x or dy.
   void backward(const const_matrix_ref<T>& x, const const_matrix_ref<T>& dy, matrix_ref<T> da,
                 matrix_ref<T> db, matrix_ref<T> dx, T weight = T(1)) {
-    const char* where = "lora_delta::backward";
-    check_xy(where, x, dy, "dy");
-    detail::check_rows_cols(where, "da", da.rows(), da.cols(), rank(), in_features());
-    detail::check_rows_cols(where, "db", db.rows(), db.cols(), out_features(), rank());
-    detail::check_rows_cols(where, "dx", dx.rows(), dx.cols(), x.rows(), in_features());
+    detail::check_shapes("lora_delta::backward",
+                         {x_shape(x), y_shape(x, dy, "dy"), {"da", da, rank(), in_features()},
+                          {"db", db, out_features(), rank()}, {"dx", dx, x.rows(), in_features()}});
     auto buf = scratch_.take(x.rows(), 2 * rank());
     auto h = buf.leftCols(rank());
     auto dh = buf.rightCols(rank());
@@ -145,7 +135,7 @@ class lora_delta {
 
   /// W += weight·s·B·A in place, W [out × in]; no checks on values (see safe_merge).
   void merge(matrix_ref<T> W, T weight = T(1)) const {
-    check_w("lora_delta::merge", W);
+    detail::check_shapes("lora_delta::merge", {w_shape(W)});
     W.noalias() += (static_cast<T>(scale()) * weight) * (b_ * a_);
   }
 
@@ -158,9 +148,8 @@ class lora_delta {
   /// this is merge() itself; otherwise ΔW goes through an [out × in] temporary.
   void safe_merge(matrix_ref<T> W, T weight = T(1)) const {
     const char* where = "lora_delta::safe_merge";
-    check_w(where, W);
-    if (!a_.allFinite()) detail::fail(where, "A holds a NaN or an infinity; W is left untouched");
-    if (!b_.allFinite()) detail::fail(where, "B holds a NaN or an infinity; W is left untouched");
+    detail::check_shapes(where, {w_shape(W)});
+    detail::check_finite_factors(where, a_, b_);
     const double w_max = W.size() ? static_cast<double>(W.cwiseAbs().maxCoeff()) : 0.0;
     if (w_max + std::fabs(static_cast<double>(weight)) * delta_abs_bound() <=
         static_cast<double>(std::numeric_limits<T>::max()) / 2) {
@@ -180,19 +169,13 @@ class lora_delta {
   }
 
  private:
-  template <class... Parts>
-  [[noreturn]] static void fail(const Parts&... parts) {
-    detail::fail("lora_delta", parts...);
-  }
-
+  /// The shapes the arguments must have: x [T × in], y [T × out], W [out × in].
+  detail::matrix_shape x_shape(const const_matrix_ref<T>& x) const { return {"x", x, x.rows(), in_features()}; }
   template <class Y>
-  void check_xy(const char* where, const const_matrix_ref<T>& x, const Y& y, const char* y_name = "y") const {
-    detail::check_rows_cols(where, "x", x.rows(), x.cols(), x.rows(), in_features());
-    detail::check_rows_cols(where, y_name, y.rows(), y.cols(), x.rows(), out_features());
+  detail::matrix_shape y_shape(const const_matrix_ref<T>& x, const Y& y, const char* name = "y") const {
+    return {name, y, x.rows(), out_features()};
   }
-  void check_w(const char* where, const matrix_ref<T>& W) const {
-    detail::check_rows_cols(where, "W", W.rows(), W.cols(), out_features(), in_features());
-  }
+  detail::matrix_shape w_shape(const matrix_ref<T>& W) const { return {"W", W, out_features(), in_features()}; }
 
   /// c = |s|·max_i ‖B_i‖₁·max|A| >= max |s·B·A| elementwise (and >= Σ_k |s·B_ik·A_kj|).
   double delta_abs_bound() const {
@@ -240,40 +223,34 @@ class lora_adapter_set {
 
   /// Registers an adapter with no deltas yet; names are unique and non-empty.
   adapter_id add(std::string name) {
-    if (name.empty()) detail::fail("lora_adapter_set::add", "name must not be empty");
-    for (const entry& e : entries_)
-      if (e.name == name) detail::fail("lora_adapter_set::add", "an adapter named '", name, "' exists");
+    detail::check_new_adapter(name, entries_);
     entries_.push_back(entry{std::move(name), {}});
     return static_cast<adapter_id>(entries_.size() - 1);
   }
 
   /// Sets (or replaces) adapter id's delta on projection p.
   void attach(adapter_id id, projection p, lora_delta<T> delta) {
-    const char* where = "lora_adapter_set::attach";
-    check_id(where, id);
     const projection_shape& s = shapes_[static_cast<std::size_t>(p)];
-    detail::expect_equal(where, "delta.in_features() must equal the projection's in", s.in,
-                         delta.in_features());
-    detail::expect_equal(where, "delta.out_features() must equal the projection's out", s.out,
-                         delta.out_features());
+    detail::check_lora_attach(id, entries_.size(), s.in, s.out, delta.in_features(), delta.out_features());
     entries_[id].deltas[static_cast<std::size_t>(p)] = std::move(delta);
   }
 
   adapter_id find(std::string_view name) const {
-    for (std::size_t i = 0; i < entries_.size(); ++i)
-      if (entries_[i].name == name) return static_cast<adapter_id>(i);
-    detail::fail("lora_adapter_set::find", "no adapter named '", name, "'");
+    std::size_t i = 0;
+    while (i < entries_.size() && entries_[i].name != name) ++i;
+    detail::check_adapter_found(name, i < entries_.size());
+    return static_cast<adapter_id>(i);
   }
   std::size_t size() const noexcept { return entries_.size(); }
   const std::string& name(adapter_id id) const {
-    check_id("lora_adapter_set::name", id);
+    detail::check_adapter_id("lora_adapter_set::name", id, entries_.size());
     return entries_[id].name;
   }
   const projection_shape& shape(projection p) const noexcept { return shapes_[static_cast<std::size_t>(p)]; }
 
   /// Adapter id's delta on p, or nullptr.
   const lora_delta<T>* delta(adapter_id id, projection p) const {
-    check_id("lora_adapter_set::delta", id);
+    detail::check_adapter_id("lora_adapter_set::delta", id, entries_.size());
     const auto& d = entries_[id].deltas[static_cast<std::size_t>(p)];
     return d ? &*d : nullptr;
   }
@@ -292,14 +269,7 @@ class lora_adapter_set {
   void activate(std::string_view name) { active_ = {weighted{find(name), 1.0}}; }
   /// Combination Σ w_a·ΔW_a; weights finite, ids valid and distinct.
   void activate(std::vector<weighted> mix) {
-    const char* where = "lora_adapter_set::activate";
-    for (std::size_t i = 0; i < mix.size(); ++i) {
-      check_id(where, mix[i].id);
-      if (!std::isfinite(mix[i].weight))
-        detail::fail(where, "mix[", i, "].weight must be finite (got ", mix[i].weight, ")");
-      for (std::size_t j = 0; j < i; ++j)
-        if (mix[j].id == mix[i].id) detail::fail(where, "adapter ", mix[i].id, " appears twice in mix");
-    }
+    detail::check_adapter_mix(mix, entries_.size());
     active_ = std::move(mix);
   }
   void disable() noexcept { active_.clear(); }
@@ -308,7 +278,7 @@ class lora_adapter_set {
 
   /// y += Σ over the active mix of w·s·B·A·x on projection p.
   void apply(projection p, const const_matrix_ref<T>& x, matrix_ref<T> y) {
-    check_xy("lora_adapter_set::apply", p, x, y);
+    detail::check_shapes("lora_adapter_set::apply", {x_shape(p, x), y_shape(p, x, y)});
     for (const weighted& w : active_)
       if (lora_delta<T>* d = delta(w.id, p))
         d->apply(x, y, scratch_.take(x.rows(), d->rank()), static_cast<T>(w.weight));
@@ -317,12 +287,8 @@ class lora_adapter_set {
   /// Mixed batch: row t gets adapter row_ids[t]'s delta (weight 1), none skips it.
   void apply(projection p, const const_matrix_ref<T>& x, matrix_ref<T> y, span<const adapter_id> row_ids) {
     const char* where = "lora_adapter_set::apply";
-    check_xy(where, p, x, y);
-    detail::expect_equal(where, "row_ids.size() must equal x.rows()", x.rows(), row_ids.size());
-    for (std::size_t t = 0; t < row_ids.size(); ++t)
-      if (row_ids[t] != none && row_ids[t] >= entries_.size())
-        detail::fail(where, "row_ids[", t, "] must be < ", entries_.size(), " or none (got ", row_ids[t],
-                     ")");
+    detail::check_shapes(where, {x_shape(p, x), y_shape(p, x, y)});
+    detail::check_row_adapters(where, row_ids, x.rows(), entries_.size(), none);
     group_rows(row_ids);
     for (std::size_t a = 0; a < entries_.size(); ++a)
       if (lora_delta<T>* d = delta(static_cast<adapter_id>(a), p))
@@ -333,14 +299,14 @@ class lora_adapter_set {
   void merge(projection p, matrix_ref<T> W) const { merge(p, W, active_); }
   void merge(projection p, matrix_ref<T> W, const std::vector<weighted>& mix) const {
     const char* where = "lora_adapter_set::merge";
-    check_w(where, p, W);
+    detail::check_shapes(where, {w_shape(p, W)});
     detail::commit_delta<T>(where, W, combined_delta(p, mix));
   }
   /// W −= the same sum: undoes merge(p, W, mix) up to rounding (lora_delta's bound
   /// per term; the sum is computed identically both times).
   void unmerge(projection p, matrix_ref<T> W) const { unmerge(p, W, active_); }
   void unmerge(projection p, matrix_ref<T> W, const std::vector<weighted>& mix) const {
-    check_w("lora_adapter_set::unmerge", p, W);
+    detail::check_shapes("lora_adapter_set::unmerge", {w_shape(p, W)});
     W -= combined_delta(p, mix);
   }
 
@@ -351,19 +317,15 @@ class lora_adapter_set {
   };
   static constexpr Eigen::Index gather_rows = 64;  // rows per gathered chunk: ~1-2 MB of scratch at 4096 wide
 
-  void check_id(const char* where, adapter_id id) const {
-    if (id >= entries_.size())
-      detail::fail(where, "adapter id must be < ", entries_.size(), " (got ", id, ")");
+  /// The shapes the arguments of projection p must have: x [T × in], y [T × out], W [out × in].
+  detail::matrix_shape x_shape(projection p, const const_matrix_ref<T>& x) const {
+    return {"x", x, x.rows(), shape(p).in};
   }
-  template <class Y>
-  void check_xy(const char* where, projection p, const const_matrix_ref<T>& x, const Y& y) const {
-    const projection_shape& s = shape(p);
-    detail::check_rows_cols(where, "x", x.rows(), x.cols(), x.rows(), s.in);
-    detail::check_rows_cols(where, "y", y.rows(), y.cols(), x.rows(), s.out);
+  detail::matrix_shape y_shape(projection p, const const_matrix_ref<T>& x, const matrix_ref<T>& y) const {
+    return {"y", y, x.rows(), shape(p).out};
   }
-  void check_w(const char* where, projection p, const matrix_ref<T>& W) const {
-    const projection_shape& s = shape(p);
-    detail::check_rows_cols(where, "W", W.rows(), W.cols(), s.out, s.in);
+  detail::matrix_shape w_shape(projection p, const matrix_ref<T>& W) const {
+    return {"W", W, shape(p).out, shape(p).in};
   }
 
   row_matrix<T> combined_delta(projection p, const std::vector<weighted>& mix) const {
@@ -371,9 +333,7 @@ class lora_adapter_set {
     row_matrix<T> D = row_matrix<T>::Zero(s.out, s.in);
     for (const weighted& w : mix)
       if (const lora_delta<T>* d = delta(w.id, p)) {
-        if (!d->a().allFinite() || !d->b().allFinite())
-          detail::fail("lora_adapter_set::merge", "adapter '", entries_[w.id].name, "' on ",
-                       projection_name(p), " holds a NaN or an infinity; W is left untouched");
+        detail::check_adapter_finite(entries_[w.id].name, projection_name(p), d->a(), d->b());
         d->merge(D, static_cast<T>(w.weight));
       }
     return D;

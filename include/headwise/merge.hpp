@@ -3,7 +3,7 @@
 //   merge_states(o_a, lse_a, o_b, lse_b, out, lse_out)
 //   o_a, o_b, out       [B, H, N, Dv]   float or double (one type for all three)
 //   lse_a, lse_b        [B, H, N, 1]    float, natural log
-//   lse_out             [B, H, N, 1]    float, or an empty view when not wanted
+//   lse_out             [B, H, N, 1]    float, or unset (tensor_view{}) when not wanted
 //
 // If o_a, lse_a is attention of queries over keys K_a (options.lse gives the LSE)
 // and o_b, lse_b over a disjoint K_b, the result is attention over K_a ∪ K_b:
@@ -23,31 +23,20 @@
 // Cost: one pass over the rows, 3 flops per element; no threads, no allocation.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cmath>
 #include <cstddef>
 #include <limits>
 #include <type_traits>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/detail/checks.hpp"
 #include "headwise/kernels/merge_row.hpp"
 #include "headwise/tensor.hpp"
 
+#include "headwise/detail/internal_end.hpp"
+
 namespace headwise {
-
-namespace detail {
-
-template <class A, class B>
-bool same_view(const tensor_view<A>& a, const tensor_view<B>& b) {
-  return static_cast<const void*>(a.data()) == static_cast<const void*>(b.data()) &&
-         a.batch_stride() == b.batch_stride() && a.head_stride() == b.head_stride() &&
-         a.seq_stride() == b.seq_stride();
-}
-
-}  // namespace detail
 
 template <class OA, class LA, class OB, class LB, class OO>
 void merge_states(const tensor_view<OA>& o_a, const tensor_view<LA>& lse_a, const tensor_view<OB>& o_b,
@@ -59,37 +48,9 @@ void merge_states(const tensor_view<OA>& o_a, const tensor_view<LA>& lse_a, cons
                 "o_b and out must hold o_a's element type (out mutable)");
   static_assert(std::is_same_v<std::remove_const_t<LA>, float> && std::is_same_v<std::remove_const_t<LB>, float>,
                 "lse_a and lse_b must hold float");
-  constexpr const char* where = "merge_states";
-  const detail::extent ea = detail::check_view(where, "o_a", o_a), eb = detail::check_view(where, "o_b", o_b),
-                       ela = detail::check_view(where, "lse_a", lse_a),
-                       elb = detail::check_view(where, "lse_b", lse_b),
-                       eo = detail::check_view(where, "out", out);
+  detail::check_merge_states(o_a, lse_a, o_b, lse_b, out, lse_out);
   const std::size_t B = o_a.batch(), H = o_a.heads(), N = o_a.seq(), D = o_a.dim();
-  detail::check_broadcast(where, "o_b", o_b, B, H, N, D, false);
-  detail::check_broadcast(where, "out", out, B, H, N, D, false);
-  detail::check_broadcast(where, "lse_a", lse_a, B, H, N, 1, false);
-  detail::check_broadcast(where, "lse_b", lse_b, B, H, N, 1, false);
-  detail::check_no_self_overlap(where, "out", out);
-  const bool has_lse = !detail::is_unset(lse_out);
-  detail::extent el;
-  if (has_lse) {
-    el = detail::check_view(where, "lse_out", lse_out);
-    detail::check_broadcast(where, "lse_out", lse_out, B, H, N, 1, false);
-    detail::check_no_self_overlap(where, "lse_out", lse_out);
-  }
-  const bool out_in_place = detail::same_view(out, o_a) || detail::same_view(out, o_b);
-  const bool lse_in_place = has_lse && (detail::same_view(lse_out, lse_a) || detail::same_view(lse_out, lse_b));
-  for (const auto& [e, name] : {std::pair{ea, "o_a"}, std::pair{eb, "o_b"}}) {
-    if (!out_in_place && eo.overlaps(e))
-      detail::fail(where, "out overlaps the memory of ", name, " without being the same view");
-    if (el.overlaps(e)) detail::fail(where, "lse_out overlaps the memory of ", name);
-  }
-  for (const auto& [e, name] : {std::pair{ela, "lse_a"}, std::pair{elb, "lse_b"}}) {
-    if (eo.overlaps(e)) detail::fail(where, "out overlaps the memory of ", name);
-    if (!lse_in_place && el.overlaps(e))
-      detail::fail(where, "lse_out overlaps the memory of ", name, " without being the same view");
-  }
-  if (eo.overlaps(el)) detail::fail(where, "lse_out overlaps the memory of out");
+  const bool has_lse = lse_out.is_set();
 
   for (std::size_t b = 0; b < B; ++b)
     for (std::size_t h = 0; h < H; ++h)

@@ -41,11 +41,17 @@
 #include <utility>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/attention.hpp"
+#include "headwise/detail/checks_eigen.hpp"
+#include "headwise/detail/integer.hpp"
 #include "headwise/detail/parallel.hpp"
 #include "headwise/eigen.hpp"
 #include "headwise/lora.hpp"
 #include "headwise/rope.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 
@@ -99,7 +105,7 @@ class multi_head_attention {
   /// projections merged before it are unmerged again — restored up to the round-trip
   /// bound — and the error propagates with the layer still unmerged.
   void merge_adapters() {
-    if (merged_) detail::fail("multi_head_attention::merge_adapters", "the adapters are already merged");
+    detail::check_adapters_merged("multi_head_attention::merge_adapters", merged_, false);
     std::size_t done = 0;
     try {
       for (; done < projection_count; ++done) adapters_.merge(projection(done), weights_[done]);
@@ -112,7 +118,7 @@ class multi_head_attention {
   }
   /// Takes the mix merged by merge_adapters() out again, whatever is active now.
   void unmerge_adapters() {
-    if (!merged_) detail::fail("multi_head_attention::unmerge_adapters", "the adapters are not merged");
+    detail::check_adapters_merged("multi_head_attention::unmerge_adapters", merged_, true);
     for (std::size_t p = 0; p < projection_count; ++p)
       adapters_.unmerge(projection(p), weights_[p], merged_mix_);
     merged_ = false;
@@ -156,13 +162,7 @@ class multi_head_attention {
   static std::size_t index(projection p) noexcept { return static_cast<std::size_t>(p); }
 
   static const mha_config& checked(const mha_config& cfg) {
-    const char* where = "multi_head_attention";
-    if (cfg.model_dim == 0) detail::fail(where, "config.model_dim must be >= 1 (got 0)");
-    if (cfg.num_heads == 0) detail::fail(where, "config.num_heads must be >= 1 (got 0)");
-    if (cfg.head_dim == 0) detail::fail(where, "config.head_dim must be >= 1 (got 0)");
-    if (cfg.num_kv_heads == 0 || cfg.num_heads % cfg.num_kv_heads != 0)
-      detail::fail(where, "config.num_kv_heads must divide config.num_heads (", cfg.num_heads, ") (got ",
-                   cfg.num_kv_heads, ")");
+    detail::check_mha_config(cfg.model_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
     return cfg;
   }
 
@@ -176,15 +176,8 @@ class multi_head_attention {
 
   void check_io(const char* where, const const_matrix_ref<T>& x, const matrix_ref<T>& y,
                 span<const adapter_id> row_adapters, std::size_t sequences) const {
-    const auto model = static_cast<Eigen::Index>(cfg_.model_dim);
-    detail::check_rows_cols(where, "x", x.rows(), x.cols(), x.rows(), model);
-    detail::check_rows_cols(where, "y", y.rows(), y.cols(), x.rows(), model);
-    if (sequences == 0 || std::size_t(x.rows()) % sequences != 0)
-      detail::fail(where, "x.rows() must be a multiple of the number of sequences (", sequences, ") (got ",
-                   x.rows(), ")");
-    if (row_adapters.empty()) return;
-    detail::expect_equal(where, "row_adapters.size() must equal x.rows()", x.rows(), row_adapters.size());
-    if (merged_) detail::fail(where, "per-row adapters need unmerged weights (call unmerge_adapters())");
+    detail::check_mha_io(where, x, y, static_cast<Eigen::Index>(cfg_.model_dim), sequences, row_adapters.size(),
+                         merged_);
   }
 
   /// Output columns per task of a projection GEMM: fixed, never from the thread count,
@@ -202,7 +195,7 @@ class multi_head_attention {
     const std::size_t i = index(p);
     const row_matrix<T>& w = weights_[i];
     const Eigen::Index cols = w.rows(), per = projection_cols_per_task;
-    const auto tasks = std::size_t((cols + per - 1) / per);
+    const std::size_t tasks = detail::ceil_div(std::size_t(cols), std::size_t(per));
     detail::parallel_for(tasks, detail::resolve_threads(cfg_.threads, tasks), [&](std::size_t t, unsigned) {
       const Eigen::Index c0 = Eigen::Index(t) * per, n = std::min(per, cols - c0);
       out.middleCols(c0, n).noalias() = in * w.middleRows(c0, n).transpose();

@@ -77,10 +77,10 @@ struct attention_options {
   /// The first sink_tokens keys stay visible whatever the window.
   std::size_t sink_tokens = 0;
 
-  /// Added to the logits; [B|1, H|1, Nq, Nk]. Empty view = none.
+  /// Added to the logits; [B|1, H|1, Nq, Nk]. Unset (tensor_view{}, see is_set()) = none.
   tensor_view<const float> additive_mask;
 
-  /// true = visible; [B|1, H|1, Nq, Nk]. Empty view = none.
+  /// true = visible; [B|1, H|1, Nq, Nk]. Unset = none.
   tensor_view<const bool> boolean_mask;
 
   /// One slope per query head (Hq entries). Empty = no ALiBi.
@@ -92,7 +92,7 @@ struct attention_options {
   /// One multiplier per query head (Hq entries); 0 prunes the head. Empty = all 1.
   span<const float> head_scale;
 
-  /// Optional output: natural-log LSE per query row, [B, Hq, Nq, 1].
+  /// Optional output: natural-log LSE per query row, [B, Hq, Nq, 1]. Unset = none.
   tensor_view<float> lse;
 
   /// Worker threads; 0 = std::thread::hardware_concurrency().

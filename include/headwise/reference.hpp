@@ -9,10 +9,6 @@
 // K/V of any storage type convertible to float (half, bfloat16) are read as such.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -20,9 +16,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/detail/checks.hpp"
 #include "headwise/options.hpp"
 #include "headwise/tensor.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise::reference {
 
@@ -58,9 +58,9 @@ void attention(const tensor_view<TQ>& q, const tensor_view<TK>& k, const tensor_
   const std::size_t Dk = q.dim(), Dv = v.dim(), group = Hq / Hkv;
   const double scale = opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(Dk));
   const double neg_inf = -std::numeric_limits<double>::infinity();
-  const bool has_add = !detail::is_unset(opt.additive_mask);
-  const bool has_bool = !detail::is_unset(opt.boolean_mask);
-  const bool has_lse = !detail::is_unset(opt.lse);
+  const bool has_add = opt.additive_mask.is_set();
+  const bool has_bool = opt.boolean_mask.is_set();
+  const bool has_lse = opt.lse.is_set();
 
   std::vector<double> s(Nk);
   std::vector<char> visible(Nk);

@@ -16,16 +16,16 @@
 // trigonometry. One rotary_embedding, one thread at a time.
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cmath>
 #include <cstddef>
 #include <vector>
 
+#include "headwise/detail/internal_begin.hpp"
+
 #include "headwise/detail/checks.hpp"
 #include "headwise/tensor.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 
@@ -41,13 +41,7 @@ template <class T>
 class rotary_embedding {
  public:
   rotary_embedding(const rope_config& cfg, std::size_t head_dim) : cfg_(cfg), dim_(head_dim) {
-    const char* where = "rotary_embedding";
-    if (!(std::isfinite(cfg.base) && cfg.base > 1))
-      detail::fail(where, "rope base must be finite and > 1 (got ", cfg.base, ")");
-    if (!(std::isfinite(cfg.scaling) && cfg.scaling > 0))
-      detail::fail(where, "rope scaling must be finite and > 0 (got ", cfg.scaling, ")");
-    if (cfg.style != rope_style::none && (head_dim == 0 || head_dim % 2 != 0))
-      detail::fail(where, "head_dim must be even and >= 2 for RoPE (got ", head_dim, ")");
+    detail::check_rope_args(cfg.base, cfg.scaling, cfg.style != rope_style::none, head_dim);
   }
 
   const rope_config& config() const noexcept { return cfg_; }

@@ -19,13 +19,19 @@
 // at the call that made the mistake rather than as a read past its end later.
 // seq_slice(from, count) narrows the sequence axis (a decode step's last rows,
 // a chunk of a prompt) with the same strides, checked against seq().
+// An optional view (a mask, the LSE) is absent when not set: is_set() is false only
+// for a view with no data and no extent, such as tensor_view{}; one with data and
+// seq 0 is set, and checked like any other.
 #pragma once
 
 #include <cstddef>
-#include <string>
 #include <type_traits>
 
-#include "headwise/error.hpp"
+#include "headwise/detail/internal_begin.hpp"
+
+#include "headwise/detail/checks_base.hpp"
+
+#include "headwise/detail/internal_end.hpp"
 
 namespace headwise {
 
@@ -73,25 +79,6 @@ struct is_buffer<const span<T>> : std::false_type {};
 template <class C>
 using buffer_element = std::remove_pointer_t<decltype(std::declval<C&>().data())>;
 
-/// Throws unless a dense tensor of these sizes fits in `count` elements.
-template <std::size_t N>
-void check_fits(const char* factory, const char* const (&names)[N], const std::size_t (&sizes)[N],
-                std::size_t count) {
-  std::size_t need = 1;
-  bool overflow = false;
-  for (std::size_t s : sizes) overflow = __builtin_mul_overflow(need, s, &need) || overflow;
-  for (std::size_t s : sizes)
-    if (s == 0) need = 0, overflow = false;  // an empty tensor fits anywhere
-  if (!overflow && need <= count) return;
-  std::string msg = std::string("headwise::") + factory + ": the shape [";
-  for (std::size_t i = 0; i < N; ++i)
-    msg += std::string(i ? ", " : "") + names[i] + "=" + std::to_string(sizes[i]);
-  msg += "] needs " + (overflow ? std::string("more elements than std::size_t counts")
-                                : std::to_string(need) + " elements");
-  msg += " but the buffer holds " + std::to_string(count);
-  throw error(msg);
-}
-
 }  // namespace detail
 
 template <class T>
@@ -131,7 +118,6 @@ class tensor_view {
   constexpr index batch_stride() const noexcept { return batch_stride_; }
   constexpr index head_stride() const noexcept { return head_stride_; }
   constexpr index seq_stride() const noexcept { return seq_stride_; }
-  constexpr bool empty() const noexcept { return data_ == nullptr; }
   /// Whether the caller gave a view: a data pointer or any nonzero extent.
   constexpr bool is_set() const noexcept { return data_ != nullptr || batch_ || heads_ || seq_ || dim_; }
 
@@ -147,9 +133,7 @@ class tensor_view {
   /// Rows [from, from + count) of the sequence axis, same strides; throws
   /// headwise::error unless they lie within seq(). An empty slice keeps data().
   constexpr tensor_view seq_slice(std::size_t from, std::size_t count) const {
-    if (!(from <= seq_ && count <= seq_ - from))
-      throw error("headwise::tensor_view::seq_slice: from + count must be <= seq() (expected <= " +
-                  std::to_string(seq_) + ", got " + std::to_string(from) + " + " + std::to_string(count) + ")");
+    detail::check_seq_slice(seq_, from, count);
     T* first = count == 0 ? data_ : data_ + static_cast<index>(from) * seq_stride_;
     return tensor_view(first, batch_, heads_, count, dim_, batch_stride_, head_stride_, seq_stride_);
   }

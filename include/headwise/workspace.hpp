@@ -20,10 +20,6 @@
 // need two workspaces (the thread-local default gives each its own).
 #pragma once
 
-#ifndef HEADWISE_INTERNAL
-#define HEADWISE_INTERNAL 1
-#endif
-
 #include <cstddef>
 #include <memory>
 #include <new>

@@ -1,7 +1,11 @@
 // headwise/detail/checks.hpp — argument validation for every public entry.
 //
 // Checks run before any output is written. Each failure throws headwise::error
-// naming the function, the argument, what was expected and what was given.
+// naming the function, the argument, what was expected and what was given. Every
+// public function calls its check up front; the checks live here, but for two
+// neighbours: detail/checks_base.hpp (fail and the checks of tensor.hpp and of
+// HEADWISE_ISA, which this header's own includes need) and detail/checks_eigen.hpp
+// (the Eigen component: eigen.hpp, lora.hpp, mha.hpp).
 // Beyond the shape rules of options.hpp, a view is rejected when its data is
 // null while it has elements, when a stride is negative, when its last reachable
 // element's offset overflows std::ptrdiff_t, and (for outputs) when two of its
@@ -31,38 +35,13 @@
 #include <type_traits>
 #include <utility>
 
-#include "headwise/error.hpp"
+#include "headwise/detail/checks_base.hpp"
+#include "headwise/isa.hpp"
 #include "headwise/options.hpp"
 #include "headwise/key_view.hpp"
 #include "headwise/tensor.hpp"
 
 namespace headwise::detail {
-
-template <class... Parts>
-[[noreturn]] inline void fail(const char* where, const Parts&... parts) {
-  std::ostringstream os;
-  os << "headwise::" << where << ": ";
-  (os << ... << parts);
-  throw error(os.str());
-}
-
-template <class A, class B>
-inline void expect_equal(const char* where, const char* what, A expected, B got) {
-  if (static_cast<std::uint64_t>(expected) != static_cast<std::uint64_t>(got))
-    fail(where, what, " (expected ", expected, ", got ", got, ")");
-}
-
-/// Product of sizes, or an error if it does not fit in std::ptrdiff_t.
-inline std::ptrdiff_t checked_product(const char* where, const char* name,
-                                      std::initializer_list<std::size_t> sizes) {
-  std::size_t total = 1;
-  for (std::size_t s : sizes) {
-    if (__builtin_mul_overflow(total, s, &total) ||
-        total > static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max()))
-      fail(where, name, ": the product of its sizes overflows std::ptrdiff_t");
-  }
-  return static_cast<std::ptrdiff_t>(total);
-}
 
 /// Byte range [lo, hi) a view can touch; {0, 0} for a view with no elements.
 struct extent {
@@ -160,10 +139,6 @@ void check_broadcast(const char* where, const char* name, const tensor_view<T>& 
        m.dim(), "])");
 }
 
-template <class T>
-bool is_unset(const tensor_view<T>& t) {
-  return t.data() == nullptr && t.batch() == 0 && t.heads() == 0 && t.seq() == 0 && t.dim() == 0;
-}
 
 /// Memory a call reads (q, k, masks) and the LSE it writes, for alias checks.
 struct score_extents {
@@ -210,15 +185,15 @@ void check_score_rules(const char* where, const tensor_view<TQ>& q, const K& k,
     for (std::size_t h = 0; h < Hq; ++h)
       if (!std::isfinite(values[h])) fail(where, name, "[", h, "] must be finite (got ", values[h], ")");
   }
-  if (!is_unset(opt.additive_mask)) {
+  if (opt.additive_mask.is_set()) {
     e.additive = check_view(where, "options.additive_mask", opt.additive_mask);
     check_broadcast(where, "options.additive_mask", opt.additive_mask, B, Hq, Nq, Nk, true, mask_axes);
   }
-  if (!is_unset(opt.boolean_mask)) {
+  if (opt.boolean_mask.is_set()) {
     e.boolean = check_view(where, "options.boolean_mask", opt.boolean_mask);
     check_broadcast(where, "options.boolean_mask", opt.boolean_mask, B, Hq, Nq, Nk, true, mask_axes);
   }
-  if (!is_unset(opt.lse)) {
+  if (opt.lse.is_set()) {
     e.lse = check_view(where, "options.lse", opt.lse);
     check_broadcast(where, "options.lse", opt.lse, B, Hq, Nq, 1, false, lse_axes);
     check_no_self_overlap(where, "options.lse", opt.lse);
@@ -296,7 +271,7 @@ void check_pairs(const char* where, const tensor_view<TQ>& q, std::size_t k_head
                for (const span<const float>& per_head : {opt->alibi_slopes, opt->head_scale})
                  f.conflicts += !per_head.empty() && per_head.size() != h;
                auto rows_of = [&](const auto& m, bool broadcasts) {
-                 if (is_unset(m)) return;
+                 if (!m.is_set()) return;
                  f.conflicts += m.heads() != h && !(broadcasts && m.heads() == 1);
                  f.conflicts += m.seq() != n;
                };
@@ -312,8 +287,8 @@ void check_pairs(const char* where, const tensor_view<TQ>& q, std::size_t k_head
       f.matches += int(h == q.heads()) + int(n == q.seq());
     }
     if (opt) {
-      f.conflicts += !is_unset(opt->additive_mask) && opt->additive_mask.dim() != n;
-      f.conflicts += !is_unset(opt->boolean_mask) && opt->boolean_mask.dim() != n;
+      f.conflicts += opt->additive_mask.is_set() && opt->additive_mask.dim() != n;
+      f.conflicts += opt->boolean_mask.is_set() && opt->boolean_mask.dim() != n;
     }
     return f;
   });
@@ -391,6 +366,95 @@ void check_key_copy(const char* where, const tensor_view<TR>& rows, const key_bl
     check_no_self_overlap(where, "rows", rows);
     if (r.overlaps(b)) fail(where, "rows overlaps the memory of blocks");
   }
+}
+
+/// options.isa: automatic, or a simd_isa value whose path this CPU and build run.
+inline void check_isa_available(const char* fn, simd_isa requested) {
+  if (requested == simd_isa::automatic) return;
+  if (requested != simd_isa::baseline && requested != simd_isa::avx2 && requested != simd_isa::avx512)
+    fail(fn, "options.isa is not a simd_isa value");
+  if (!cpu_runs(requested))
+    fail(fn, "options.isa = ", isa_name(requested), " is not available on this CPU or build (available up to ",
+         isa_name(default_isa()), ")");
+}
+
+/// The path a call runs: options.isa once checked, or the default for automatic.
+inline simd_isa resolve_isa(simd_isa requested, const char* fn) {
+  check_isa_available(fn, requested);
+  return requested == simd_isa::automatic ? default_isa() : requested;
+}
+
+/// Whether a and b are the same view of the same memory (data and strides).
+template <class A, class B>
+bool same_view(const tensor_view<A>& a, const tensor_view<B>& b) {
+  return static_cast<const void*>(a.data()) == static_cast<const void*>(b.data()) &&
+         a.batch_stride() == b.batch_stride() && a.head_stride() == b.head_stride() &&
+         a.seq_stride() == b.seq_stride();
+}
+
+/// merge_states (merge.hpp): every view alone; o_b, out and the LSEs shaped like
+/// o_a; no overlap but out being o_a or o_b itself, and lse_out lse_a or lse_b.
+template <class OA, class LA, class OB, class LB, class OO>
+void check_merge_states(const tensor_view<OA>& o_a, const tensor_view<LA>& lse_a, const tensor_view<OB>& o_b,
+                        const tensor_view<LB>& lse_b, const tensor_view<OO>& out,
+                        const tensor_view<float>& lse_out) {
+  const char* where = "merge_states";
+  const extent ea = check_view(where, "o_a", o_a), eb = check_view(where, "o_b", o_b),
+               ela = check_view(where, "lse_a", lse_a), elb = check_view(where, "lse_b", lse_b),
+               eo = check_view(where, "out", out);
+  const std::size_t B = o_a.batch(), H = o_a.heads(), N = o_a.seq(), D = o_a.dim();
+  check_broadcast(where, "o_b", o_b, B, H, N, D, false);
+  check_broadcast(where, "out", out, B, H, N, D, false);
+  check_broadcast(where, "lse_a", lse_a, B, H, N, 1, false);
+  check_broadcast(where, "lse_b", lse_b, B, H, N, 1, false);
+  check_no_self_overlap(where, "out", out);
+  const bool has_lse = lse_out.is_set();
+  extent el;
+  if (has_lse) {
+    el = check_view(where, "lse_out", lse_out);
+    check_broadcast(where, "lse_out", lse_out, B, H, N, 1, false);
+    check_no_self_overlap(where, "lse_out", lse_out);
+  }
+  const bool out_in_place = same_view(out, o_a) || same_view(out, o_b);
+  const bool lse_in_place = has_lse && (same_view(lse_out, lse_a) || same_view(lse_out, lse_b));
+  for (const auto& [e, name] : {std::pair{ea, "o_a"}, std::pair{eb, "o_b"}}) {
+    if (!out_in_place && eo.overlaps(e))
+      fail(where, "out overlaps the memory of ", name, " without being the same view");
+    if (el.overlaps(e)) fail(where, "lse_out overlaps the memory of ", name);
+  }
+  for (const auto& [e, name] : {std::pair{ela, "lse_a"}, std::pair{elb, "lse_b"}}) {
+    if (eo.overlaps(e)) fail(where, "out overlaps the memory of ", name);
+    if (!lse_in_place && el.overlaps(e))
+      fail(where, "lse_out overlaps the memory of ", name, " without being the same view");
+  }
+  if (eo.overlaps(el)) fail(where, "lse_out overlaps the memory of out");
+}
+
+
+/// rotary_embedding (rope.hpp): base finite and > 1, scaling finite and > 0, and an
+/// even head_dim >= 2 when the style rotates.
+inline void check_rope_args(double base, double scaling, bool rotates, std::size_t head_dim) {
+  const char* where = "rotary_embedding";
+  if (!(std::isfinite(base) && base > 1)) fail(where, "rope base must be finite and > 1 (got ", base, ")");
+  if (!(std::isfinite(scaling) && scaling > 0))
+    fail(where, "rope scaling must be finite and > 0 (got ", scaling, ")");
+  if (rotates && (head_dim == 0 || head_dim % 2 != 0))
+    fail(where, "head_dim must be even and >= 2 for RoPE (got ", head_dim, ")");
+}
+
+/// heatmap_svg (heatmap.hpp): labels, when given (size > 0), one per row and one per
+/// column of p.
+inline void check_heatmap_labels(std::size_t query_labels, std::size_t key_labels, std::size_t rows,
+                                 std::size_t cols) {
+  if (query_labels != 0)
+    expect_equal("heatmap_svg", "query_labels.size() must equal the rows of p", rows, query_labels);
+  if (key_labels != 0)
+    expect_equal("heatmap_svg", "key_labels.size() must equal the columns of p (Nk)", cols, key_labels);
+}
+
+/// heads_html (heatmap.hpp): captions, when given, one per head.
+inline void check_heads_html(std::size_t heads, std::size_t captions) {
+  if (captions != 0) expect_equal("heads_html", "captions.size() must equal heads.size()", heads, captions);
 }
 
 }  // namespace headwise::detail

@@ -78,8 +78,8 @@ struct score_rules {
         head_scale(opt.head_scale),
         additive(opt.additive_mask),
         boolean(opt.boolean_mask),
-        has_additive(!is_unset(opt.additive_mask)),
-        has_boolean(!is_unset(opt.boolean_mask)) {}
+        has_additive(opt.additive_mask.is_set()),
+        has_boolean(opt.boolean_mask.is_set()) {}
 
   /// Keys visible to query i by the causal, window and sink rules.
   row_ranges ranges(std::int64_t i) const {

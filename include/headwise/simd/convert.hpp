@@ -11,7 +11,7 @@
 // than the memory it saves: vcvtph2ps reads 16 bytes and issues one uop where the
 // fp32 load would read 32; the bf16 path is two integer uops. Both are exact, so the
 // vector and portable paths agree bit for bit (tests check all 65536 patterns).
-#ifndef HEADWISE_ISA_NS
+#if !defined(HEADWISE_INTERNAL) || !defined(HEADWISE_ISA_NS)
 #error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
 #endif
 
@@ -20,10 +20,8 @@ namespace headwise::HEADWISE_ISA_NS::simd {
 /// One element of storage S widened to T (the portable path, and the scalar pack's).
 template <class T, class S>
 inline T widen(const S& x) noexcept {
-  if constexpr (std::is_same_v<S, half>)
-    return static_cast<T>(detail::half_bits_to_float(x.bits));
-  else if constexpr (std::is_same_v<S, bfloat16>)
-    return static_cast<T>(detail::bfloat16_bits_to_float(x.bits));
+  if constexpr (is_storage_16<S>)
+    return static_cast<T>(static_cast<float>(x));
   else
     return static_cast<T>(x);
 }

@@ -19,7 +19,7 @@
 // No reliance on -ffast-math; the same code runs 1-wide for the scalar path.
 //
 // Per-path header (kernels/paths.hpp): no include guard, namespace headwise::<path>.
-#ifndef HEADWISE_ISA_NS
+#if !defined(HEADWISE_INTERNAL) || !defined(HEADWISE_ISA_NS)
 #error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
 #endif
 

@@ -10,7 +10,7 @@
 //   with AVX-512, else 16): see kernels/micro_tiles.hpp.
 //
 // Per-path header (kernels/paths.hpp): no include guard, namespace headwise::<path>.
-#ifndef HEADWISE_ISA_NS
+#if !defined(HEADWISE_INTERNAL) || !defined(HEADWISE_ISA_NS)
 #error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
 #endif
 

@@ -11,7 +11,7 @@
 // ~5 ops per 8 elements instead of 16. AVX has the shuffles for 8 floats and
 // 4 doubles; an AVX-512 block (16 floats, 8 doubles) is four of those blocks;
 // other widths (SSE, NEON, the 1-wide scalar path) use the loop.
-#ifndef HEADWISE_ISA_NS
+#if !defined(HEADWISE_INTERNAL) || !defined(HEADWISE_ISA_NS)
 #error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
 #endif
 

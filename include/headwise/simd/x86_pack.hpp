@@ -11,7 +11,7 @@
 // the pack of builds without dispatch (simd/xsimd_pack.hpp: AArch64, -DHEADWISE_NO_DISPATCH).
 //
 // Per-path header (kernels/paths.hpp): no include guard, namespace headwise::<path>.
-#ifndef HEADWISE_ISA_NS
+#if !defined(HEADWISE_INTERNAL) || !defined(HEADWISE_ISA_NS)
 #error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
 #endif
 

@@ -13,7 +13,7 @@
 // 1.5× slower (KV 4096, Zen 4).
 //
 // Per-path header (kernels/paths.hpp): no include guard, namespace headwise::<path>.
-#ifndef HEADWISE_ISA_NS
+#if !defined(HEADWISE_INTERNAL) || !defined(HEADWISE_ISA_NS)
 #error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
 #endif
 

@@ -10,7 +10,7 @@
 // Differences between xsimd versions live in simd/xsimd_shim.hpp.
 //
 // Per-path header (kernels/paths.hpp): no include guard, namespace headwise::<path>.
-#ifndef HEADWISE_ISA_NS
+#if !defined(HEADWISE_INTERNAL) || !defined(HEADWISE_ISA_NS)
 #error "headwise/simd/* is internal: include <headwise/headwise.hpp>"
 #endif
 

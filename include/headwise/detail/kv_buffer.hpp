@@ -1,10 +1,10 @@
-// headwise/detail/aligned_allocator.hpp — std::allocator with a fixed alignment, and
-// the K/V buffer allocator.
+// headwise/detail/kv_buffer.hpp — kv_cache's K/V storage: a vector on cache lines,
+// and on huge pages from 2 MiB on.
 //
 // Cache lines: a plain large std::vector starts 16 bytes past a page boundary, so
 // every 512-byte K/V row then spans 9 cache lines instead of 8 and every other
 // 32-byte load splits a line (measured ~6% slower decode at Hq 32, Hkv 8, d 128,
-// KV 32768). Scratch buffers use cache_line_vector.
+// KV 32768). (Kernel scratch comes 64-byte aligned from the workspace.)
 //
 // Huge pages: decode streams the whole K/V cache every step, one 4 KiB page per 8
 // fp32 rows at d 128, and on a VM every TLB miss is a two-level (guest and host)
@@ -18,6 +18,10 @@
 // 48 -> 27. Steps on 4 KiB pages varied up to 2x between runs, on huge pages ~20%.
 #pragma once
 
+#ifndef HEADWISE_INTERNAL
+#error "headwise/detail/* is internal: include <headwise/headwise.hpp>"
+#endif
+
 #include <cstddef>
 #include <new>
 #include <vector>
@@ -28,40 +32,13 @@
 
 namespace headwise::detail {
 
-template <class T, std::size_t Align>
-struct aligned_allocator {
-  static_assert(Align >= alignof(T) && (Align & (Align - 1)) == 0, "alignment: a power of two >= alignof(T)");
-  using value_type = T;
-  template <class U>
-  struct rebind {
-    using other = aligned_allocator<U, Align>;
-  };
-
-  aligned_allocator() noexcept = default;
-  template <class U>
-  aligned_allocator(const aligned_allocator<U, Align>&) noexcept {}
-
-  T* allocate(std::size_t n) {
-    if (n > std::size_t(-1) / sizeof(T)) throw std::bad_array_new_length();
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(Align)));
-  }
-  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t(Align)); }
-
-  template <class U>
-  bool operator==(const aligned_allocator<U, Align>&) const noexcept { return true; }
-  template <class U>
-  bool operator!=(const aligned_allocator<U, Align>&) const noexcept { return false; }
-};
-
-/// A vector whose data starts on a cache line.
-template <class T>
-using cache_line_vector = std::vector<T, aligned_allocator<T, 64>>;
-
 /// 64-byte alignment, and for buffers of at least huge_page_bytes 2 MiB alignment plus
 /// madvise(MADV_HUGEPAGE) before the vector first touches them (see the top).
 template <class T>
-struct kv_allocator : aligned_allocator<T, 64> {
-  static constexpr std::size_t huge_page_bytes = std::size_t(2) << 20;
+struct kv_allocator {
+  static constexpr std::size_t line_bytes = 64, huge_page_bytes = std::size_t(2) << 20;
+  static_assert(alignof(T) <= line_bytes);
+  using value_type = T;
   template <class U>
   struct rebind {
     using other = kv_allocator<U>;
@@ -74,24 +51,23 @@ struct kv_allocator : aligned_allocator<T, 64> {
   T* allocate(std::size_t n) {
     if (n > std::size_t(-1) / sizeof(T)) throw std::bad_array_new_length();
     const std::size_t bytes = n * sizeof(T);
-    if (bytes < huge_page_bytes) return aligned_allocator<T, 64>::allocate(n);
-    void* p = ::operator new(bytes, std::align_val_t(huge_page_bytes));
+    void* p = ::operator new(bytes, std::align_val_t(alignment(bytes)));
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure leaves 4 KiB pages
+    if (bytes >= huge_page_bytes) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure leaves 4 KiB pages
 #endif
     return static_cast<T*>(p);
   }
-  void deallocate(T* p, std::size_t n) noexcept {
-    if (n * sizeof(T) < huge_page_bytes)
-      aligned_allocator<T, 64>::deallocate(p, n);
-    else
-      ::operator delete(p, std::align_val_t(huge_page_bytes));
-  }
+  void deallocate(T* p, std::size_t n) noexcept { ::operator delete(p, std::align_val_t(alignment(n * sizeof(T)))); }
 
   template <class U>
   bool operator==(const kv_allocator<U>&) const noexcept { return true; }
   template <class U>
   bool operator!=(const kv_allocator<U>&) const noexcept { return false; }
+
+ private:
+  static constexpr std::size_t alignment(std::size_t bytes) noexcept {
+    return bytes < huge_page_bytes ? line_bytes : huge_page_bytes;
+  }
 };
 
 /// The K/V buffer type: kv_cache's storage.
