@@ -100,20 +100,12 @@ void projection_gemm(benchmark::State& state) {
 
 void BM_lora_base(benchmark::State& state) { projection_gemm<false>(state); }
 void BM_lora_merged(benchmark::State& state) { projection_gemm<true>(state); }
-BENCHMARK(BM_lora_base)
-    ->ArgName("T")
-    ->Arg(1)
-    ->Arg(128)
-    ->Arg(2048)
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_lora_merged)
-    ->ArgName("T")
-    ->Arg(1)
-    ->Arg(128)
-    ->Arg(2048)
-    ->UseRealTime()
-    ->Unit(benchmark::kMillisecond);
+/// T = 1 (a decode step), 128 and 2048 tokens.
+void token_counts(benchmark::internal::Benchmark* b) {
+  b->ArgName("T")->Arg(1)->Arg(128)->Arg(2048)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(BM_lora_base)->Apply(token_counts);
+BENCHMARK(BM_lora_merged)->Apply(token_counts);
 
 void BM_lora_unmerged(benchmark::State& state) {
   const Eigen::Index tokens = state.range(0), r = state.range(1);

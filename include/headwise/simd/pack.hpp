@@ -7,7 +7,7 @@
 //   written once against ops<P>; force_scalar instantiates them with P = T, as
 //   Eigen treats a scalar as a packet of size 1.
 //   vector_registers tells the kernels how many registers their blocks may use (32
-//   with AVX-512, else 16): see kernels/micro_tiles.hpp.
+//   with AVX-512, else 16): see kernels/flash_tiles.hpp.
 //
 // Per-path header (kernels/paths.hpp): no include guard, namespace headwise::<path>.
 #if !defined(HEADWISE_INTERNAL) || !defined(HEADWISE_ISA_NS)

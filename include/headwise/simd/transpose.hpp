@@ -4,7 +4,7 @@
 //     dst[i·dst_stride + r] = src[r·src_stride + i]   for r, i < W = ops<P>::width
 //
 // The flash kernel stores each K tile key-minor ([d][keys], see
-// kernels/micro_tiles.hpp). Done element by element that is one scalar load and
+// kernels/flash_tiles.hpp). Done element by element that is one scalar load and
 // one scalar store per element — at bc·Dk per tile it cost ~12% of the kernel at
 // 64 query rows per task. In registers an 8×8 float block is 8 loads, 24
 // shuffles (unpack, shuffle, 128-bit permute: 3 rounds of 8) and 8 stores, so
