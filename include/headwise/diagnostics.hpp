@@ -128,7 +128,7 @@ redundancy_report head_redundancy(const tensor_view<TQ>& q, const K& k_arg, cons
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "q must hold float or double (the compute type)");
   const detail::key_view_of<K> k(k_arg);
-  detail::check_inspect("head_redundancy", q, k, opt);
+  detail::check_scores("head_redundancy", q, k, opt);
   const std::size_t B = q.batch(), Hq = q.heads(), Nq = q.seq(), Nk = k.seq();
   redundancy_report rep{Hq, std::vector<double>(Hq * Hq, 0.0), std::vector<std::size_t>(Hq * Hq, 0)};
   constexpr std::size_t rows_per_task = 32;
@@ -189,9 +189,9 @@ inline std::vector<prunable_head> prunable_heads(const redundancy_report& rep,
                                                  const std::vector<head_statistics>& stats,
                                                  double max_js = 0.05) {
   const std::size_t H = rep.heads;
+  detail::check_statistics_heads("prunable_heads", stats, H);
   std::vector<double> entropy(H, 0.0), rows(H, 0.0);
   for (const head_statistics& st : stats) {
-    if (st.head >= H) detail::fail("prunable_heads", "stats[].head must be < ", H, " (got ", st.head, ")");
     entropy[st.head] += st.mean_normalized_entropy * double(st.rows);
     rows[st.head] += double(st.rows);
   }

@@ -118,20 +118,6 @@ struct head_statistics {
 
 namespace detail {
 
-/// Inspection reads q, k and the options of an attention call, not v or out:
-/// the score rules of checks.hpp are exactly its preconditions.
-template <class TQ, class TK>
-void check_inspect(const char* where, const tensor_view<TQ>& q, const key_view<TK>& k,
-                   const attention_options& opt) {
-  check_scores(where, q, k, opt);
-}
-
-template <class TQ>
-void check_head(const char* where, const tensor_view<TQ>& q, std::size_t batch, std::size_t head) {
-  if (batch >= q.batch()) fail(where, "batch must be < q.batch() (expected < ", q.batch(), ", got ", batch, ")");
-  if (head >= q.heads()) fail(where, "head must be < q.heads() (expected < ", q.heads(), ", got ", head, ")");
-}
-
 /// Logits of query row (b, h, i) for all Nk keys: s[j] for a visible key, -inf
 /// for a hidden one. Hidden keys cost nothing; a pruned head has none visible.
 template <class T, class S>
@@ -234,15 +220,8 @@ probability_matrix<std::remove_const_t<TQ>> probabilities(const char* where, con
   using T = std::remove_const_t<TQ>;
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "q must hold float or double (the compute type)");
-  check_inspect(where, q, k, opt);
-  if (!opt.lse.is_set())
-    fail(where, "options.lse must hold the LSE written by attention() with these options (got none)");
-  check_head(where, q, batch, head);
-  if (row_begin > row_end || row_end > q.seq())
-    fail(where, "rows must satisfy row_begin <= row_end <= q.seq() (expected <= ", q.seq(), ", got [", row_begin,
-         ", ", row_end, "))");
+  check_probabilities(where, q, k, opt, batch, head, row_begin, row_end);
   const std::size_t Nk = k.seq(), rows = row_end - row_begin;
-  checked_product(where, "the probability block", {rows, Nk});
 
   probability_matrix<T> pm{batch, head, row_begin, rows, Nk, std::vector<T>(rows * Nk)};
   if (rows == 0 || Nk == 0) return pm;
@@ -304,12 +283,7 @@ std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, cons
                 "q must hold float or double (the compute type)");
   constexpr const char* where = "attention_statistics";
   const detail::key_view_of<K> k(k_arg);
-  detail::check_inspect(where, q, k, opt);
-  if (!so.tokens.empty()) {
-    detail::expect_equal(where, "statistics_options.tokens.size() must equal k.seq() (Nk)", k.seq(),
-                         so.tokens.size());
-    if (so.tokens.data() == nullptr) detail::fail(where, "statistics_options.tokens: data is null");
-  }
+  detail::check_statistics(where, q, k, opt, so.tokens);
 
   const std::size_t B = q.batch(), Hq = q.heads(), Nq = q.seq(), Nk = k.seq();
   std::vector<head_statistics> stats(B * Hq);

@@ -212,6 +212,40 @@ score_extents check_scores(const char* where, const tensor_view<TQ>& q, const K&
   return e;
 }
 
+/// attention_probabilities and its kin (inspect.hpp): the score rules, the LSE the
+/// forward wrote, the head and the row range of the block asked for.
+template <class TQ, class K>
+void check_probabilities(const char* where, const tensor_view<TQ>& q, const K& k, const attention_options& opt,
+                         std::size_t batch, std::size_t head, std::size_t row_begin, std::size_t row_end) {
+  check_scores(where, q, k, opt);
+  if (!opt.lse.is_set())
+    fail(where, "options.lse must hold the LSE written by attention() with these options (got none)");
+  if (batch >= q.batch()) fail(where, "batch must be < q.batch() (expected < ", q.batch(), ", got ", batch, ")");
+  if (head >= q.heads()) fail(where, "head must be < q.heads() (expected < ", q.heads(), ", got ", head, ")");
+  if (row_begin > row_end || row_end > q.seq())
+    fail(where, "rows must satisfy row_begin <= row_end <= q.seq() (expected <= ", q.seq(), ", got [", row_begin,
+         ", ", row_end, "))");
+  checked_product(where, "the probability block", {row_end - row_begin, k.seq()});
+}
+
+/// attention_statistics (inspect.hpp): the score rules, and the token ids when given,
+/// one per key.
+template <class TQ, class K, class Tokens>
+void check_statistics(const char* where, const tensor_view<TQ>& q, const K& k, const attention_options& opt,
+                      const Tokens& tokens) {
+  check_scores(where, q, k, opt);
+  if (tokens.empty()) return;
+  expect_equal(where, "statistics_options.tokens.size() must equal k.seq() (Nk)", k.seq(), tokens.size());
+  if (tokens.data() == nullptr) fail(where, "statistics_options.tokens: data is null");
+}
+
+/// prunable_heads (diagnostics.hpp): every statistic names a head of the report.
+template <class Stats>
+void check_statistics_heads(const char* where, const Stats& stats, std::size_t heads) {
+  for (const auto& st : stats)
+    if (st.head >= heads) fail(where, "stats[].head must be < ", heads, " (got ", st.head, ")");
+}
+
 /// One candidate (heads, seq) of a pair of views (q and out, or k and v) against
 /// the rest of a call: the rules it breaks, and the sizes it shares with the
 /// other pair (only a hint: Hq = Hkv in MHA, Nq = Nk in self-attention).
