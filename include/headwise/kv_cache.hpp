@@ -56,9 +56,7 @@ class kv_cache {
   kv_cache(std::size_t batch, std::size_t kv_heads, std::size_t capacity, std::size_t key_dim,
            std::size_t value_dim)
       : batch_(batch), heads_(kv_heads), capacity_(capacity), dk_(key_dim), dv_(value_dim) {
-    if (kv_heads == 0) detail::fail("kv_cache", "kv_heads must be >= 1 (got 0)");
-    if (key_dim == 0) detail::fail("kv_cache", "key_dim must be >= 1 (got 0)");
-    if (value_dim == 0) detail::fail("kv_cache", "value_dim must be >= 1 (got 0)");
+    detail::check_kv_cache_shape(kv_heads, key_dim, value_dim);
     keys_.resize(std::size_t(detail::checked_product("kv_cache", "keys", {batch, kv_heads, key_rows(), key_dim})));
     values_.resize(
         std::size_t(detail::checked_product("kv_cache", "values", {batch, kv_heads, capacity, value_dim})));
@@ -91,15 +89,8 @@ class kv_cache {
   /// Appends n = k.seq() tokens; throws (and changes nothing) on bad shapes or overflow.
   template <class K, class V>
   void append(const tensor_view<K>& k, const tensor_view<V>& v) {
-    constexpr const char* where = "kv_cache::append";
-    detail::check_view(where, "k", k);
-    detail::check_view(where, "v", v);
-    detail::check_broadcast(where, "k", k, batch_, heads_, k.seq(), dk_, false);
-    detail::check_broadcast(where, "v", v, batch_, heads_, k.seq(), dv_, false);
+    detail::check_kv_append(k, v, batch_, heads_, dk_, dv_, size_, capacity_);
     const std::size_t n = k.seq();
-    if (n > capacity_ - size_)
-      detail::fail(where, "appending ", n, " tokens exceeds the capacity (size ", size_, ", capacity ",
-                   capacity_, ")");
     if constexpr (Layout == kv_layout::rows)
       copy_rows(k, keys_.data(), dk_);
     else

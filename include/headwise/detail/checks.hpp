@@ -246,6 +246,27 @@ void check_statistics_heads(const char* where, const Stats& stats, std::size_t h
     if (st.head >= heads) fail(where, "stats[].head must be < ", heads, " (got ", st.head, ")");
 }
 
+/// kv_cache's constructor: at least one kv head and one coordinate of K and of V.
+inline void check_kv_cache_shape(std::size_t kv_heads, std::size_t key_dim, std::size_t value_dim) {
+  if (kv_heads == 0) fail("kv_cache", "kv_heads must be >= 1 (got 0)");
+  if (key_dim == 0) fail("kv_cache", "key_dim must be >= 1 (got 0)");
+  if (value_dim == 0) fail("kv_cache", "value_dim must be >= 1 (got 0)");
+}
+
+/// kv_cache::append: valid views of the cache's batch, heads and dims, n = k.seq()
+/// tokens for both, and room for them beside the `size` held.
+template <class K, class V>
+void check_kv_append(const tensor_view<K>& k, const tensor_view<V>& v, std::size_t batch, std::size_t heads,
+                     std::size_t dk, std::size_t dv, std::size_t size, std::size_t capacity) {
+  constexpr const char* where = "kv_cache::append";
+  check_view(where, "k", k);
+  check_view(where, "v", v);
+  check_broadcast(where, "k", k, batch, heads, k.seq(), dk, false);
+  check_broadcast(where, "v", v, batch, heads, k.seq(), dv, false);
+  if (k.seq() > capacity - size)
+    fail(where, "appending ", k.seq(), " tokens exceeds the capacity (size ", size, ", capacity ", capacity, ")");
+}
+
 /// One candidate (heads, seq) of a pair of views (q and out, or k and v) against
 /// the rest of a call: the rules it breaks, and the sizes it shares with the
 /// other pair (only a hint: Hq = Hkv in MHA, Nq = Nk in self-attention).
