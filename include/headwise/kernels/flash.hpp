@@ -158,7 +158,7 @@ void key_tile(const detail::kernel_call<T, S>& c, const tiling& tl, const task_r
     const std::size_t nb_pad = detail::round_up(nb, tl.kb);
     T alpha[MR];
     for_row_tiles<MR>(mr, [&](auto rows_c, std::size_t r) {
-      score_tile<P, decltype(rows_c)::value>(w.q + (r0 + r) * tl.dk, tl.dk, w.k, nb_pad, w.s + r * tl.bc, tl.bc);
+      score_tile<P, decltype(rows_c)::value>(w.q + (r0 + r) * tl.dk, tl.dk, tl.dk, w.k, nb_pad, w.s + r * tl.bc, tl.bc);
     });
     for (std::size_t r = 0; r < mr; ++r) {
       T* s_row = w.s + r * tl.bc;
