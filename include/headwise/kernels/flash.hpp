@@ -86,9 +86,7 @@ struct scratch {
 /// Bytes of scratch one worker uses (independent of Nk).
 template <class T>
 std::size_t scratch_bytes(const tiling& t) {
-  detail::scratch_carver count;
-  scratch<T>(count, t);
-  return count.bytes();
+  return detail::scratch_bytes_of<scratch<T>>(t);
 }
 
 /// One task's coordinates and rows.

@@ -101,9 +101,7 @@ struct scratch {
 /// Bytes of scratch one worker uses (independent of Nq and Nk).
 template <class T>
 std::size_t scratch_bytes(const tiling& t) {
-  detail::scratch_carver count;
-  scratch<T>(count, t);
-  return count.bytes();
+  return detail::scratch_bytes_of<scratch<T>>(t);
 }
 
 /// One block of rows [i0, i0 + rows) against one key tile [j0, j0 + n).
