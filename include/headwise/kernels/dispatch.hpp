@@ -68,8 +68,12 @@
 /// slower; the pragma makes the speed independent of the user's -O level.
 #define HEADWISE_UNROLL _Pragma("GCC unroll 16")
 
-/// For the few register-level helpers whose call would force a tile's accumulators
-/// through memory (simd/x86_reduce.hpp).
+/// For every helper that takes or returns a SIMD register by value (simd/*.hpp), and
+/// the few whose call would force a tile's accumulators through memory. A path's
+/// register-valued function must never be an out-of-line call: GCC 12 at -O2 with
+/// -fsanitize=undefined emitted exp2_nonpositive<vec<float>> (AVX2) out of line with
+/// a vzeroupper between computing its ymm0 result and the ret, so the upper half of
+/// every exponential was zero and the flash and decode kernels answered wrongly.
 #define HEADWISE_ALWAYS_INLINE inline __attribute__((always_inline))
 
 // GCC 12's _mm512_undefined_* initialise a register from itself, which -Wuninitialized

@@ -27,7 +27,7 @@ inline T widen(const S& x) noexcept {
 }
 
 template <class P, class S>
-inline P load_as(const S* p) noexcept {
+HEADWISE_ALWAYS_INLINE P load_as(const S* p) noexcept {
   using O = ops<P>;
   using T = typename O::value_type;
   if constexpr (std::is_same_v<S, T>) {

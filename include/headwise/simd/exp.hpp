@@ -67,7 +67,7 @@ struct taylor_table {
 
 /// poly(r)·2^n, where t = magic + n: Horner, then n added to the exponent field.
 template <class P>
-P scaled_polynomial(const P& r, const P& t) {
+HEADWISE_ALWAYS_INLINE P scaled_polynomial(const P& r, const P& t) {
   using O = ops<P>;
   using T = typename O::value_type;
   using C = exp_constants<T>;
@@ -85,7 +85,7 @@ P scaled_polynomial(const P& r, const P& t) {
 /// r = x − round(x), exact, so it costs one add and two subtractions instead of
 /// three FMAs; 0 below −125 (including −inf).
 template <class P>
-P exp2_nonpositive(const P& x) {
+HEADWISE_ALWAYS_INLINE P exp2_nonpositive(const P& x) {
   using O = ops<P>;
   using T = typename O::value_type;
   using C = exp_constants<T>;

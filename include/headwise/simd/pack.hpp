@@ -64,7 +64,7 @@ struct ops<double> : scalar_ops<double> {};
 /// Loads p[0..n) into the first n lanes of a P of `width` lanes (n < width), the others
 /// get `fill`; reads nothing past p + n (the vector packs' load_partial).
 template <class P, class T>
-P load_partial_lanes(const T* p, std::size_t n, T fill) {
+HEADWISE_ALWAYS_INLINE P load_partial_lanes(const T* p, std::size_t n, T fill) {
   alignas(64) T tmp[P::size];
   for (std::size_t i = 0; i < P::size; ++i) tmp[i] = i < n ? p[i] : fill;
   return P::load_aligned(tmp);

@@ -42,27 +42,27 @@ struct vec {
   register_type v;
 
   vec() = default;
-  vec(register_type x) : v(x) {}
-  vec(T x) : v(broadcast(x)) {}
-  operator register_type() const { return v; }
+  HEADWISE_ALWAYS_INLINE vec(register_type x) : v(x) {}
+  HEADWISE_ALWAYS_INLINE vec(T x) : v(broadcast(x)) {}
+  HEADWISE_ALWAYS_INLINE operator register_type() const { return v; }
 
-  static vec load_unaligned(const T* p) {
+  HEADWISE_ALWAYS_INLINE static vec load_unaligned(const T* p) {
     register_type x;
     std::memcpy(&x, p, sizeof x);
     return x;
   }
-  static vec load_aligned(const T* p) {
+  HEADWISE_ALWAYS_INLINE static vec load_aligned(const T* p) {
     register_type x;
     std::memcpy(&x, __builtin_assume_aligned(p, sizeof x), sizeof x);
     return x;
   }
-  void store_unaligned(T* p) const { std::memcpy(p, &v, sizeof v); }
-  void store_aligned(T* p) const { std::memcpy(__builtin_assume_aligned(p, sizeof v), &v, sizeof v); }
+  HEADWISE_ALWAYS_INLINE void store_unaligned(T* p) const { std::memcpy(p, &v, sizeof v); }
+  HEADWISE_ALWAYS_INLINE void store_aligned(T* p) const { std::memcpy(__builtin_assume_aligned(p, sizeof v), &v, sizeof v); }
 
   /// x in every lane. For floats not as `register_type{} + x`: 0 + x cannot fold to x
   /// without -ffast-math (−0 + 0 = +0), so each broadcast cost a zeroing and an add
   /// inside the tiles' inner loops (decode ran 30% slower).
-  static register_type broadcast(T x) {
+  HEADWISE_ALWAYS_INLINE static register_type broadcast(T x) {
     if constexpr (std::is_same_v<T, float>) {
 #if HEADWISE_PATH_AVX512
       return _mm512_set1_ps(x);
@@ -85,10 +85,10 @@ struct vec {
   }
 
   // Members, not friends: GCC leaves friends defined in a class out of the target pragma.
-  vec operator+(const vec& b) const { return v + b.v; }
-  vec operator-(const vec& b) const { return v - b.v; }
-  vec operator*(const vec& b) const { return v * b.v; }
-  vec operator<<(int n) const { return v << n; }
+  HEADWISE_ALWAYS_INLINE vec operator+(const vec& b) const { return v + b.v; }
+  HEADWISE_ALWAYS_INLINE vec operator-(const vec& b) const { return v - b.v; }
+  HEADWISE_ALWAYS_INLINE vec operator*(const vec& b) const { return v * b.v; }
+  HEADWISE_ALWAYS_INLINE vec operator<<(int n) const { return v << n; }
 };
 
 template <class T>
@@ -100,10 +100,10 @@ struct ops<vec<T>> {
   static constexpr std::size_t width = pack::size;
   static constexpr bool is_float = std::is_same_v<T, float>;
 
-  static pack load(const T* p) { return pack::load_unaligned(p); }
-  static void store(T* p, const pack& x) { x.store_unaligned(p); }
-  static pack load_partial(const T* p, std::size_t n, T fill) { return load_partial_lanes<pack>(p, n, fill); }
-  static pack fma(const pack& a, const pack& b, const pack& c) {
+  HEADWISE_ALWAYS_INLINE static pack load(const T* p) { return pack::load_unaligned(p); }
+  HEADWISE_ALWAYS_INLINE static void store(T* p, const pack& x) { x.store_unaligned(p); }
+  HEADWISE_ALWAYS_INLINE static pack load_partial(const T* p, std::size_t n, T fill) { return load_partial_lanes<pack>(p, n, fill); }
+  HEADWISE_ALWAYS_INLINE static pack fma(const pack& a, const pack& b, const pack& c) {
 #if HEADWISE_PATH_AVX512
     if constexpr (is_float) return _mm512_fmadd_ps(a.v, b.v, c.v);
     else return _mm512_fmadd_pd(a.v, b.v, c.v);
@@ -118,13 +118,13 @@ struct ops<vec<T>> {
   /// A vector loaded once for several FMAs of a register tile is otherwise folded by
   /// GCC into each FMA as a memory operand: decode's 4 × 4 score tile issued 32 loads
   /// per 16 FMAs and ran load-bound (kernels/decode.hpp).
-  static void keep_in_register(pack& x) {
+  HEADWISE_ALWAYS_INLINE static void keep_in_register(pack& x) {
     register_type r = x.v;
     __asm__("" : "+v"(r));
     x.v = r;
   }
   /// max as the instruction defines it (the second operand when either is NaN).
-  static pack max(const pack& a, const pack& b) {
+  HEADWISE_ALWAYS_INLINE static pack max(const pack& a, const pack& b) {
 #if HEADWISE_PATH_AVX512
     if constexpr (is_float) return _mm512_max_ps(a.v, b.v);
     else return _mm512_max_pd(a.v, b.v);
@@ -136,7 +136,7 @@ struct ops<vec<T>> {
     else return _mm_max_pd(a.v, b.v);
 #endif
   }
-  static T reduce_add(const pack& x) {
+  HEADWISE_ALWAYS_INLINE static T reduce_add(const pack& x) {
 #if HEADWISE_PATH_AVX512
     if constexpr (is_float) return _mm512_reduce_add_ps(x.v);
     else return _mm512_reduce_add_pd(x.v);
@@ -144,7 +144,7 @@ struct ops<vec<T>> {
     return lane_fold(x, [](T a, T b) { return a + b; });
 #endif
   }
-  static T reduce_max(const pack& x) {
+  HEADWISE_ALWAYS_INLINE static T reduce_max(const pack& x) {
 #if HEADWISE_PATH_AVX512
     if constexpr (is_float) return _mm512_reduce_max_ps(x.v);
     else return _mm512_reduce_max_pd(x.v);
@@ -156,7 +156,7 @@ struct ops<vec<T>> {
 #endif
   }
   /// Lane i of the result is the sum of the lanes of rows[i], for i < width.
-  static pack reduce_add_rows(const pack* rows) {
+  HEADWISE_ALWAYS_INLINE static pack reduce_add_rows(const pack* rows) {
 #if HEADWISE_PATH_AVX512
     if constexpr (is_float) return x86::sum_rows_16(rows);
 #elif HEADWISE_PATH_AVX
@@ -169,7 +169,7 @@ struct ops<vec<T>> {
   /// Stores the lanes of x as R rows of width/R consecutive values: lanes
   /// [i·width/R, (i+1)·width/R) to dst + i·ld.
   template <std::size_t R>
-  static void store_rows(const pack& x, T* dst, std::size_t ld) {
+  HEADWISE_ALWAYS_INLINE static void store_rows(const pack& x, T* dst, std::size_t ld) {
     static_assert(width % R == 0);
 #if HEADWISE_PATH_AVX512
     if constexpr (is_float && (R == 1 || R == 2 || R == 4)) {
@@ -181,22 +181,22 @@ struct ops<vec<T>> {
     for (std::size_t i = 0; i < R; ++i) std::memcpy(dst + i * ld, reinterpret_cast<const T*>(&x.v) + i * per_row,
                                                     per_row * sizeof(T));
   }
-  static pack select_less(const pack& x, const pack& bound, const pack& if_less, const pack& otherwise) {
+  HEADWISE_ALWAYS_INLINE static pack select_less(const pack& x, const pack& bound, const pack& if_less, const pack& otherwise) {
     return select<_CMP_LT_OQ>(x, bound, if_less, otherwise);
   }
-  static pack select_greater(const pack& x, const pack& bound, const pack& if_greater, const pack& otherwise) {
+  HEADWISE_ALWAYS_INLINE static pack select_greater(const pack& x, const pack& bound, const pack& if_greater, const pack& otherwise) {
     return select<_CMP_GT_OQ>(x, bound, if_greater, otherwise);
   }
   // Vector casts of the same size reinterpret the bits (GCC/Clang vector extensions).
-  static bits to_bits(const pack& x) { return __builtin_bit_cast(typename bits::register_type, x.v); }
-  static pack from_bits(const bits& b) { return __builtin_bit_cast(typename pack::register_type, b.v); }
-  static bits shift_left(const bits& b, int n) { return b << n; }
+  HEADWISE_ALWAYS_INLINE static bits to_bits(const pack& x) { return __builtin_bit_cast(typename bits::register_type, x.v); }
+  HEADWISE_ALWAYS_INLINE static pack from_bits(const bits& b) { return __builtin_bit_cast(typename pack::register_type, b.v); }
+  HEADWISE_ALWAYS_INLINE static bits shift_left(const bits& b, int n) { return b << n; }
 
  private:
   /// Lanes where `x cmp bound` holds (ordered: a NaN lane does not) take a, the others
   /// b: one compare and one blend (AVX-512 mask registers, AVX blendv); SSE2 ands.
   template <int cmp>
-  static pack select(const pack& x, const pack& bound, const pack& a, const pack& b) {
+  HEADWISE_ALWAYS_INLINE static pack select(const pack& x, const pack& bound, const pack& a, const pack& b) {
 #if HEADWISE_PATH_AVX512
     if constexpr (is_float) return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x.v, bound.v, cmp), b.v, a.v);
     else return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x.v, bound.v, cmp), b.v, a.v);
@@ -211,7 +211,7 @@ struct ops<vec<T>> {
   }
   /// Folds the lanes pairwise, halving the width each round (log2 width rounds).
   template <class F>
-  static T lane_fold(const pack& x, F f) {
+  HEADWISE_ALWAYS_INLINE static T lane_fold(const pack& x, F f) {
     alignas(64) T t[width];
     x.store_aligned(t);
     for (std::size_t n = width / 2; n > 0; n /= 2)
