@@ -13,6 +13,12 @@
 //   BM_headwise_flash  kernel = flash on the default SIMD path (headwise::simd_path())
 //   BM_headwise_flash_<isa>  the same on each narrower path of headwise::available_isas()
 //                      (attention_options::isa): what a CPU without the wider one gets
+//   BM_headwise_backward  attention_backward (dq, dk, dv from out, LSE and dout) after
+//                      one untimed forward; FLOPS counts 10·Hq·d per visible pair
+//                      (FlashAttention's 2.5× the forward), so its % of peak compares
+//                      with the forward rows'; counter bwd_fwd_ratio = backward time /
+//                      forward time on the same shape, both measured in this run;
+//                      scratch_bytes = the workspace the backward held (tiles, not N²)
 //
 // Args: Hq, Hkv (query and K/V heads), N, d, causal (0/1: top_left), window (keys a
 // query sees, itself included; 0 = no window), threads (attention_options::threads;
@@ -25,6 +31,7 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -82,13 +89,13 @@ struct prefill {
   std::size_t first_key(std::size_t i) const { return window > 0 && i + 1 > window ? i + 1 - window : 0; }
   std::size_t last_key(std::size_t i) const { return causal ? i : N - 1; }
 
-  double flops() const {
+  double flops(double per_pair_and_dim = 4.0) const {
     double pairs = double(N) * double(N) / (causal ? 2 : 1);
     if (window > 0) {
       pairs = 0;
       for (std::size_t i = 0; i < N; ++i) pairs += double(last_key(i) - first_key(i) + 1);
     }
-    return 4.0 * double(Hq) * double(d) * pairs;
+    return per_pair_and_dim * double(Hq) * double(d) * pairs;
   }
 
   /// Times `step` (one attention call) and sets the FLOPS counter.
@@ -128,6 +135,51 @@ void BM_headwise_flash_isa(benchmark::State& state, headwise::simd_isa isa) {
   opt.kernel = kernel_mode::flash;
   opt.isa = isa;
   time_headwise(state, p, opt);
+}
+
+void BM_headwise_backward(benchmark::State& state) {
+  prefill p(state);
+  headwise::workspace ws;
+  headwise::attention_options opt = p.options();
+  opt.scratch = &ws;
+  std::vector<float> lse(p.Hq * p.N), dout(p.out_data.size()), dq(p.q_data.size()), dk(p.k_data.size()),
+      dv(p.v_data.size());
+  std::mt19937 gen(2);
+  std::normal_distribution<float> normal;
+  for (float& x : dout) x = normal(gen);
+  opt.lse = headwise::lse_view(lse.data(), 1, p.Hq, p.N);
+  const auto forward = [&] { headwise::attention(p.q, p.k, p.v, p.out, opt); };
+  forward();
+  const auto clse = headwise::lse_view(static_cast<const float*>(lse.data()), 1, p.Hq, p.N);
+  const auto backward = [&] {
+    headwise::attention_backward(p.q, p.k, p.v, headwise::tensor_view<const float>(p.out), clse,
+                                 headwise::bhsd<const float>(dout.data(), 1, p.Hq, p.N, p.d),
+                                 headwise::bhsd(dq.data(), 1, p.Hq, p.N, p.d),
+                                 headwise::bhsd(dk.data(), 1, p.Hkv, p.N, p.d),
+                                 headwise::bhsd(dv.data(), 1, p.Hkv, p.N, p.d), opt);
+  };
+  backward();
+  ws.release();
+  backward();
+  const double scratch = double(ws.bytes());
+  using clock = std::chrono::steady_clock;
+  double backward_s = 0;
+  std::int64_t iterations = 0;
+  for (auto _ : state) {
+    const auto t0 = clock::now();
+    backward();
+    backward_s += std::chrono::duration<double>(clock::now() - t0).count();
+    ++iterations;
+    benchmark::DoNotOptimize(dq.data());
+    benchmark::ClobberMemory();
+  }
+  // The forward on the same shape and options, as many calls, right after.
+  const auto t0 = clock::now();
+  for (std::int64_t i = 0; i < iterations; ++i) forward();
+  const double forward_s = std::chrono::duration<double>(clock::now() - t0).count();
+  state.counters["FLOPS"] = benchmark::Counter(p.flops(10.0), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bwd_fwd_ratio"] = forward_s > 0 ? backward_s / forward_s : 0;
+  state.counters["scratch_bytes"] = scratch;
 }
 
 void BM_headwise_plain(benchmark::State& state) {
@@ -268,6 +320,15 @@ BENCHMARK(BM_headwise_plain)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_headwise_flash)->Apply(every_shape);
+
+/// The backward on the README's S2 (H8 N1024, d 64 and 128) and causal S3 (H8 N2048
+/// d128), 1 and 2 threads: the targets are stated on these.
+void backward_shapes(benchmark::internal::Benchmark* b) {
+  b->Apply(square_heads);
+  for (std::int64_t t : {1, 2}) b->Args({8, 8, 2048, 128, 1, 0, t});
+  b->MinTime(0.2)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(BM_headwise_backward)->Apply(backward_shapes);
 
 /// BM_headwise_flash_<isa> for every path narrower than the widest this CPU runs,
 /// on H8 N1024 at one thread: what the runtime dispatch gains.

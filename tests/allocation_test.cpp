@@ -144,6 +144,33 @@ TEST(allocations, repeated_prefill_allocates_nothing) {
   }
 }
 
+// A backward repeated on one shape (GQA, causal, 1 and 2 threads): its tiles come
+// from the workspace too.
+TEST(allocations, repeated_backward_allocates_nothing) {
+  tensor<float> q(1, 4, 200, 64), k(1, 2, 200, 64), v(1, 2, 200, 48), out(1, 4, 200, 48), dout(1, 4, 200, 48);
+  tensor<float> dq(1, 4, 200, 64), dk(1, 2, 200, 64), dv(1, 2, 200, 48);
+  std::vector<float> lse(4 * 200);
+  fill_uniform(q, 4), fill_uniform(k, 5), fill_uniform(v, 6), fill_uniform(dout, 7);
+  for (unsigned threads : {1u, 2u}) {
+    attention_options opt;
+    opt.causal = causal_mode::top_left;
+    opt.threads = threads;
+    opt.lse = lse_view(lse.data(), 1, 4, 200);
+    attention(q.cview(), k.cview(), v.cview(), out.view, opt);
+    const auto clse = lse_view(static_cast<const float*>(lse.data()), 1, 4, 200);
+    auto backward = [&] {
+      attention_backward(q.cview(), k.cview(), v.cview(), out.cview(), clse, dout.cview(), dq.view, dk.view, dv.view,
+                         opt);
+    };
+    backward();
+    EXPECT_EQ(allocations_of([&] {
+                for (int i = 0; i < 5; ++i) backward();
+              }),
+              0)
+        << threads << " threads";
+  }
+}
+
 // A caller's workspace holds the scratch: it grows on the first call, keeps its size
 // on a smaller call of the same kernel, and release() gives it back.
 TEST(allocations, a_callers_workspace_holds_the_scratch_until_released) {

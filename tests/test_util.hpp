@@ -159,6 +159,47 @@ double lse_tolerance(const error_model& m) {
   return e.delta + e.weights + 2 * double(m.Nk) * u + (4 * u + 2 * unit_roundoff<float>()) * e.lse_max;
 }
 
+/// Bounds on max |dq|, |dk|, |dv| − oracle| for attention_backward computing in T
+/// from a forward (its out and float LSE) computed by attention() in T, with
+/// |dout| <= gmax. col_mass: the largest exact Σ_i p_ij over the rows (of every head
+/// of the group) that reach one key j (<= group·Nq; the oracle's P gives it).
+//   P: the backward's logits carry the forward's Δ; the LSE passed back is within
+//   lse_tolerance; the subtraction, ×log2 e and exp2 add 4u: relative error
+//   ε_P = expm1(Δ + lse_tol + 4u).
+//   dp = dA·v and D = dout·out are Dv-term dots with |·| <= DP = Dv·hs·gmax·vmax:
+//   γ(Dv + 1)·DP each; D also sees the forward's output error, Dv·gmax·out_tol.
+//   Softcap slope 1 − t², t = tanh(x/c): x within δ = (Dk + 2)·u·S ⇒ slope within
+//   2δ/c + 4u. ds = p·(dp − D)·slope, |dp − D| <= 2DP: per unit p, within
+//   E = ε_P·2DP + γ(Dv + 1)·DP·2 + Dv·gmax·out_tol + 2DP·(slope error + 3u).
+//   dv_j = Σ_i p_ij dA_i: col_mass·hs·gmax·(ε_P + (N + 2)u), N the rows summed;
+//   dk_j = scale Σ_i ds_ij q_i: |scale|·qmax·col_mass·(E + (N + 3)·u·2DP);
+//   dq_i = scale Σ_j ds_ij k_j, Σ_j p_ij = 1: |scale|·kmax·(E + (Nk + 3)·u·2DP).
+//   Each + 2u·(its magnitude bound) for the stores in T.
+struct backward_bounds {
+  double dq, dk, dv;
+};
+template <class T>
+backward_bounds backward_tolerance(const error_model& m, std::size_t rows, std::size_t Dv, double col_mass,
+                                   double gmax = 1) {
+  const double u = unit_roundoff<T>(), N = double(rows), Nk = double(m.Nk), dv = double(Dv);
+  const auto e = detail_tolerance::logit_error<T>(m);
+  const double eps_p = std::expm1(e.delta + lse_tolerance<T>(m) + 4 * u);
+  const double hs = m.head_scale, DP = dv * hs * gmax * m.vmax;
+  double slope_err = 0;
+  if (m.softcap > 0) {
+    const double S = m.scale * double(m.Dk) * m.qmax * m.kmax;
+    slope_err = 2 * (double(m.Dk) + 2) * u * S / m.softcap + 4 * u;
+  }
+  const double E = eps_p * 2 * DP + 2 * (dv + 1) * u * DP + dv * gmax * attention_tolerance<T>(m) +
+                   2 * DP * (slope_err + 3 * u);
+  const double sc = std::fabs(m.scale);
+  backward_bounds b;
+  b.dv = col_mass * hs * gmax * (eps_p + (N + 4) * u);
+  b.dk = sc * m.qmax * col_mass * (E + (N + 5) * u * 2 * DP);
+  b.dq = sc * m.kmax * (E + (Nk + 5) * u * 2 * DP);
+  return b;
+}
+
 /// Largest |a - b| over two tensors of equal shape (equal infinities count as 0);
 /// NaN if either has a NaN, so `!(err <= bound)` fails on it.
 template <class A, class B>

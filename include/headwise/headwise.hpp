@@ -11,6 +11,7 @@
 #include "headwise/storage.hpp"
 #include "headwise/reference.hpp"
 #include "headwise/attention.hpp"
+#include "headwise/backward.hpp"
 #include "headwise/inspect.hpp"
 #include "headwise/diagnostics.hpp"
 #include "headwise/heatmap.hpp"

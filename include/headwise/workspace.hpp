@@ -124,6 +124,15 @@ class scratch_carver {
   std::size_t used_ = 0;
 };
 
+/// Bytes of a kernel's per-worker Scratch (carved from a scratch_carver and a tiling),
+/// counted by carving it from a null base.
+template <class Scratch, class Tiling>
+std::size_t scratch_bytes_of(const Tiling& t) {
+  scratch_carver count;
+  Scratch(count, t);
+  return count.bytes();
+}
+
 }  // namespace detail
 
 }  // namespace headwise

@@ -383,6 +383,43 @@ void check_attention(const char* where, const tensor_view<TQ>& q, const K& k,
   check_value_rules(where, e, value_extents, out);
 }
 
+/// attention_backward (backward.hpp): the forward's rules on (q, k, v, out, options),
+/// then lse [B, Hq, Nq, 1], dout shaped like out, dq like q, dk like k, dv like v;
+/// each gradient distinct in itself, from the other two and from every input.
+template <class T>
+void check_attention_backward(const char* where, const tensor_view<const T>& q, const tensor_view<const T>& k,
+                              const tensor_view<const T>& v, const tensor_view<const T>& out,
+                              const tensor_view<const float>& lse, const tensor_view<const T>& dout,
+                              const tensor_view<T>& dq, const tensor_view<T>& dk, const tensor_view<T>& dv,
+                              const attention_options& opt) {
+  check_attention(where, q, k, v, out, opt);
+  const std::size_t B = q.batch(), Hq = q.heads(), Hkv = k.heads(), Nq = q.seq(), Nk = k.seq();
+  const extent e_lse = check_view(where, "lse", lse), e_dout = check_view(where, "dout", dout);
+  const extent e_dq = check_view(where, "dq", dq), e_dk = check_view(where, "dk", dk),
+               e_dv = check_view(where, "dv", dv);
+  check_broadcast(where, "lse", lse, B, Hq, Nq, 1, false, lse_axes);
+  check_broadcast(where, "dout", dout, B, Hq, Nq, v.dim(), false, {"B", "Hq", "Nq", "Dv"});
+  check_broadcast(where, "dq", dq, B, Hq, Nq, q.dim(), false, {"B", "Hq", "Nq", "Dk"});
+  check_broadcast(where, "dk", dk, B, Hkv, Nk, q.dim(), false, {"B", "Hkv", "Nk", "Dk"});
+  check_broadcast(where, "dv", dv, B, Hkv, Nk, v.dim(), false, {"B", "Hkv", "Nk", "Dv"});
+  check_no_self_overlap(where, "dq", dq);
+  check_no_self_overlap(where, "dk", dk);
+  check_no_self_overlap(where, "dv", dv);
+  const std::pair<extent, const char*> inputs[] = {
+      {check_view(where, "q", q), "q"},     {check_view(where, "k", k), "k"},
+      {check_view(where, "v", v), "v"},     {check_view(where, "out", out), "out"},
+      {e_lse, "lse"},                       {e_dout, "dout"},
+      {opt.additive_mask.is_set() ? check_view(where, "", opt.additive_mask) : extent{}, "options.additive_mask"},
+      {opt.boolean_mask.is_set() ? check_view(where, "", opt.boolean_mask) : extent{}, "options.boolean_mask"}};
+  const std::pair<extent, const char*> grads[] = {{e_dq, "dq"}, {e_dk, "dk"}, {e_dv, "dv"}};
+  for (const auto& [eg, gname] : grads) {
+    for (const auto& [ei, iname] : inputs)
+      if (eg.overlaps(ei)) fail(where, gname, " overlaps the memory of ", iname, "; gradients must not alias inputs");
+    for (const auto& [eo, oname] : grads)
+      if (gname != oname && eg.overlaps(eo)) fail(where, gname, " overlaps the memory of ", oname);
+  }
+}
+
 /// pack_key_blocks / unpack_key_blocks: one shape, valid views, no overlap; `to_blocks`
 /// says which side is written.
 template <class TR, class TB>

@@ -31,4 +31,25 @@ struct kernel_call {
   std::size_t group() const noexcept { return q.heads() / k.heads(); }
 };
 
+/// The arguments of the backward kernel (kernels/flash_backward.hpp): the forward's
+/// inputs and results, the output gradient, and the three gradients it writes.
+/// K/V in T only (no 16-bit storage, no key blocks: dK is written in rows).
+template <class T>
+struct backward_call {
+  tensor_view<const T> q;        // [B, Hq, Nq, Dk]
+  tensor_view<const T> k;        // [B, Hkv, Nk, Dk]
+  tensor_view<const T> v;        // [B, Hkv, Nk, Dv]
+  tensor_view<const T> out;      // [B, Hq, Nq, Dv]  the forward's output
+  tensor_view<const float> lse;  // [B, Hq, Nq, 1]   the forward's natural-log LSE
+  tensor_view<const T> dout;     // [B, Hq, Nq, Dv]
+  tensor_view<T> dq;             // [B, Hq, Nq, Dk]
+  tensor_view<T> dk;             // [B, Hkv, Nk, Dk]
+  tensor_view<T> dv;             // [B, Hkv, Nk, Dv]
+  const score_rules<T>& rules;
+  unsigned threads;
+  workspace& scratch;
+
+  std::size_t group() const noexcept { return q.heads() / k.heads(); }
+};
+
 }  // namespace headwise::detail

@@ -131,9 +131,21 @@ struct score_rules {
   /// and additive passes vectorise.
   void apply_elementwise(std::size_t b, std::size_t h, std::int64_t i, std::int64_t j0, std::size_t n,
                          T* s) const {
-    const T neg_inf = -std::numeric_limits<T>::infinity();
+    apply_softcap(n, s);
+    apply_bias_and_masks(b, h, i, j0, n, s);
+  }
+
+  /// The first rule alone: s = c·tanh(s/c) when softcap c > 0. The backward reads
+  /// its derivative, 1 − (s/c)², between the two halves.
+  void apply_softcap(std::size_t n, T* s) const {
     if (softcap > 0)
       for (std::size_t c = 0; c < n; ++c) s[c] = softcap * std::tanh(s[c] * inv_softcap);
+  }
+
+  /// The rules after the softcap: ALiBi, boolean mask, additive mask.
+  void apply_bias_and_masks(std::size_t b, std::size_t h, std::int64_t i, std::int64_t j0, std::size_t n,
+                            T* s) const {
+    const T neg_inf = -std::numeric_limits<T>::infinity();
     if (!alibi.empty()) {
       const T slope = T(alibi[h]);
       for (std::size_t c = 0; c < n; ++c) s[c] -= slope * T(std::abs(i + off - j0 - std::int64_t(c)));

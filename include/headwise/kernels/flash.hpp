@@ -86,9 +86,7 @@ struct scratch {
 /// Bytes of scratch one worker uses (independent of Nk).
 template <class T>
 std::size_t scratch_bytes(const tiling& t) {
-  detail::scratch_carver count;
-  scratch<T>(count, t);
-  return count.bytes();
+  return detail::scratch_bytes_of<scratch<T>>(t);
 }
 
 /// One task's coordinates and rows.
@@ -158,7 +156,7 @@ void key_tile(const detail::kernel_call<T, S>& c, const tiling& tl, const task_r
     const std::size_t nb_pad = detail::round_up(nb, tl.kb);
     T alpha[MR];
     for_row_tiles<MR>(mr, [&](auto rows_c, std::size_t r) {
-      score_tile<P, decltype(rows_c)::value>(w.q + (r0 + r) * tl.dk, tl.dk, w.k, nb_pad, w.s + r * tl.bc, tl.bc);
+      score_tile<P, decltype(rows_c)::value>(w.q + (r0 + r) * tl.dk, tl.dk, tl.dk, w.k, nb_pad, w.s + r * tl.bc, tl.bc);
     });
     for (std::size_t r = 0; r < mr; ++r) {
       T* s_row = w.s + r * tl.bc;

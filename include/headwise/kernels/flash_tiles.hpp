@@ -4,6 +4,8 @@
 //   pack_k_panels: K rows j0..j0+n → panels [n_pad / KB][Dk][KB] (key-minor), zero padded
 //   pack_v_rows:   V rows j0..j0+n → [n][Dv_pad], zero padded to the pack width
 //   score_tile<P, MR>:     S[MR][n_pad]  = Qs[MR][Dk] · Kᵀ        (Qs pre-scaled)
+// The backward (flash_backward.hpp) reuses all four: K and V as panels and rows, and
+// accumulate_tile for Pᵀ·dO, dSᵀ·Q and dS·K.
 //   accumulate_tile<P, MR>: O[MR][Dv_pad] = alpha ⊙ O + P[MR][n] · V[n][Dv_pad]
 // KB = tile_vectors · W keys per panel (W = pack width: 8 floats on AVX2).
 //
@@ -122,10 +124,12 @@ void pack_v_rows(const tensor_view<const S>& v, std::size_t b, std::size_t hk, s
   for (std::size_t c = 0; c < n; ++c) convert_row<P>(v.row(b, hk, j0 + c), dv, dv_pad, dst + c * dv_pad);
 }
 
-/// s[r][0..n_pad) = Σ_d q[r][d] · K[d][·] for MR query rows (row stride dk) over
-/// n_pad / KB packed panels; s has row stride s_stride.
+/// s[r][0..n_pad) = Σ_d q[r][d] · K[d][·] for MR query rows (row stride q_stride >= dk)
+/// over n_pad / KB packed panels; s has row stride s_stride. The backward also calls
+/// it for dP = dO·Vᵀ (dO rows, V packed as panels, dk = Dv).
 template <class P, std::size_t MR, class T>
-void score_tile(const T* q, std::size_t dk, const T* panels, std::size_t n_pad, T* s, std::size_t s_stride) {
+void score_tile(const T* q, std::size_t q_stride, std::size_t dk, const T* panels, std::size_t n_pad, T* s,
+                std::size_t s_stride) {
   using O = simd::ops<P>;
   constexpr std::size_t W = O::width, NR = tile_vectors, KB = NR * W;
   for (std::size_t p0 = 0; p0 < n_pad; p0 += KB) {
@@ -141,7 +145,7 @@ void score_tile(const T* q, std::size_t dk, const T* panels, std::size_t n_pad, 
       for (std::size_t c = 0; c < NR; ++c) kv[c] = O::load(kp + d * KB + c * W);
       HEADWISE_UNROLL
       for (std::size_t r = 0; r < MR; ++r) {
-        const P qb(q[r * dk + d]);
+        const P qb(q[r * q_stride + d]);
         HEADWISE_UNROLL
         for (std::size_t c = 0; c < NR; ++c) acc[r][c] = O::fma(qb, kv[c], acc[r][c]);
       }

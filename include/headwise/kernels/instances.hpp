@@ -8,7 +8,8 @@
 //
 // The set: q/out float with K/V float, half or bfloat16, and double with double
 // (K in rows or key blocks: the kernels take either through key_view); the path's
-// vector, and on the baseline path the 1-wide scalar build (force_scalar).
+// vector, and on the baseline path the 1-wide scalar build (force_scalar); the
+// backward for float and double (K/V in q's type).
 //
 // Per-path header (kernels/paths.hpp): no include guard, namespace headwise::<path>.
 #ifndef HEADWISE_ISA_NS
@@ -28,7 +29,11 @@
 #define HEADWISE_KERNEL_INSTANCES(P, T, S)                                                    \
   HEADWISE_INSTANCE void kernel_path::flash<P, T, S>(const detail::kernel_call<T, S>&); \
   HEADWISE_INSTANCE void kernel_path::decode<P, T, S>(const detail::kernel_call<T, S>&);
+#define HEADWISE_BACKWARD_INSTANCE(P, T) \
+  HEADWISE_INSTANCE void kernel_path::backward<P, T>(const detail::backward_call<T>&);
 #define HEADWISE_TYPE_INSTANCES(F, D)              \
+  HEADWISE_BACKWARD_INSTANCE(F, float)             \
+  HEADWISE_BACKWARD_INSTANCE(D, double)            \
   HEADWISE_KERNEL_INSTANCES(F, float, float)       \
   HEADWISE_KERNEL_INSTANCES(F, float, half)        \
   HEADWISE_KERNEL_INSTANCES(F, float, bfloat16)    \
@@ -45,6 +50,7 @@ HEADWISE_TYPE_INSTANCES(float, double)
 
 #undef HEADWISE_TYPE_INSTANCES
 #undef HEADWISE_KERNEL_INSTANCES
+#undef HEADWISE_BACKWARD_INSTANCE
 #undef HEADWISE_INSTANCE
 #undef HEADWISE_INSTANCE_HERE
 

@@ -22,13 +22,14 @@
 #include "headwise/kernels/online_softmax.hpp"
 #include "headwise/kernels/flash_tiles.hpp"
 #include "headwise/kernels/flash.hpp"
+#include "headwise/kernels/flash_backward.hpp"
 #include "headwise/kernels/decode_stream.hpp"
 #include "headwise/kernels/decode_tiles.hpp"
 #include "headwise/kernels/decode.hpp"
 
 namespace headwise::HEADWISE_ISA_NS {
 
-/// The path's kernels, as attention() calls them (the plain kernel, scalar, is not
+/// The path's kernels, as attention() and attention_backward() call them (the plain kernel, scalar, is not
 /// per path: kernels/plain.hpp). P is simd::vector_pack<T> (the path's vector) or T
 /// (the 1-wide scalar build of the same code). Defined out of the class, so not
 /// inline: with HEADWISE_COMPILED_KERNELS a consumer's `extern template`
@@ -42,6 +43,8 @@ struct kernel_path {
   static void flash(const detail::kernel_call<T, S>& call);
   template <class P, class T, class S>
   static void decode(const detail::kernel_call<T, S>& call);
+  template <class P, class T>
+  static void backward(const detail::backward_call<T>& call);
 };
 
 template <class P, class T, class S>
@@ -52,6 +55,11 @@ void kernel_path::flash(const detail::kernel_call<T, S>& call) {
 template <class P, class T, class S>
 void kernel_path::decode(const detail::kernel_call<T, S>& call) {
   kernels::decode::run<P>(call);
+}
+
+template <class P, class T>
+void kernel_path::backward(const detail::backward_call<T>& call) {
+  kernels::flash_backward::run<P>(call);
 }
 
 }  // namespace headwise::HEADWISE_ISA_NS
