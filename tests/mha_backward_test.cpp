@@ -14,6 +14,7 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -24,13 +25,15 @@ constexpr auto all_projections = std::array{projection::q, projection::k, projec
 
 template <class M>
 void fill(M&& m, std::uint32_t seed, double amp) {
+  using S = typename std::decay_t<M>::Scalar;
   std::mt19937 gen(seed);
   std::uniform_real_distribution<double> dist(-amp, amp);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = dist(gen);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<S>(dist(gen));
 }
 
-dmat random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint32_t seed, double amp = 1.0) {
-  dmat m(rows, cols);
+template <class T = double>
+row_matrix<T> random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint32_t seed, double amp = 1.0) {
+  row_matrix<T> m(rows, cols);
   fill(m, seed, amp);
   return m;
 }
@@ -65,7 +68,8 @@ mha_config config_of(const backward_case& c) {
 /// Random weights (1/√in scale) and biases, and a mix of two adapters: "a" on q, k, v
 /// and o (rank 2) at weight 0.75, "b" on k and o (rank 1, rsLoRA) at weight −0.5.
 /// B is random, not zero as at initialisation, so dA is not trivially zero.
-void build(multi_head_attention<double>& layer) {
+template <class T>
+void build(multi_head_attention<T>& layer) {
   std::uint32_t seed = 300;
   for (projection p : all_projections) {
     fill(layer.weight(p), seed++, 1.0 / std::sqrt(double(layer.weight(p).cols())));
@@ -75,14 +79,15 @@ void build(multi_head_attention<double>& layer) {
   const auto a = set.add("a"), b = set.add("b");
   for (projection p : all_projections) {
     const projection_shape s = set.shape(p);
-    set.attach(a, p, lora_delta<double>(random_matrix(2, s.in, seed, 0.5), random_matrix(s.out, 2, seed + 1, 0.5), 4.0));
+    set.attach(a, p,
+               lora_delta<T>(random_matrix<T>(2, s.in, seed, 0.5), random_matrix<T>(s.out, 2, seed + 1, 0.5), 4.0));
     seed += 2;
   }
   for (projection p : {projection::k, projection::o}) {
     const projection_shape s = set.shape(p);
     set.attach(b, p,
-               lora_delta<double>(random_matrix(1, s.in, seed, 0.5), random_matrix(s.out, 1, seed + 1, 0.5), 2.0,
-                                  lora_scaling::rank_stabilized));
+               lora_delta<T>(random_matrix<T>(1, s.in, seed, 0.5), random_matrix<T>(s.out, 1, seed + 1, 0.5), 2.0,
+                             lora_scaling::rank_stabilized));
     seed += 2;
   }
   set.activate({{a, 0.75}, {b, -0.5}});
@@ -205,11 +210,16 @@ INSTANTIATE_TEST_SUITE_P(shapes, mha_backward, ::testing::ValuesIn(backward_case
 // Gradients accumulate: a second backward adds exactly the same values (v + v = 2v
 // is exact in binary floating point); dx is overwritten. Adapters-only gradients
 // (make_gradients(false)) leave dW, db untouched and give the adapters the same bits.
-TEST(mha_backward_accumulation, second_call_doubles_gradients_and_overwrites_dx) {
-  multi_head_attention<double> layer(config_of({"", 4, 2, rope_style::neox, true}));
+// Float and double; the bits do not depend on the thread count (attention_backward
+// is deterministic, the backward's GEMMs run on one thread).
+template <class T>
+void check_accumulation() {
+  using mat = row_matrix<T>;
+  mha_config cfg = config_of({"", 4, 2, rope_style::neox, true});
+  multi_head_attention<T> layer(cfg);
   build(layer);
-  const dmat x = random_matrix(rows, model, 21), G = random_matrix(rows, model, 22);
-  dmat y(rows, model), dx1(rows, model), dx2(rows, model);
+  const mat x = random_matrix<T>(rows, model, 21), G = random_matrix<T>(rows, model, 22);
+  mat y(rows, model), dx1(rows, model), dx2(rows, model);
   auto once = layer.make_gradients(true), twice = layer.make_gradients(true), lora = layer.make_gradients();
   layer.forward(x, y, {}, sequences);
   layer.backward(x, G, dx1, once);
@@ -228,7 +238,20 @@ TEST(mha_backward_accumulation, second_call_doubles_gradients_and_overwrites_dx)
   }
   twice.zero();
   EXPECT_TRUE(twice.adapters[0][0].a.isZero(0) && twice.weights[3].isZero(0));
+  EXPECT_TRUE(dx1.allFinite());
+
+  cfg.threads = 1;
+  multi_head_attention<T> one(cfg);
+  build(one);
+  auto single = one.make_gradients(true);
+  one.forward(x, y, {}, sequences);
+  one.backward(x, G, dx2, single);
+  EXPECT_TRUE(dx1 == dx2) << "1 thread against 2";
+  for (std::size_t p = 0; p < projection_count; ++p)
+    EXPECT_TRUE(single.weights[p] == once.weights[p] && single.adapters[0][p].b == once.adapters[0][p].b);
 }
+TEST(mha_backward_accumulation, second_call_doubles_gradients_float) { check_accumulation<float>(); }
+TEST(mha_backward_accumulation, second_call_doubles_gradients_double) { check_accumulation<double>(); }
 
 TEST(mha_backward_errors, refuses_without_kept_activations_or_with_bad_shapes_and_writes_nothing) {
   multi_head_attention<double> layer(config_of({"", 4, 2, rope_style::interleaved, true}));

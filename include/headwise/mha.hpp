@@ -45,9 +45,14 @@
 // LoRA: each delta of the active mix adds (lora_delta::backward, weight w of the mix)
 // dA, dB with the base weights frozen; dW and db are computed only where grads holds
 // them (make_gradients(true): full fine-tuning). Gradients accumulate (+=) across
-// calls (micro-batches); mha_gradients::zero() clears them. Costs: twice the forward's
-// projection FLOPs (dx and, when trained, dW) and attention_backward's 2.5× of
-// attention's. Scratch: da and dq|dk|dv, grow-only like the forward's buffers.
+// calls (micro-batches); mha_gradients::zero() clears them. Costs: the forward's
+// projection FLOPs for dx, as many again for dW when trained, and attention_backward
+// (2.5× attention's). The base GEMMs run on config.threads threads in the forward's
+// fixed column blocks (same bits for every count), the LoRA ones on one thread.
+// Scratch: da and dq|dk|dv, grow-only like the forward's buffers.
+// Limits: attention() keeps the LSE in float, so even a double layer recomputes P to
+// float's relative precision (u_f·|lse|, ~10⁻⁶ at |lse| ~ 20); per-row adapters and
+// the cached prefill/step have no backward yet.
 //
 // Buffers are grow-only members: after the first call of a given size a forward
 // allocates nothing of its own. y may alias x. One layer, one thread at a time;
@@ -291,15 +296,24 @@ class multi_head_attention {
   /// GEMMs); 1 thread as fast as one whole-matrix GEMM.
   static constexpr Eigen::Index projection_cols_per_task = 512;
 
+  /// fn(c0, n) for each block [c0, c0 + n) of projection_cols_per_task columns of
+  /// [0, cols), on config.threads threads: the blocks never depend on the count.
+  template <class Fn>
+  void for_column_blocks(Eigen::Index cols, Fn&& fn) const {
+    const Eigen::Index per = projection_cols_per_task;
+    const std::size_t tasks = detail::ceil_div(std::size_t(cols), std::size_t(per));
+    detail::parallel_for(tasks, detail::resolve_threads(cfg_.threads, tasks), [&](std::size_t t, unsigned) {
+      const Eigen::Index c0 = Eigen::Index(t) * per;
+      fn(c0, std::min(per, cols - c0));
+    });
+  }
+
   /// out = in·Wᵀ + b on config.threads threads, plus the adapters unless merged.
   template <class Out>
   void project(projection p, const const_matrix_ref<T>& in, Out&& out, span<const adapter_id> row_adapters) {
     const std::size_t i = index(p);
     const row_matrix<T>& w = weights_[i];
-    const Eigen::Index cols = w.rows(), per = projection_cols_per_task;
-    const std::size_t tasks = detail::ceil_div(std::size_t(cols), std::size_t(per));
-    detail::parallel_for(tasks, detail::resolve_threads(cfg_.threads, tasks), [&](std::size_t t, unsigned) {
-      const Eigen::Index c0 = Eigen::Index(t) * per, n = std::min(per, cols - c0);
+    for_column_blocks(w.rows(), [&](Eigen::Index c0, Eigen::Index n) {
       out.middleCols(c0, n).noalias() = in * w.middleRows(c0, n).transpose();
     });
     if (biases_[i].size() != 0) out.rowwise() += biases_[i];
@@ -366,11 +380,17 @@ class multi_head_attention {
   void linear_backward(projection p, const const_matrix_ref<T>& in, const const_matrix_ref<T>& dout,
                        matrix_ref<T> din, mha_gradients<T>& grads, bool accumulate) {
     const std::size_t i = index(p);
-    if (accumulate)
-      din.noalias() += dout * weights_[i];
-    else
-      din.noalias() = dout * weights_[i];
-    if (grads.weights[i].size() != 0) grads.weights[i].noalias() += dout.transpose() * in;
+    const row_matrix<T>& w = weights_[i];
+    for_column_blocks(w.cols(), [&](Eigen::Index c0, Eigen::Index n) {
+      if (accumulate)
+        din.middleCols(c0, n).noalias() += dout * w.middleCols(c0, n);
+      else
+        din.middleCols(c0, n).noalias() = dout * w.middleCols(c0, n);
+    });
+    if (grads.weights[i].size() != 0)
+      for_column_blocks(w.rows(), [&](Eigen::Index r0, Eigen::Index n) {
+        grads.weights[i].middleRows(r0, n).noalias() += dout.middleCols(r0, n).transpose() * in;
+      });
     if (grads.biases[i].size() != 0) grads.biases[i] += dout.colwise().sum();
     for (const auto& m : adapters_.active())
       if (lora_delta<T>* d = adapters_.delta(m.id, p)) {
