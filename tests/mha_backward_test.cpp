@@ -52,9 +52,9 @@ void PrintTo(const backward_case& c, std::ostream* os) { *os << c.name; }
 constexpr std::size_t model = 6, head_dim = 4, sequences = 2;
 constexpr Eigen::Index rows = 6;
 
-mha_config config_of(const backward_case& c) {
+mha_config config_of(const backward_case& c, std::size_t model_dim = model) {
   mha_config cfg;
-  cfg.model_dim = model;
+  cfg.model_dim = model_dim;
   cfg.num_heads = c.heads;
   cfg.num_kv_heads = c.kv_heads;
   cfg.head_dim = head_dim;
@@ -210,13 +210,11 @@ INSTANTIATE_TEST_SUITE_P(shapes, mha_backward, ::testing::ValuesIn(backward_case
 // Gradients accumulate: a second backward adds exactly the same values (v + v = 2v
 // is exact in binary floating point); dx is overwritten. Adapters-only gradients
 // (make_gradients(false)) leave dW, db untouched and give the adapters the same bits.
-// Float and double; the bits do not depend on the thread count (attention_backward
-// is deterministic, the backward's GEMMs run on one thread).
+// Float (which the finite differences do not cover) and double.
 template <class T>
 void check_accumulation() {
   using mat = row_matrix<T>;
-  mha_config cfg = config_of({"", 4, 2, rope_style::neox, true});
-  multi_head_attention<T> layer(cfg);
+  multi_head_attention<T> layer(config_of({"", 4, 2, rope_style::neox, true}));
   build(layer);
   const mat x = random_matrix<T>(rows, model, 21), G = random_matrix<T>(rows, model, 22);
   mat y(rows, model), dx1(rows, model), dx2(rows, model);
@@ -239,19 +237,36 @@ void check_accumulation() {
   twice.zero();
   EXPECT_TRUE(twice.adapters[0][0].a.isZero(0) && twice.weights[3].isZero(0));
   EXPECT_TRUE(dx1.allFinite());
-
-  cfg.threads = 1;
-  multi_head_attention<T> one(cfg);
-  build(one);
-  auto single = one.make_gradients(true);
-  one.forward(x, y, {}, sequences);
-  one.backward(x, G, dx2, single);
-  EXPECT_TRUE(dx1 == dx2) << "1 thread against 2";
-  for (std::size_t p = 0; p < projection_count; ++p)
-    EXPECT_TRUE(single.weights[p] == once.weights[p] && single.adapters[0][p].b == once.adapters[0][p].b);
 }
 TEST(mha_backward_accumulation, second_call_doubles_gradients_float) { check_accumulation<float>(); }
 TEST(mha_backward_accumulation, second_call_doubles_gradients_double) { check_accumulation<double>(); }
+
+// Model 1100 cuts dx and dW_o into three blocks of 512 columns (and 76): the bits
+// must not depend on how many threads run them.
+TEST(mha_backward_threads, gradients_have_the_same_bits_for_every_thread_count) {
+  const Eigen::Index wide = 1100;
+  const dmat x = random_matrix(rows, wide, 41), G = random_matrix(rows, wide, 42);
+  dmat y(rows, wide), dx_first;
+  mha_gradients<double> first;
+  for (unsigned threads : {1u, 2u, 3u}) {
+    mha_config cfg = config_of({"", 4, 2, rope_style::neox, true}, std::size_t(wide));
+    cfg.threads = threads;
+    multi_head_attention<double> layer(cfg);
+    build(layer);
+    auto grads = layer.make_gradients(true);
+    dmat dx(rows, wide);
+    layer.forward(x, y, {}, sequences);
+    layer.backward(x, G, dx, grads);
+    if (threads == 1) {
+      dx_first = dx, first = grads;
+      continue;
+    }
+    EXPECT_TRUE(dx == dx_first) << threads << " threads";
+    for (std::size_t p = 0; p < projection_count; ++p)
+      EXPECT_TRUE(grads.weights[p] == first.weights[p] && grads.adapters[0][p].a == first.adapters[0][p].a)
+          << threads << " threads, projection " << p;
+  }
+}
 
 TEST(mha_backward_errors, refuses_without_kept_activations_or_with_bad_shapes_and_writes_nothing) {
   multi_head_attention<double> layer(config_of({"", 4, 2, rope_style::interleaved, true}));
