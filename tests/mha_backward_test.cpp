@@ -79,15 +79,16 @@ void build(multi_head_attention<T>& layer) {
   const auto a = set.add("a"), b = set.add("b");
   for (projection p : all_projections) {
     const projection_shape s = set.shape(p);
-    set.attach(a, p,
-               lora_delta<T>(random_matrix<T>(2, s.in, seed, 0.5), random_matrix<T>(s.out, 2, seed + 1, 0.5), 4.0));
+    set.attach(
+        a, p,
+        lora_delta<T>(random_matrix<T>(2, s.in, seed, 0.5), random_matrix<T>(s.out, 2, seed + 1, 0.5), 4.0));
     seed += 2;
   }
   for (projection p : {projection::k, projection::o}) {
     const projection_shape s = set.shape(p);
     set.attach(b, p,
-               lora_delta<T>(random_matrix<T>(1, s.in, seed, 0.5), random_matrix<T>(s.out, 1, seed + 1, 0.5), 2.0,
-                             lora_scaling::rank_stabilized));
+               lora_delta<T>(random_matrix<T>(1, s.in, seed, 0.5), random_matrix<T>(s.out, 1, seed + 1, 0.5),
+                             2.0, lora_scaling::rank_stabilized));
     seed += 2;
   }
   set.activate({{a, 0.75}, {b, -0.5}});
@@ -165,8 +166,11 @@ TEST_P(mha_backward, gradients_match_central_differences) {
       const double fd = diff(h), fd2 = diff(2 * h), g = grad.data()[i];
       const double bound = 2 * std::fabs(fd2 - fd) / 3 + 2.5 * e_l / h + 2 * lse_shift * g_scale;
       const double err = std::fabs(fd - g);
-      if (!(err <= bound)) ADD_FAILURE() << name << "[" << i << "]: analytic " << g << " vs fd " << fd << " (bound " << bound << ")";
-      if (!(bound <= 1e-4 * (1 + g_scale))) ADD_FAILURE() << name << "[" << i << "]: bound " << bound << " too loose";
+      if (!(err <= bound))
+        ADD_FAILURE() << name << "[" << i << "]: analytic " << g << " vs fd " << fd << " (bound " << bound
+                      << ")";
+      if (!(bound <= 1e-4 * (1 + g_scale)))
+        ADD_FAILURE() << name << "[" << i << "]: bound " << bound << " too loose";
       ++checked;
     }
   };
@@ -205,7 +209,9 @@ std::vector<backward_case> backward_cases() {
   return cases;
 }
 INSTANTIATE_TEST_SUITE_P(shapes, mha_backward, ::testing::ValuesIn(backward_cases()),
-                         [](const ::testing::TestParamInfo<backward_case>& c) { return std::string(c.param.name); });
+                         [](const ::testing::TestParamInfo<backward_case>& c) {
+                           return std::string(c.param.name);
+                         });
 
 // Gradients accumulate: a second backward adds exactly the same values (v + v = 2v
 // is exact in binary floating point); dx is overwritten. Adapters-only gradients
