@@ -29,6 +29,31 @@
 // the active mix into the weights (forward then costs exactly the base price and
 // skips the adapters) and unmerge_adapters() takes the same mix out again.
 //
+// backward(x, dy, dx, grads) differentiates the last forward(x, y, {}, B): the layer
+// keeps what it needs in the buffers that forward fills anyway — the rotated q, k and
+// v, the attention output a — plus the LSE of attention (4 bytes per row and query
+// head), so training costs no copy and no second forward; a caller-visible activation
+// struct would either duplicate those buffers or change forward's signature. The cost:
+// one kept forward per layer object (a model keeps one per layer, as llm.c does),
+// and prefill, step, merge_adapters and unmerge_adapters drop it. Passes, each
+// quoting the forward line it differentiates:
+//   1. y = a·Woᵀ + bo (+ o's adapters):  da = dy·Wo + LoRA's dx; dWo += dyᵀ·a, dbo += Σ_rows dy
+//   2. a = attention(q, k, v):           dq, dk, dv = attention_backward(…, a, lse, da)
+//                                        (GQA: dk, dv sum over each group's query heads)
+//   3. q, k rotated by θ(position):      dq, dk rotated by −θ (rotary_embedding::rotate_back)
+//   4. q = x·Wqᵀ + bq (+ adapters), k, v likewise: dx = dq·Wq + dk·Wk + dv·Wv + LoRA's dx
+// LoRA: each delta of the active mix adds (lora_delta::backward, weight w of the mix)
+// dA, dB with the base weights frozen; dW and db are computed only where grads holds
+// them (make_gradients(true): full fine-tuning). Gradients accumulate (+=) across
+// calls (micro-batches); mha_gradients::zero() clears them. Costs: the forward's
+// projection FLOPs for dx, as many again for dW when trained, and attention_backward
+// (2.5× attention's). The base GEMMs run on config.threads threads in the forward's
+// fixed column blocks (same bits for every count), the LoRA ones on one thread.
+// Scratch: da and dq|dk|dv, grow-only like the forward's buffers.
+// Limits: attention() keeps the LSE in float, so even a double layer recomputes P to
+// float's relative precision (u_f·|lse|, ~10⁻⁶ at |lse| ~ 20); per-row adapters and
+// the cached prefill/step have no backward yet.
+//
 // Buffers are grow-only members: after the first call of a given size a forward
 // allocates nothing of its own. y may alias x. One layer, one thread at a time;
 // attention and the projection GEMMs run on config.threads threads (each GEMM cut
@@ -44,6 +69,7 @@
 #include "headwise/detail/internal_begin.hpp"
 
 #include "headwise/attention.hpp"
+#include "headwise/backward.hpp"
 #include "headwise/detail/checks_eigen.hpp"
 #include "headwise/detail/integer.hpp"
 #include "headwise/detail/parallel.hpp"
@@ -64,6 +90,25 @@ struct mha_config {
   bool causal = true;
   bool bias = false;     ///< q, k, v and o biases
   unsigned threads = 0;  ///< threads of attention() and of the projection GEMMs; 0 = hardware
+};
+
+/// ∂L/∂(trainable parameters) of a multi_head_attention<T>, made by its
+/// make_gradients() and accumulated (+=) by its backward().
+template <class T>
+struct mha_gradients {
+  struct lora_factors {
+    row_matrix<T> a, b;  ///< dA [r × in], dB [out × r]; empty where the adapter has no delta
+  };
+  std::vector<std::array<lora_factors, projection_count>> adapters;  ///< [adapter id][projection]
+  std::array<row_matrix<T>, projection_count> weights;  ///< dW [out × in], or empty (frozen)
+  std::array<row_vector<T>, projection_count> biases;   ///< db [out], or empty (frozen or no bias)
+
+  void zero() {
+    for (auto& per : adapters)
+      for (lora_factors& f : per) f.a.setZero(), f.b.setZero();
+    for (auto& w : weights) w.setZero();
+    for (auto& b : biases) b.setZero();
+  }
 };
 
 template <class T>
@@ -115,6 +160,7 @@ class multi_head_attention {
     }
     merged_mix_ = adapters_.active();
     merged_ = true;
+    kept_ = false;
   }
   /// Takes the mix merged by merge_adapters() out again, whatever is active now.
   void unmerge_adapters() {
@@ -122,6 +168,7 @@ class multi_head_attention {
     for (std::size_t p = 0; p < projection_count; ++p)
       adapters_.unmerge(projection(p), weights_[p], merged_mix_);
     merged_ = false;
+    kept_ = false;
   }
   bool adapters_merged() const noexcept { return merged_; }
 
@@ -132,10 +179,70 @@ class multi_head_attention {
   void forward(const const_matrix_ref<T>& x, matrix_ref<T> y, span<const adapter_id> row_adapters = {},
                std::size_t sequences = 1) {
     check_io("multi_head_attention::forward", x, y, row_adapters, sequences);
+    kept_ = false;
     auto qkv = project_qkv(x, row_adapters, 0, sequences);
+    lse_.resize(std::max(lse_.size(), std::size_t(x.rows()) * cfg_.num_heads));
     attend(as_bshd(q_of(qkv), cfg_.num_heads, cfg_.head_dim, sequences),
            as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim, sequences),
-           as_bshd(v_of(qkv), cfg_.num_kv_heads, cfg_.head_dim, sequences), x.rows(), y, row_adapters, sequences);
+           as_bshd(v_of(qkv), cfg_.num_kv_heads, cfg_.head_dim, sequences), x.rows(), y, row_adapters, sequences,
+           lse_of(sequences, x.rows()));
+    kept_ = true;
+    kept_rows_ = x.rows();
+    kept_sequences_ = sequences;
+    kept_per_row_ = !row_adapters.empty();
+  }
+
+  /// Gradients sized for every adapter added so far (dA, dB where it has a delta)
+  /// and, when `base`, for the weights and biases too (full fine-tuning); all zero.
+  mha_gradients<T> make_gradients(bool base = false) const {
+    mha_gradients<T> g;
+    g.adapters.resize(adapters_.size());
+    for (std::size_t id = 0; id < adapters_.size(); ++id)
+      for (std::size_t p = 0; p < projection_count; ++p)
+        if (const lora_delta<T>* d = adapters_.delta(adapter_id(id), projection(p)))
+          g.adapters[id][p] = {row_matrix<T>::Zero(d->rank(), d->in_features()),
+                               row_matrix<T>::Zero(d->out_features(), d->rank())};
+    for (std::size_t p = 0; base && p < projection_count; ++p) {
+      g.weights[p] = row_matrix<T>::Zero(weights_[p].rows(), weights_[p].cols());
+      g.biases[p] = row_vector<T>::Zero(biases_[p].size());
+    }
+    return g;
+  }
+
+  /// Backward of the last forward(x, y, {}, sequences) (header comment): given
+  /// dy = ∂L/∂y, writes dx = ∂L/∂x (overwritten; must not overlap x or dy) and adds
+  /// the gradients grads holds: dA, dB of every delta in the active mix, and dW, db
+  /// where present. x must be the forward's x, weights and adapters unchanged since.
+  void backward(const const_matrix_ref<T>& x, const const_matrix_ref<T>& dy, matrix_ref<T> dx,
+                mha_gradients<T>& grads) {
+    const char* where = "multi_head_attention::backward";
+    detail::check_mha_backward(where, x, dy, dx, static_cast<Eigen::Index>(cfg_.model_dim), kept_, kept_rows_,
+                               kept_per_row_, merged_);
+    detail::check_mha_gradients<projection>(where, grads, adapters_, weights_, biases_);
+    const Eigen::Index rows = x.rows();
+    if (rows == 0) return;
+    const auto qd = static_cast<Eigen::Index>(cfg_.num_heads * cfg_.head_dim);
+    const auto kvd = static_cast<Eigen::Index>(cfg_.num_kv_heads * cfg_.head_dim);
+    const std::size_t B = kept_sequences_, Hq = cfg_.num_heads, Hkv = cfg_.num_kv_heads, D = cfg_.head_dim;
+    matrix_map<T> qkv = qkv_.take(rows, qd + 2 * kvd);  // the kept forward's rotated q, k and v
+    matrix_map<T> a = attn_.take(rows, qd);             // and attention output
+    // 1. forward: y = a·Woᵀ + bo (+ o's adapters)
+    matrix_map<T> da = dattn_.take(rows, qd);
+    linear_backward(projection::o, a, dy, da, grads, false);
+    // 2. forward: a = attention(q, k, v). dq, dk, dv stacked, not side by side:
+    //    attention_backward refuses gradients whose address ranges interleave.
+    T* g = dqkv_.take(rows, qd + 2 * kvd).data();
+    matrix_map<T> dq(g, rows, qd), dk(g + rows * qd, rows, kvd), dv(g + rows * (qd + kvd), rows, kvd);
+    attention_backward(as_bshd(q_of(qkv), Hq, D, B), as_bshd(k_of(qkv), Hkv, D, B), as_bshd(v_of(qkv), Hkv, D, B),
+                       as_bshd(a, Hq, D, B), tensor_view<const float>(lse_of(B, rows)), as_bshd(da, Hq, D, B),
+                       as_bshd(dq, Hq, D, B), as_bshd(dk, Hkv, D, B), as_bshd(dv, Hkv, D, B), attention_opts());
+    // 3. forward: q, k rotated by θ(position), row t of each sequence at position t
+    rope_.rotate_back(as_bshd(dq, Hq, D, B), 0);
+    rope_.rotate_back(as_bshd(dk, Hkv, D, B), 0);
+    // 4. forward: q = x·Wqᵀ + bq (+ q's adapters); k and v likewise
+    linear_backward(projection::q, x, dq, dx, grads, false);
+    linear_backward(projection::k, x, dk, dx, grads, true);
+    linear_backward(projection::v, x, dv, dx, grads, true);
   }
 
   /// Appends the rows of x to the cache, then attends over all of it. One sequence
@@ -189,15 +296,24 @@ class multi_head_attention {
   /// GEMMs); 1 thread as fast as one whole-matrix GEMM.
   static constexpr Eigen::Index projection_cols_per_task = 512;
 
+  /// fn(c0, n) for each block [c0, c0 + n) of projection_cols_per_task columns of
+  /// [0, cols), on config.threads threads: the blocks never depend on the count.
+  template <class Fn>
+  void for_column_blocks(Eigen::Index cols, Fn&& fn) const {
+    const Eigen::Index per = projection_cols_per_task;
+    const std::size_t tasks = detail::ceil_div(std::size_t(cols), std::size_t(per));
+    detail::parallel_for(tasks, detail::resolve_threads(cfg_.threads, tasks), [&](std::size_t t, unsigned) {
+      const Eigen::Index c0 = Eigen::Index(t) * per;
+      fn(c0, std::min(per, cols - c0));
+    });
+  }
+
   /// out = in·Wᵀ + b on config.threads threads, plus the adapters unless merged.
   template <class Out>
   void project(projection p, const const_matrix_ref<T>& in, Out&& out, span<const adapter_id> row_adapters) {
     const std::size_t i = index(p);
     const row_matrix<T>& w = weights_[i];
-    const Eigen::Index cols = w.rows(), per = projection_cols_per_task;
-    const std::size_t tasks = detail::ceil_div(std::size_t(cols), std::size_t(per));
-    detail::parallel_for(tasks, detail::resolve_threads(cfg_.threads, tasks), [&](std::size_t t, unsigned) {
-      const Eigen::Index c0 = Eigen::Index(t) * per, n = std::min(per, cols - c0);
+    for_column_blocks(w.rows(), [&](Eigen::Index c0, Eigen::Index n) {
       out.middleCols(c0, n).noalias() = in * w.middleRows(c0, n).transpose();
     });
     if (biases_[i].size() != 0) out.rowwise() += biases_[i];
@@ -236,18 +352,57 @@ class multi_head_attention {
   /// Attention of the rotated queries over k, v, then the output projection into y.
   template <class K, class V>
   void attend(const tensor_view<T>& q, const K& k, const V& v, Eigen::Index rows, matrix_ref<T> y,
-              span<const adapter_id> row_adapters, std::size_t sequences) {
-    attention_options opt;
-    opt.causal = cfg_.causal ? causal_mode::bottom_right : causal_mode::none;
-    opt.threads = cfg_.threads;
+              span<const adapter_id> row_adapters, std::size_t sequences, tensor_view<float> lse = {}) {
+    attention_options opt = attention_opts();
+    opt.lse = lse;
     matrix_map<T> a = attn_.take(rows, static_cast<Eigen::Index>(cfg_.num_heads * cfg_.head_dim));
     attention(q, k, v, as_bshd(a, cfg_.num_heads, cfg_.head_dim, sequences), opt);
     project(projection::o, a, y, row_adapters);
   }
 
+  attention_options attention_opts() const {
+    attention_options opt;
+    opt.causal = cfg_.causal ? causal_mode::bottom_right : causal_mode::none;
+    opt.threads = cfg_.threads;
+    return opt;
+  }
+
+  /// The kept forward's LSE, [B, Hq, rows / B, 1] over lse_; none for zero rows (a
+  /// view of no rows has zero strides, which attention() refuses for an output).
+  tensor_view<float> lse_of(std::size_t sequences, Eigen::Index rows) {
+    if (rows == 0) return {};
+    return lse_view(lse_.data(), sequences, cfg_.num_heads, std::size_t(rows) / sequences);
+  }
+
+  /// Backward of out = in·Wᵀ + b (+ the active mix's adapters) given dout: din = dout·W
+  /// (+= when accumulate) plus the adapters' dx; dW, db and each delta's dA, dB added
+  /// to grads where it holds them.
+  void linear_backward(projection p, const const_matrix_ref<T>& in, const const_matrix_ref<T>& dout,
+                       matrix_ref<T> din, mha_gradients<T>& grads, bool accumulate) {
+    const std::size_t i = index(p);
+    const row_matrix<T>& w = weights_[i];
+    for_column_blocks(w.cols(), [&](Eigen::Index c0, Eigen::Index n) {
+      if (accumulate)
+        din.middleCols(c0, n).noalias() += dout * w.middleCols(c0, n);
+      else
+        din.middleCols(c0, n).noalias() = dout * w.middleCols(c0, n);
+    });
+    if (grads.weights[i].size() != 0)
+      for_column_blocks(w.rows(), [&](Eigen::Index r0, Eigen::Index n) {
+        grads.weights[i].middleRows(r0, n).noalias() += dout.middleCols(r0, n).transpose() * in;
+      });
+    if (grads.biases[i].size() != 0) grads.biases[i] += dout.colwise().sum();
+    for (const auto& m : adapters_.active())
+      if (lora_delta<T>* d = adapters_.delta(m.id, p)) {
+        auto& f = grads.adapters[m.id][i];
+        d->backward(in, dout, f.a, f.b, din, static_cast<T>(m.weight));
+      }
+  }
+
   template <class Cache>
   void extend(const const_matrix_ref<T>& x, matrix_ref<T> y, Cache& cache,
               span<const adapter_id> row_adapters) {
+    kept_ = false;
     const std::size_t B = cache.keys().batch();
     auto qkv = project_qkv(x, row_adapters, cache.size(), B);
     cache.append(as_bshd(k_of(qkv), cfg_.num_kv_heads, cfg_.head_dim, B),
@@ -261,7 +416,11 @@ class multi_head_attention {
   std::array<row_vector<T>, projection_count> biases_;
   lora_adapter_set<T> adapters_;
   rotary_embedding<T> rope_;
-  matrix_scratch<T> qkv_, attn_;
+  matrix_scratch<T> qkv_, attn_, dattn_, dqkv_;
+  std::vector<float> lse_;  // the kept forward's LSE, [B, Hq, T, 1]
+  bool kept_ = false, kept_per_row_ = false;  // forward()'s activations are in qkv_, attn_, lse_
+  Eigen::Index kept_rows_ = 0;
+  std::size_t kept_sequences_ = 1;
   bool merged_ = false;
   std::vector<typename lora_adapter_set<T>::weighted> merged_mix_;
 };

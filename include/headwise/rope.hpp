@@ -14,6 +14,9 @@
 // (cos, sin) per position and pair grows on demand and is reused (D·4 bytes per
 // position for float), so decode steps cost D/2 complex multiplies per row and no
 // trigonometry. One rotary_embedding, one thread at a time.
+//
+// rotate_back() rotates by −θ instead: the rotation is orthogonal, so that is both
+// the inverse of apply() and its backward (∂L/∂x = Rᵀ·∂L/∂(R·x), Rᵀ = R(−θ)).
 #pragma once
 
 #include <cmath>
@@ -48,8 +51,20 @@ class rotary_embedding {
 
   /// Rotates every row of x in place; row s of x is at position first_position + s.
   void apply(const tensor_view<T>& x, std::size_t first_position) {
+    rotate("rotary_embedding::apply", x, first_position, T(1));
+  }
+
+  /// Rotates every row of x by −θ: undoes apply(x, first_position), and maps the
+  /// gradient of apply's output to the gradient of its input.
+  void rotate_back(const tensor_view<T>& x, std::size_t first_position) {
+    rotate("rotary_embedding::rotate_back", x, first_position, T(-1));
+  }
+
+ private:
+  /// Rotation by sign·θ (sign = ±1 flips sin, the only odd function of θ).
+  void rotate(const char* where, const tensor_view<T>& x, std::size_t first_position, T sign) {
     if (cfg_.style == rope_style::none || x.seq() == 0) return;
-    detail::expect_equal("rotary_embedding::apply", "x.dim() must equal head_dim", dim_, x.dim());
+    detail::expect_equal(where, "x.dim() must equal head_dim", dim_, x.dim());
     grow(first_position + x.seq());
     const std::size_t half = dim_ / 2;
     // pair i of a row: elements (i, i + half) for neox, (2i, 2i + 1) for interleaved
@@ -63,7 +78,7 @@ class rotary_embedding {
           for (std::size_t i = 0; i < half; ++i) {
             T& a = row[i * first_step];
             T& c = row[i * first_step + partner];
-            const T cos = cs[2 * i], sin = cs[2 * i + 1];
+            const T cos = cs[2 * i], sin = sign * cs[2 * i + 1];
             const T a0 = a, c0 = c;
             a = a0 * cos - c0 * sin;
             c = a0 * sin + c0 * cos;
@@ -71,7 +86,6 @@ class rotary_embedding {
         }
   }
 
- private:
   /// Extends the (cos, sin) table to cover positions [0, positions).
   void grow(std::size_t positions) {
     const std::size_t have = table_.size() / dim_;

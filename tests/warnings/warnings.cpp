@@ -62,6 +62,7 @@ void look_inside(std::size_t B, std::size_t H, std::size_t N, std::size_t D) {
 
   headwise::rotary_embedding<T> rope({headwise::rope_style::neox, 10000.0, 1.0}, D);
   rope.apply(headwise::bhsd(q.data(), B, H, N, D), 3);
+  rope.rotate_back(headwise::bhsd(q.data(), B, H, N, D), 3);
 }
 
 template <class T, class Cache>
@@ -83,6 +84,10 @@ void layer(Cache& cache) {
   mha.step(x.row(5), y.row(5), cache);
   mha.merge_adapters();
   mha.unmerge_adapters();
+  auto grads = mha.make_gradients(true);
+  headwise::row_matrix<T> dx(6, 32);
+  mha.forward(x, y);
+  mha.backward(x, y, dx, grads);
 }
 
 }  // namespace

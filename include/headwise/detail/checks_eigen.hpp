@@ -174,4 +174,38 @@ void check_mha_io(const char* where, const X& x, const Y& y, std::ptrdiff_t mode
   if (merged) fail(where, "per-row adapters need unmerged weights (call unmerge_adapters())");
 }
 
+/// multi_head_attention::backward: x, dy and dx [rows × model_dim], x the rows of the
+/// forward() whose activations the layer kept (none kept after prefill, step, merge
+/// or unmerge), a forward under the active mix rather than per-row adapters.
+template <class X, class DY, class DX>
+void check_mha_backward(const char* where, const X& x, const DY& dy, const DX& dx, std::ptrdiff_t model_dim,
+                        bool kept, std::ptrdiff_t kept_rows, bool per_row, bool merged) {
+  if (!kept) fail(where, "no activations kept: call forward() first (prefill, step, merge and unmerge drop them)");
+  if (per_row) fail(where, "the forward used per-row adapters; backward differentiates the active mix only");
+  if (merged) fail(where, "the adapters are merged: their gradients need unmerged weights (call unmerge_adapters())");
+  check_shapes(where,
+               {{"x", x, kept_rows, model_dim}, {"dy", dy, kept_rows, model_dim}, {"dx", dx, kept_rows, model_dim}});
+}
+
+/// mha_gradients: dA, dB of every delta of the active mix's adapters sized as its
+/// factors; dW and db each empty (not trained) or sized as W and b.
+template <class Projection, class Grads, class Set, class Weights, class Biases>
+void check_mha_gradients(const char* where, const Grads& g, const Set& set, const Weights& w, const Biases& b) {
+  for (const auto& m : set.active()) {
+    if (m.id >= g.adapters.size())
+      fail(where, "grads.adapters has no entry for adapter ", m.id, " (it has ", g.adapters.size(),
+           "): make the gradients after adding the adapters");
+    for (std::size_t p = 0; p < w.size(); ++p)
+      if (const auto* d = set.delta(m.id, static_cast<Projection>(p))) {
+        const auto& gp = g.adapters[m.id][p];
+        check_shapes(where, {{"grads.adapters[id][p].a", gp.a, d->rank(), d->in_features()},
+                             {"grads.adapters[id][p].b", gp.b, d->out_features(), d->rank()}});
+      }
+  }
+  for (std::size_t p = 0; p < w.size(); ++p) {
+    if (g.weights[p].size() != 0) check_shapes(where, {{"grads.weights[p]", g.weights[p], w[p].rows(), w[p].cols()}});
+    if (g.biases[p].size() != 0) check_shapes(where, {{"grads.biases[p]", g.biases[p], 1, b[p].size()}});
+  }
+}
+
 }  // namespace headwise::detail
