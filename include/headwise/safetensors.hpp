@@ -286,7 +286,8 @@ safetensors_tensor to_safetensors(const Eigen::DenseBase<Derived>& m) {
   for (Eigen::Index r = 0; r < m.rows(); ++r)
     for (Eigen::Index c = 0; c < m.cols(); ++c, p += sizeof(T)) {
       std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t> bits;
-      std::memcpy(&bits, &m(r, c), sizeof(T));
+      const T value = m(r, c);
+      std::memcpy(&bits, &value, sizeof(T));
       detail::store_le(p, bits, sizeof(T));
     }
   return t;
