@@ -13,7 +13,11 @@
 #include <random>
 #include <vector>
 
+#include "eigen_util.hpp"
+
 namespace {
+
+using hwtest::random_matrix;
 
 using headwise::adamw;
 using headwise::adamw_config;
@@ -22,15 +26,6 @@ using headwise::parameter;
 template <class T>
 using mat = headwise::row_matrix<T>;
 using dmat = mat<double>;
-
-template <class T>
-mat<T> random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint32_t seed, double amp = 1.0) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> dist(-amp, amp);
-  mat<T> m(rows, cols);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(dist(gen));
-  return m;
-}
 
 /// The PyTorch docs' form of AdamW, in double, for one element, with the bound on
 /// |θ computed in T − θ| carried along (first-order error analysis, Higham ch. 2,
@@ -327,15 +322,7 @@ TEST(clip_grad_norm, bad_max_norm_throws) {
 
 // ---------------------------------------------------------------- LoRA parameters
 
-headwise::mha_config small_config() {
-  headwise::mha_config cfg;
-  cfg.model_dim = 16;
-  cfg.num_heads = 4;
-  cfg.num_kv_heads = 2;
-  cfg.head_dim = 4;
-  cfg.threads = 1;
-  return cfg;
-}
+headwise::mha_config small_config() { return hwtest::layer_config(16, 4, 2, 4); }
 
 TEST(lora_parameters, list_the_active_mix_factors_in_order_and_train_them) {
   using headwise::projection;

@@ -23,22 +23,17 @@
 #error "HEADWISE_TEST_DATA_DIR must name tests/data"
 #endif
 
+#include "eigen_util.hpp"
+
 namespace {
+
+using hwtest::random_matrix;
 
 using headwise::projection;
 using headwise::safetensors_dtype;
 using headwise::safetensors_file;
 template <class T>
 using mat = headwise::row_matrix<T>;
-
-template <class T>
-mat<T> random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> dist(-1, 1);
-  mat<T> m(rows, cols);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(dist(gen));
-  return m;
-}
 
 template <class T>
 bool same_bits(const mat<T>& a, const mat<T>& b) {
@@ -260,15 +255,8 @@ TEST(adapter_config, refuses_what_headwise_cannot_represent) {
 
 // ------------------------------------------------------------------ PEFT LoRA adapters
 
-headwise::mha_config tiny_config() {  // the model of tests/data/make_peft_lora.py
-  headwise::mha_config cfg;
-  cfg.model_dim = 8;
-  cfg.num_heads = 2;
-  cfg.num_kv_heads = 1;
-  cfg.head_dim = 4;
-  cfg.threads = 1;
-  return cfg;
-}
+// The model of tests/data/make_peft_lora.py: q, o 8 → 8; k, v 8 → 4.
+headwise::mha_config tiny_config() { return hwtest::layer_config(8, 2, 1, 4); }
 
 TEST(lora_adapters, save_and_load_are_bit_identical) {
   using layer = headwise::multi_head_attention<float>;

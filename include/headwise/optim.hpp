@@ -97,6 +97,7 @@ class adamw {
 
   /// One update of every parameter (header comment). The first step fixes the
   /// count and shapes of the parameters.
+  void step(const std::vector<parameter<T>>& params) { step(span<const parameter<T>>(params)); }
   void step(span<const parameter<T>> params) {
     detail::check_adamw_step(params, steps_ > 0, moments_.size(), [&](std::size_t i) {
       return std::pair{moments_[i].m.rows(), moments_[i].m.cols()};

@@ -87,6 +87,21 @@ class json_reader {
     pos_ += word.size();
   }
 
+  /// An object's or array's elements, from its opening bracket through `close`:
+  /// element() reads one, commas between them.
+  template <class Element>
+  void elements(char close, const char* what, Element&& element) {
+    ++pos_;
+    space();
+    if (peek() == close) return void(++pos_);
+    for (;;) {
+      element();
+      space();
+      if (peek() == close) return void(++pos_);
+      expect(',', what);
+    }
+  }
+
   json_value value(int depth) {
     check_json(depth < max_depth, pos_, "nesting deeper than 64");
     space();
@@ -94,10 +109,7 @@ class json_reader {
     const char c = peek();
     if (c == '{') {
       v.type = json_value::kind::object;
-      ++pos_;
-      space();
-      if (peek() == '}') return ++pos_, v;
-      for (;;) {
+      elements('}', "',' or '}' expected in an object", [&] {
         space();
         const std::size_t at = pos_;
         std::string key = string();
@@ -105,22 +117,13 @@ class json_reader {
         space();
         expect(':', "':' expected after a key");
         v.members.emplace_back(std::move(key), value(depth + 1));
-        space();
-        if (peek() == '}') return ++pos_, v;
-        expect(',', "',' or '}' expected in an object");
-      }
+      });
+      return v;
     }
     if (c == '[') {
       v.type = json_value::kind::array;
-      ++pos_;
-      space();
-      if (peek() == ']') return ++pos_, v;
-      for (;;) {
-        v.items.push_back(value(depth + 1));
-        space();
-        if (peek() == ']') return ++pos_, v;
-        expect(',', "',' or ']' expected in an array");
-      }
+      elements(']', "',' or ']' expected in an array", [&] { v.items.push_back(value(depth + 1)); });
+      return v;
     }
     if (c == '"') {
       v.type = json_value::kind::string;
