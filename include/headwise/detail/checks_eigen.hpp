@@ -187,25 +187,85 @@ void check_mha_backward(const char* where, const X& x, const DY& dy, const DX& d
                {{"x", x, kept_rows, model_dim}, {"dy", dy, kept_rows, model_dim}, {"dx", dx, kept_rows, model_dim}});
 }
 
-/// mha_gradients: dA, dB of every delta of the active mix's adapters sized as its
-/// factors; dW and db each empty (not trained) or sized as W and b.
-template <class Projection, class Grads, class Set, class Weights, class Biases>
-void check_mha_gradients(const char* where, const Grads& g, const Set& set, const Weights& w, const Biases& b) {
+/// mha_gradients' adapter part: dA, dB of every delta of the active mix's adapters
+/// sized as its factors (`projections` projections per adapter).
+template <class Projection, class Grads, class Set>
+void check_lora_gradients(const char* where, const Grads& g, const Set& set, std::size_t projections) {
   for (const auto& m : set.active()) {
     if (m.id >= g.adapters.size())
       fail(where, "grads.adapters has no entry for adapter ", m.id, " (it has ", g.adapters.size(),
            "): make the gradients after adding the adapters");
-    for (std::size_t p = 0; p < w.size(); ++p)
+    for (std::size_t p = 0; p < projections; ++p)
       if (const auto* d = set.delta(m.id, static_cast<Projection>(p))) {
         const auto& gp = g.adapters[m.id][p];
         check_shapes(where, {{"grads.adapters[id][p].a", gp.a, d->rank(), d->in_features()},
                              {"grads.adapters[id][p].b", gp.b, d->out_features(), d->rank()}});
       }
   }
+}
+
+/// mha_gradients: the adapters' part as above; dW and db each empty (not trained)
+/// or sized as W and b.
+template <class Projection, class Grads, class Set, class Weights, class Biases>
+void check_mha_gradients(const char* where, const Grads& g, const Set& set, const Weights& w, const Biases& b) {
+  check_lora_gradients<Projection>(where, g, set, w.size());
   for (std::size_t p = 0; p < w.size(); ++p) {
     if (g.weights[p].size() != 0) check_shapes(where, {{"grads.weights[p]", g.weights[p], w[p].rows(), w[p].cols()}});
     if (g.biases[p].size() != 0) check_shapes(where, {{"grads.biases[p]", g.biases[p], 1, b[p].size()}});
   }
+}
+
+/// adamw_config (optim.hpp), PyTorch's ranges: lr >= 0, 0 <= beta1, beta2 < 1,
+/// eps >= 0, weight_decay >= 0, all finite.
+inline void check_adamw_config(const char* where, double lr, double beta1, double beta2, double eps,
+                               double weight_decay) {
+  const struct {
+    const char* name;
+    double value, upper;
+  } fields[] = {{"lr", lr, HUGE_VAL},
+                {"beta1", beta1, 1.0},
+                {"beta2", beta2, 1.0},
+                {"eps", eps, HUGE_VAL},
+                {"weight_decay", weight_decay, HUGE_VAL}};
+  for (const auto& f : fields)
+    if (!(f.value >= 0 && f.value < f.upper && std::isfinite(f.value)))
+      fail(where, "config.", f.name, f.upper == 1.0 ? " must be in [0, 1)" : " must be finite and >= 0",
+           " (got ", f.value, ")");
+}
+
+/// adamw::step: each parameter's grad shaped as its value; once the moments exist
+/// (`moments` of them, moment_shape(i) the i-th's [rows, cols]), as many parameters
+/// as moments and each value shaped as its moment.
+template <class Params, class MomentShape>
+void check_adamw_step(const Params& params, bool started, std::size_t moments, MomentShape moment_shape) {
+  const char* where = "adamw::step";
+  if (started)
+    expect_equal(where, "params.size() must equal the parameter count of the first step", moments,
+                 params.size());
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const auto& p = params[i];
+    if (p.grad.rows() != p.value.rows() || p.grad.cols() != p.value.cols())
+      fail(where, "params[", i, "].grad has the wrong shape (expected [", p.value.rows(), " × ",
+           p.value.cols(), "] like its value, got [", p.grad.rows(), " × ", p.grad.cols(), "])");
+    if (!started) continue;
+    const auto [rows, cols] = moment_shape(i);
+    if (p.value.rows() != rows || p.value.cols() != cols)
+      fail(where, "params[", i, "].value has the wrong shape (expected [", rows, " × ", cols,
+           "] as at the first step, got [", p.value.rows(), " × ", p.value.cols(), "])");
+  }
+}
+
+/// clip_grad_norm: max_norm finite and >= 0.
+inline void check_max_norm(double max_norm) {
+  if (!(max_norm >= 0 && std::isfinite(max_norm)))
+    fail("clip_grad_norm", "max_norm must be finite and >= 0 (got ", max_norm, ")");
+}
+
+/// clip_grad_norm: the gradients' global norm is finite (no NaN, no infinity).
+inline void check_grad_norm_finite(double norm) {
+  if (!std::isfinite(norm))
+    fail("clip_grad_norm", "the gradients' global L2 norm is not finite (got ", norm,
+         "): a gradient holds a NaN or an infinity; the gradients are left unchanged");
 }
 
 }  // namespace headwise::detail
