@@ -67,6 +67,7 @@ struct attention_options {
   /// Multiplies q·k. Empty means 1/sqrt(Dk). Must be finite.
   std::optional<double> scale;
 
+  /// One of the three values (an integer cast to causal_mode is an error).
   causal_mode causal = causal_mode::none;
 
   /// Sliding window bounds in keys, from the diagonal; empty = unbounded.
@@ -98,13 +99,14 @@ struct attention_options {
   /// Worker threads; 0 = std::thread::hardware_concurrency().
   unsigned threads = 0;
 
+  /// One of kernel_mode's values (a cast integer is an error).
   kernel_mode kernel = kernel_mode::automatic;
 
   /// Run the portable scalar build of the chosen kernel instead of the SIMD one.
   bool force_scalar = false;
 
   /// The SIMD path (isa.hpp): automatic = the widest this CPU runs, after
-  /// HEADWISE_ISA. A path the CPU or build lacks is an error.
+  /// HEADWISE_ISA. A path the CPU or build lacks is an error, as is a cast integer.
   simd_isa isa = simd_isa::automatic;
 
   /// Where the kernels take their scratch memory (workspace.hpp): a workspace grows
