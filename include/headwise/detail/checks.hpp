@@ -493,6 +493,21 @@ void check_value_rules(const char* where, const score_extents& e, const std::pai
   if (eo.overlaps(e.lse)) fail(where, "options.lse overlaps the memory of out");
 }
 
+/// options.isa: automatic, or a simd_isa value whose path this CPU and build run.
+inline void check_isa_available(const char* fn, simd_isa requested) {
+  check_enum(fn, "options.isa", "simd_isa", requested, simd_isa::avx512);
+  if (requested == simd_isa::automatic) return;
+  if (!cpu_runs(requested))
+    fail(fn, "options.isa = ", isa_name(requested), " is not available on this CPU or build (available up to ",
+         isa_name(default_isa()), ")");
+}
+
+/// The path a call runs: options.isa once checked, or the default for automatic.
+inline simd_isa resolve_isa(simd_isa requested, const char* fn) {
+  check_isa_available(fn, requested);
+  return requested == simd_isa::automatic ? default_isa() : requested;
+}
+
 /// All the rules of options.hpp for attention(q, k, v, out, options), in the
 /// order of the header comment.
 template <class TQ, class K, class TV, class TO>
@@ -507,6 +522,7 @@ void check_attention(const char* where, const tensor_view<TQ>& q, const K& k,
   expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
   check_score_rules(where, q, k, opt, e);
   check_value_rules(where, e, value_extents, out);
+  check_isa_available(where, opt.isa);  // empty calls too: attention() returns before its kernel
 }
 
 /// pack_key_blocks / unpack_key_blocks: one shape, valid views, no overlap; `to_blocks`
@@ -526,21 +542,6 @@ void check_key_copy(const char* where, const tensor_view<TR>& rows, const key_bl
     check_no_self_overlap(where, "rows", rows);
     if (r.overlaps(b)) fail(where, "rows overlaps the memory of blocks");
   }
-}
-
-/// options.isa: automatic, or a simd_isa value whose path this CPU and build run.
-inline void check_isa_available(const char* fn, simd_isa requested) {
-  check_enum(fn, "options.isa", "simd_isa", requested, simd_isa::avx512);
-  if (requested == simd_isa::automatic) return;
-  if (!cpu_runs(requested))
-    fail(fn, "options.isa = ", isa_name(requested), " is not available on this CPU or build (available up to ",
-         isa_name(default_isa()), ")");
-}
-
-/// The path a call runs: options.isa once checked, or the default for automatic.
-inline simd_isa resolve_isa(simd_isa requested, const char* fn) {
-  check_isa_available(fn, requested);
-  return requested == simd_isa::automatic ? default_isa() : requested;
 }
 
 /// Whether a and b are the same view of the same memory (data and strides).
