@@ -18,9 +18,12 @@
 //                                            the last query sees the last key)
 //   window (left, right): i + off − left <= j <= i + off + right, measured from the
 //                        same diagonal (off = Nk − Nq when causal is none, as in
-//                        FlashAttention); an absent bound is unbounded
+//                        FlashAttention); an absent bound is unbounded, and any
+//                        bound up to INT64_MAX is valid (one >= Nq + Nk reaches
+//                        every key)
 //   sink tokens S:       keys j < S ignore the *window* (StreamingLLM attention
-//                        sinks); they still obey causality and the masks
+//                        sinks); they still obey causality and the masks. S >= Nk
+//                        (up to SIZE_MAX) makes every key a sink
 //   boolean_mask:        key visible only where boolean_mask[b, h, i, j] is true
 //   additive_mask:       a -inf entry hides the key
 // Masks are [B|1, H|1, Nq, Nk]: an axis of size 1 broadcasts.
@@ -71,11 +74,11 @@ struct attention_options {
   causal_mode causal = causal_mode::none;
 
   /// Sliding window bounds in keys, from the diagonal; empty = unbounded.
-  /// Negative values are an error.
+  /// Negative values are an error; any other value is valid.
   std::optional<std::int64_t> window_left;
   std::optional<std::int64_t> window_right;
 
-  /// The first sink_tokens keys stay visible whatever the window.
+  /// The first sink_tokens keys stay visible whatever the window (all keys when >= Nk).
   std::size_t sink_tokens = 0;
 
   /// Added to the logits; [B|1, H|1, Nq, Nk]. Unset (tensor_view{}, see is_set()) = none.

@@ -36,15 +36,17 @@ double widen(const T& x) {
 }
 
 /// Is key j visible to query i under the causal, window and sink rules?
-/// (The boolean and additive masks are applied by the caller.)
+/// (The boolean and additive masks are applied by the caller.) The distance of
+/// key j from query i's diagonal, j − (i + off), is summed from two terms of
+/// opposite signs (or, for top_left, two of one sign subtracted), so no window or
+/// size overflows it.
 inline bool structurally_visible(const attention_options& opt, std::int64_t i, std::int64_t j,
                                  std::int64_t Nq, std::int64_t Nk) {
-  const std::int64_t off = opt.causal == causal_mode::top_left ? 0 : Nk - Nq;
-  const std::int64_t diag = i + off;  // the key on query i's diagonal
-  if (opt.causal != causal_mode::none && j > diag) return false;
-  if (j < static_cast<std::int64_t>(opt.sink_tokens)) return true;
-  if (opt.window_left && j < diag - *opt.window_left) return false;
-  if (opt.window_right && j > diag + *opt.window_right) return false;
+  const std::int64_t dist = opt.causal == causal_mode::top_left ? j - i : (j - Nk) + (Nq - i);
+  if (opt.causal != causal_mode::none && dist > 0) return false;
+  if (static_cast<std::uint64_t>(j) < opt.sink_tokens) return true;
+  if (opt.window_left && dist < -*opt.window_left) return false;
+  if (opt.window_right && dist > *opt.window_right) return false;
   return true;
 }
 
