@@ -117,6 +117,8 @@ inline std::vector<variant> every_variant(const std::vector<kernel_mode>& modes 
 /// The inputs of one case (K/V in storage type S), its options and its oracle.
 template <class T, class S>
 struct kernel_problem {
+  using compute_type = T;
+  using storage_type = S;
   kernel_case c;
   tensor<T> q, k_drawn, v_drawn;  // K/V as drawn, before their rounding to S
   tensor<S> k, v;
@@ -145,12 +147,18 @@ struct kernel_problem {
       kb_storage.assign(key_blocks_elements(c.B, c.h.Hkv, c.Nk, c.Dk),
                         S(std::numeric_limits<float>::quiet_NaN()));
       kb = key_blocks_bhsd(kb_storage.data(), c.B, c.h.Hkv, c.Nk, c.Dk);
-      for (std::size_t b = 0; b < c.B; ++b)
-        for (std::size_t h = 0; h < c.h.Hkv; ++h)
-          for (std::size_t s = 0; s < c.Nk; ++s)
-            for (std::size_t d = 0; d < c.Dk; ++d) kb(b, h, s, d) = k(b, h, s, d);
     }
+    sync_key_blocks();
     compute_oracle();
+  }
+
+  /// K in key blocks from k again, after a test changed k.
+  void sync_key_blocks() {
+    if (!c.key_blocks) return;
+    for (std::size_t b = 0; b < c.B; ++b)
+      for (std::size_t h = 0; h < c.h.Hkv; ++h)
+        for (std::size_t s = 0; s < c.Nk; ++s)
+          for (std::size_t d = 0; d < c.Dk; ++d) kb(b, h, s, d) = k(b, h, s, d);
   }
 
   /// The oracle on the stored inputs; again after a test changed inputs or masks.

@@ -6,6 +6,8 @@
 //   pass 1: logits s_j and visibility of every key j (element-wise rules)
 //   pass 2: m = max visible s_j;  l = Σ exp(s_j − m);  lse = m + log l
 //   pass 3: out = Σ exp(s_j − lse) · v_j, times head_scale[h]
+// Non-finite inputs follow options.hpp: a hidden key is never read, a visible NaN
+// or +inf logit makes the row NaN, a visible key's NaN or infinite v reaches out.
 // K/V of any storage type convertible to float (half, bfloat16) are read as such.
 #pragma once
 
@@ -72,8 +74,9 @@ void attention(const tensor_view<TQ>& q, const tensor_view<TK>& k, const tensor_
       const std::size_t hk = h / group;
       const double head_scale = opt.head_scale.empty() ? 1.0 : opt.head_scale[h];
       for (std::size_t i = 0; i < Nq; ++i) {
-        // pass 1: logits and visibility
+        // pass 1: logits and visibility; a visible logit of NaN or +inf leaves the row undefined
         const TQ* q_row = q.row(b, h, i);
+        bool undefined = false;
         for (std::size_t j = 0; j < Nk; ++j) {
           const TK* k_row = k.row(b, hk, j);
           double dot = 0;
@@ -93,9 +96,11 @@ void attention(const tensor_view<TQ>& q, const tensor_view<TK>& k, const tensor_
           }
           if (has_add) {
             const auto& m = opt.additive_mask;
-            sij += m(m.batch() == 1 ? 0 : b, m.heads() == 1 ? 0 : h, i, j);
+            const double a = m(m.batch() == 1 ? 0 : b, m.heads() == 1 ? 0 : h, i, j);
+            sij = sij == neg_inf || a == neg_inf ? neg_inf : sij + a;
           }
           if (sij == neg_inf) vis = false;
+          undefined = undefined || (vis && !(sij < -neg_inf));
           s[j] = sij;
           visible[j] = vis;
         }
@@ -104,20 +109,28 @@ void attention(const tensor_view<TQ>& q, const tensor_view<TK>& k, const tensor_
         for (std::size_t j = 0; j < Nk; ++j)
           if (visible[j] && s[j] > m) m = s[j];
         double lse = neg_inf;
-        if (m != neg_inf && head_scale != 0.0) {
+        if (head_scale == 0.0) {
+          undefined = false;  // a pruned head reads nothing
+        } else if (undefined) {
+          lse = std::numeric_limits<double>::quiet_NaN();
+        } else if (m != neg_inf) {
           double l = 0;
           for (std::size_t j = 0; j < Nk; ++j)
             if (visible[j]) l += std::exp(s[j] - m);
           lse = m + std::log(l);
         }
-        // pass 3: probability-weighted sum of values
-        for (double& a : acc) a = 0;
-        if (lse != neg_inf) {
+        // pass 3: probability-weighted sum of values. Every visible key's weight is
+        // positive, however far exp underflows: its NaN or infinite values reach the sum.
+        for (double& a : acc) a = undefined ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+        if (!undefined && lse != neg_inf) {
           for (std::size_t j = 0; j < Nk; ++j) {
             if (!visible[j]) continue;
             const double p = std::exp(s[j] - lse);
             const TV* v_row = v.row(b, hk, j);
-            for (std::size_t d = 0; d < Dv; ++d) acc[d] += p * widen(v_row[d]);
+            for (std::size_t d = 0; d < Dv; ++d) {
+              const double vd = widen(v_row[d]);
+              acc[d] += p > 0 ? p * vd : (std::isfinite(vd) ? 0.0 : vd);
+            }
           }
         }
         TO* out_row = out.row(b, h, i);

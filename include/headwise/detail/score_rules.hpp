@@ -130,8 +130,9 @@ struct score_rules {
   /// The element-wise rules of logit() (softcap, ALiBi, boolean, additive), in
   /// its order, applied in place to the already scaled scores s[0..n) of keys
   /// j0.. of row (b, h, i), before hide_invisible: a score that overflowed to
-  /// ±inf is capped to ±softcap like any other. One pass per rule, so the ALiBi
-  /// and additive passes vectorise.
+  /// ±inf is capped to ±softcap like any other. A −inf score or mask entry hides
+  /// the key whatever the other holds (NaN, +inf: options.hpp). One pass per rule,
+  /// so the ALiBi and additive passes vectorise.
   void apply_elementwise(std::size_t b, std::size_t h, std::int64_t i, std::int64_t j0, std::size_t n,
                          T* s) const {
     const T neg_inf = -std::numeric_limits<T>::infinity();
@@ -149,7 +150,8 @@ struct score_rules {
     if (has_additive) {
       const float* a = additive.row(additive.batch() == 1 ? 0 : b, additive.heads() == 1 ? 0 : h,
                                     std::size_t(i)) + j0;
-      for (std::size_t c = 0; c < n; ++c) s[c] = s[c] == neg_inf ? neg_inf : s[c] + T(a[c]);
+      for (std::size_t c = 0; c < n; ++c)
+        s[c] = s[c] == neg_inf || T(a[c]) == neg_inf ? neg_inf : s[c] + T(a[c]);
     }
   }
 
