@@ -4,10 +4,12 @@
 //
 // Two grids: shapes (no rules or bottom-right causal) and rules (every mask kind on
 // ragged shapes); then the contracts no grid states: softcap at overflowing logits,
-// thread counts beyond the tasks, fully hidden rows.
+// window bounds and sink counts at the ends of their types, thread counts beyond the
+// tasks, fully hidden rows.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -88,6 +90,43 @@ TEST(attention, softcap_is_nan_free_at_overflowing_logits) {
   p.model.qmax = p.model.kmax = 1e20;
   p.model.min_abs_logit = 1e40;
   check_variants(p, every_variant());
+}
+
+// Window bounds and sink counts at the ends of their types (issue 25: INT64_MAX
+// overflowed the window arithmetic, a sink count >= 2^63 acted as 0): a bound that
+// reaches every key equals no bound, a sink count >= Nk makes every key a sink. Each
+// case's oracle is computed with the equivalent small rule, then every variant runs
+// with the extreme one.
+TEST(attention, window_bounds_and_sink_counts_at_the_ends_of_their_types) {
+  struct edge {
+    kernel_case c;
+    void (*extreme)(attention_options&);
+  };
+  auto with = [](kernel_case c, auto set_rule) { return set_rule(c.mask), c; };
+  const edge edges[] = {
+      {with(kernel_case{2, 8, 4, 4}, [](mask_spec& m) { m.left = 1; }),
+       [](attention_options& o) { o.window_right = std::numeric_limits<std::int64_t>::max(); }},
+      {with(kernel_case{5, 2, 4, 4}, [](mask_spec&) {}),
+       [](attention_options& o) { o.window_left = std::numeric_limits<std::int64_t>::max(); }},
+      {with(kernel_case{5, 2, 4, 4}, [](mask_spec& m) { m.causal = causal_mode::top_left; }),
+       [](attention_options& o) {
+         o.window_left = o.window_right = std::numeric_limits<std::int64_t>::max();
+       }},
+      {with(kernel_case{17, 1500, 8, 5, gqa}, [](mask_spec& m) { m.causal = causal_mode::bottom_right; }),
+       [](attention_options& o) {
+         o.window_left = o.window_right = std::numeric_limits<std::int64_t>::max();
+       }},
+      {with(kernel_case{2, 2, 4, 4}, [](mask_spec& m) { m.left = m.right = 0, m.sinks = 2; }),
+       [](attention_options& o) { o.sink_tokens = std::numeric_limits<std::size_t>::max(); }},
+      {with(kernel_case{3, 40, 4, 4, mqa}, [](mask_spec& m) { m.left = m.right = 0, m.sinks = 40; }),
+       [](attention_options& o) { o.sink_tokens = std::size_t(1) << 63; }},
+  };
+  for (const edge& e : edges) {
+    SCOPED_TRACE(case_name(e.c));
+    kernel_problem<float, float> p(e.c);
+    e.extreme(p.masks.opt);
+    check_variants(p, every_variant());
+  }
 }
 
 // Thread counts past the number of tasks, and 0 (the hardware's), give the bits of

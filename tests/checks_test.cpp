@@ -2,8 +2,10 @@
 // output is untouched when it does.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <limits>
 #include <string>
@@ -359,7 +361,98 @@ TEST(Checks, OutputWhoseRowsOverlap) {
         const tensor_view<float> o(f.out.view.data(), 1, 4, 5, 3, 60, 15, 1);  // seq stride 1 < dim 3
         run(r, f.q.view, f.k.view, f.v.view, o);
       },
-      {"out", "overlap"});
+      {"out: its elements overlap ([0, 0, 1, 0] and [0, 0, 0, 1] are one element)"});
+  expect_rejected(
+      [](fixture& f, bool r) {  // rows of 3 at 0, 4, 6, 10 (heads 6 apart, seq 4): 6 + 0..2 meets 4 + 2
+        const tensor_view<float> o(f.out.view.data(), 1, 4, 5, 3, 0, 6, 4);
+        run(r, f.q.view, f.k.view, f.v.view, o);
+      },
+      {"out: its elements overlap"});
+}
+
+// Issue 25: the overlap check accepted nested layouts only. Rows of 2 at offsets
+// h·6 + s·4 (0, 4, 6, 10, ...) interleave heads and positions, yet no two elements
+// meet: such an out is accepted, and every element is written.
+TEST(Checks, InterleavedOutputWithDistinctElementsIsAccepted) {
+  hwtest::tensor<float> q(1, 2, 2, 8), k(1, 2, 6, 8), v(1, 2, 6, 2), ref(1, 2, 2, 2);
+  hwtest::fill_uniform(q, 1), hwtest::fill_uniform(k, 2), hwtest::fill_uniform(v, 3);
+  reference::attention(q.cview(), k.cview(), v.cview(), ref.view);
+  for (bool use_reference : {false, true}) {
+    std::vector<float> memory(12, NAN);
+    const tensor_view<float> o(memory.data(), 1, 2, 2, 2, 0, 6, 4);
+    run(use_reference, q.cview(), k.cview(), v.cview(), o);
+    EXPECT_LE(hwtest::max_abs_diff(o, ref.view), 1e-6);
+    for (std::size_t e : {2, 3, 8, 9}) EXPECT_TRUE(std::isnan(memory[e])) << e;  // the gaps stay untouched
+  }
+}
+
+// The overlap check against brute force on every small layout: sizes 1-3 on the three
+// outer axes, strides 0-7, rows of 1-3 elements. It accepts exactly the layouts whose
+// elements are distinct, and names two that are one element when it rejects.
+TEST(Checks, OverlapCheckAgreesWithBruteForce) {
+  std::vector<float> memory(256);
+  std::size_t accepted = 0, interleaved = 0;
+  for (std::size_t sizes = 0; sizes < 27; ++sizes)
+    for (std::size_t strides = 0; strides < 512; ++strides)
+      for (std::size_t dim = 1; dim <= 3; ++dim) {
+        const std::size_t n[3] = {sizes % 3 + 1, sizes / 3 % 3 + 1, sizes / 9 + 1};
+        const std::ptrdiff_t st[3] = {std::ptrdiff_t(strides % 8), std::ptrdiff_t(strides / 8 % 8),
+                                      std::ptrdiff_t(strides / 64)};
+        const tensor_view<float> t(memory.data(), n[0], n[1], n[2], dim, st[0], st[1], st[2]);
+        std::vector<int> hits(memory.size());
+        bool distinct = true;
+        for (std::size_t b = 0; b < n[0]; ++b)
+          for (std::size_t h = 0; h < n[1]; ++h)
+            for (std::size_t s = 0; s < n[2]; ++s)
+              for (std::size_t d = 0; d < dim; ++d)
+                distinct = ++hits[std::size_t(&t(b, h, s, d) - memory.data())] == 1 && distinct;
+        bool nested = true;  // the rule the check used to apply
+        std::vector<std::pair<std::ptrdiff_t, std::size_t>> axes = {{1, dim}};
+        for (int a = 0; a < 3; ++a) axes.push_back({st[a], n[a]});
+        std::sort(axes.begin(), axes.end());
+        std::ptrdiff_t covered = 1;
+        for (const auto& [stride, size] : axes)
+          if (size > 1) nested = nested && stride >= covered, covered = stride * std::ptrdiff_t(size);
+        try {
+          detail::check_no_self_overlap("test", "t", t);
+          EXPECT_TRUE(distinct) << "accepted overlapping sizes " << n[0] << n[1] << n[2] << " strides "
+                                << st[0] << st[1] << st[2] << " dim " << dim;
+          ++accepted, interleaved += !nested;
+        } catch (const headwise::error& e) {
+          EXPECT_FALSE(distinct) << "rejected distinct sizes " << n[0] << n[1] << n[2] << " strides " << st[0]
+                                 << st[1] << st[2] << " dim " << dim << ": " << e.what();
+          // The two tuples it names are one element.
+          std::size_t i[8];
+          const std::string msg = e.what();
+          ASSERT_EQ(std::sscanf(msg.c_str() + msg.find('['), "[%zu, %zu, %zu, %zu] and [%zu, %zu, %zu, %zu]",
+                                &i[0], &i[1], &i[2], &i[3], &i[4], &i[5], &i[6], &i[7]),
+                    8)
+              << msg;
+          EXPECT_NE(std::vector<std::size_t>(i, i + 4), std::vector<std::size_t>(i + 4, i + 8)) << msg;
+          EXPECT_EQ(&t(i[0], i[1], i[2], i[3]), &t(i[4], i[5], i[6], i[7])) << msg;
+        }
+      }
+  EXPECT_GT(interleaved, 100u) << "of " << accepted << " accepted layouts";
+}
+
+// Issue 25: bhsd(), bshd() and lse_view() give zero strides when seq is 0, and the
+// overlap check then refused views with no element at all: Nq = 0 and merge_states
+// with N = 0 are valid calls that write nothing.
+TEST(Checks, ViewsWithNoElementsAreValid) {
+  fixture f;
+  float lse = 7.f;
+  for (bool use_reference : {false, true})
+    for (bool bshd_layout : {false, true}) {
+      const tensor_view<const float> q0 = bshd_layout ? bshd<const float>(f.q.view.data(), 1, 0, 4, 8)
+                                                      : bhsd<const float>(f.q.view.data(), 1, 4, 0, 8);
+      const tensor_view<float> o0 =
+          bshd_layout ? bshd(f.out.view.data(), 1, 0, 4, 3) : bhsd(f.out.view.data(), 1, 4, 0, 3);
+      attention_options opt;
+      opt.lse = lse_view(&lse, 1, 4, 0);
+      run(use_reference, q0, f.k.view, f.v.view, o0, opt);
+    }
+  EXPECT_TRUE(f.out_untouched());
+  EXPECT_EQ(lse, 7.f);
 }
 
 TEST(Checks, OutputAliasingAnInput) {
@@ -369,6 +462,93 @@ TEST(Checks, OutputAliasingAnInput) {
         run(r, f.q.view, f.k.view, f.v.view, o);
       },
       {"out overlaps the memory of q"});
+}
+
+// Issue 25: slopes, head scales or the LSE stored in out's memory were accepted (and
+// plain and flash then answered from slopes they had overwritten). Every output is
+// checked against every input span, the per-head parameters included.
+TEST(Checks, OutputAliasingAPerHeadParameter) {
+  for (const char* param : {"options.alibi_slopes", "options.head_scale"}) {
+    const std::string p = param;
+    expect_rejected(
+        [p](fixture& f, bool r) {
+          attention_options opt;
+          const span<const float> in_out(f.out.view.data(), 4);  // Hq values in out's first row
+          (p == "options.alibi_slopes" ? opt.alibi_slopes : opt.head_scale) = in_out;
+          run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+        },
+        {"out overlaps the memory of ", param});
+    expect_rejected(
+        [p](fixture& f, bool r) {
+          std::vector<float> lse(4 * 5, 1.f);
+          attention_options opt;
+          opt.lse = lse_view(lse.data(), 1, 4, 5);
+          (p == "options.alibi_slopes" ? opt.alibi_slopes : opt.head_scale) =
+              span<const float>(lse.data() + 16, 4);
+          run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+        },
+        {"options.lse overlaps the memory of ", param});
+  }
+  expect_rejected(
+      [](fixture& f, bool r) {
+        attention_options opt;
+        opt.lse = lse_view(f.out.view.data() + 3, 1, 4, 5);
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+      },
+      {"options.lse overlaps the memory of out"});
+}
+
+// Issue 25: causal_mode(220) ran as bottom_right and kernel_mode(9) as flash.
+TEST(Checks, OptionEnumsOutsideTheirValues) {
+  using setter = void (*)(attention_options&);
+  const std::pair<setter, const char*> cases[] = {
+      {[](attention_options& o) { o.causal = causal_mode(220); },
+       "options.causal is not a causal_mode value (got 220)"},
+      {[](attention_options& o) { o.causal = causal_mode(-1); },
+       "options.causal is not a causal_mode value (got -1)"},
+      {[](attention_options& o) { o.kernel = kernel_mode(9); },
+       "options.kernel is not a kernel_mode value (got 9)"},
+      {[](attention_options& o) { o.isa = simd_isa(4); }, "options.isa is not a simd_isa value (got 4)"},
+      {[](attention_options& o) { o.isa = simd_isa(200); }, "options.isa is not a simd_isa value (got 200)"}};
+  for (const auto& [set, message] : cases)
+    expect_rejected(
+        [set = set](fixture& f, bool r) {
+          attention_options opt;
+          set(opt);
+          run(r, f.q.view, f.k.view, f.v.view, f.out.view, opt);
+        },
+        {message});
+}
+
+// Issue 25: a [1, 1, 2, 2] boolean mask whose seq stride is PTRDIFF_MAX − 1 passed
+// (the byte extent `last + 1` overflowed) and attention() then read far outside it.
+TEST(Checks, MaskWhoseByteExtentOverflows) {
+  // q, k, v and out (4 × 8 floats), then the mask's cells: its extent, wrapped past
+  // PTRDIFF_MAX, started above every other view and so overlapped none of them.
+  std::vector<float> memory(4 * 8 + 1, 0.5f);
+  const auto* cells = reinterpret_cast<const bool*>(memory.data() + 32);
+  attention_options opt;
+  opt.boolean_mask =
+      tensor_view<const bool>(cells, 1, 1, 2, 2, 0, 0, std::numeric_limits<std::ptrdiff_t>::max() - 1);
+  auto view = [&](std::size_t i) { return bhsd(memory.data() + 8 * i, 1, 1, 2, 4); };
+  for (bool use_reference : {false, true}) {
+    try {
+      run(use_reference, tensor_view<const float>(view(0)), tensor_view<const float>(view(1)),
+          tensor_view<const float>(view(2)), view(3), opt);
+      ADD_FAILURE() << "no headwise::error thrown (reference=" << use_reference << ")";
+    } catch (const headwise::error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("options.boolean_mask: its byte extent overflows"), std::string::npos) << msg;
+    }
+  }
+  expect_rejected(
+      [](fixture& f, bool r) {  // fits std::ptrdiff_t, not the address space above data
+        attention_options o;
+        const auto* top = reinterpret_cast<const float*>(std::uintptr_t(0) - 64);
+        o.additive_mask = tensor_view<const float>(top, 1, 1, 5, 6, 0, 0, 6);
+        run(r, f.q.view, f.k.view, f.v.view, f.out.view, o);
+      },
+      {"options.additive_mask", "past the end of the address space"});
 }
 
 TEST(Checks, PerHeadParameterSizes) {

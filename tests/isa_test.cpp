@@ -92,6 +92,13 @@ TEST(isa, an_unavailable_or_invalid_path_is_an_error_and_writes_nothing) {
     opt.isa = isa;
     EXPECT_THROW(c.run(opt), error) << "isa " << int(isa);
     EXPECT_TRUE(std::all_of(c.out.begin(), c.out.end(), [](float x) { return x == 42.0f; }));
+    // A call with no query row too, though attention() runs no kernel for it: the path
+    // was checked only on the way to one (fuzz_replay.bad found it in the static build).
+    std::vector<float> x(16, 1.0f), out(8, 42.0f);
+    EXPECT_THROW(attention(bhsd<const float>(x.data(), 1, 1, 0, 8), bhsd<const float>(x.data(), 1, 1, 2, 8),
+                           bhsd<const float>(x.data(), 1, 1, 2, 8), bhsd(out.data(), 1, 1, 0, 8), opt),
+                 error)
+        << "isa " << int(isa) << ", Nq 0";
   }
 }
 

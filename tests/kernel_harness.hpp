@@ -30,20 +30,9 @@
 
 #include "mask_cases.hpp"
 #include "test_util.hpp"
+#include "variants.hpp"
 
 namespace hwtest {
-
-enum class kv_type { f32, f64, f16, bf16 };  // K/V storage; q is double for f64, else float
-
-inline const char* kv_name(kv_type t) {
-  static const char* names[] = {"f32", "f64", "f16", "bf16"};
-  return names[int(t)];
-}
-
-inline const char* mode_name(kernel_mode m) {
-  static const char* names[] = {"automatic", "plain", "flash", "decode"};
-  return names[int(m)];
-}
 
 struct heads {
   std::size_t Hq, Hkv;
@@ -78,45 +67,11 @@ inline std::string param_name(const ::testing::TestParamInfo<kernel_case>& info)
   return case_name(info.param);
 }
 
-/// One way to run attention(): kernel mode, scalar build or SIMD path, threads.
-struct variant {
-  kernel_mode mode = kernel_mode::automatic;
-  bool scalar = false;
-  simd_isa isa = simd_isa::automatic;
-  unsigned threads = 1;
-
-  void apply(attention_options& opt) const {
-    opt.kernel = mode, opt.force_scalar = scalar, opt.isa = isa, opt.threads = threads;
-  }
-  bool same_path(const variant& o) const { return mode == o.mode && scalar == o.scalar && isa == o.isa; }
-  std::string name() const {
-    return std::string(mode_name(mode)) + " " + (scalar ? "scalar" : isa_name(isa)) + " " +
-           std::to_string(threads) + (threads == 1 ? " thread" : " threads");
-  }
-};
-
-inline const std::vector<kernel_mode>& every_kernel_mode() {
-  static const std::vector<kernel_mode> modes = {kernel_mode::automatic, kernel_mode::plain,
-                                                 kernel_mode::flash, kernel_mode::decode};
-  return modes;
-}
-
-/// Each mode × (scalar, every available SIMD path) × threads, threads innermost.
-inline std::vector<variant> every_variant(const std::vector<kernel_mode>& modes = every_kernel_mode(),
-                                          std::initializer_list<unsigned> threads = {1, 2, 3}) {
-  std::vector<variant> out;
-  for (kernel_mode m : modes) {
-    std::vector<variant> paths = {{m, true, simd_isa::automatic}};
-    for (simd_isa isa : available_isas()) paths.push_back({m, false, isa});
-    for (variant v : paths)
-      for (unsigned t : threads) out.push_back({v.mode, v.scalar, v.isa, t});
-  }
-  return out;
-}
-
 /// The inputs of one case (K/V in storage type S), its options and its oracle.
 template <class T, class S>
 struct kernel_problem {
+  using compute_type = T;
+  using storage_type = S;
   kernel_case c;
   tensor<T> q, k_drawn, v_drawn;  // K/V as drawn, before their rounding to S
   tensor<S> k, v;
@@ -145,12 +100,18 @@ struct kernel_problem {
       kb_storage.assign(key_blocks_elements(c.B, c.h.Hkv, c.Nk, c.Dk),
                         S(std::numeric_limits<float>::quiet_NaN()));
       kb = key_blocks_bhsd(kb_storage.data(), c.B, c.h.Hkv, c.Nk, c.Dk);
-      for (std::size_t b = 0; b < c.B; ++b)
-        for (std::size_t h = 0; h < c.h.Hkv; ++h)
-          for (std::size_t s = 0; s < c.Nk; ++s)
-            for (std::size_t d = 0; d < c.Dk; ++d) kb(b, h, s, d) = k(b, h, s, d);
     }
+    sync_key_blocks();
     compute_oracle();
+  }
+
+  /// K in key blocks from k again, after a test changed k.
+  void sync_key_blocks() {
+    if (!c.key_blocks) return;
+    for (std::size_t b = 0; b < c.B; ++b)
+      for (std::size_t h = 0; h < c.h.Hkv; ++h)
+        for (std::size_t s = 0; s < c.Nk; ++s)
+          for (std::size_t d = 0; d < c.Dk; ++d) kb(b, h, s, d) = k(b, h, s, d);
   }
 
   /// The oracle on the stored inputs; again after a test changed inputs or masks.

@@ -49,6 +49,16 @@ TEST(key_blocks, pack_then_unpack_round_trips_and_pads_with_zeros) {
   EXPECT_EQ(max_abs_diff(back.view, k.view), 0.0);
 }
 
+// Issue 25: rows of seq 0 from bhsd() (zero strides) were refused as overlapping;
+// packing or unpacking no key is valid and writes nothing.
+TEST(key_blocks, pack_and_unpack_take_no_keys) {
+  std::vector<float> rows(6, 5.0f), blocks(6, 5.0f);
+  pack_key_blocks(bhsd<const float>(rows.data(), 1, 3, 0, 2), key_blocks_bhsd(blocks.data(), 1, 3, 0, 2));
+  unpack_key_blocks(key_blocks_bhsd<const float>(blocks.data(), 1, 3, 0, 2), bhsd(rows.data(), 1, 3, 0, 2));
+  EXPECT_EQ(rows, std::vector<float>(6, 5.0f));
+  EXPECT_EQ(blocks, std::vector<float>(6, 5.0f));
+}
+
 TEST(key_blocks, pack_and_unpack_reject_other_shapes_and_overlap) {
   tensor<half> k(1, 2, 20, 4);
   std::vector<half> data(key_blocks_elements(1, 2, 20, 4));

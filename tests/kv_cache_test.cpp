@@ -8,9 +8,10 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
-#include "test_util.hpp"
+#include "kernel_harness.hpp"
 
 namespace {
 
@@ -98,6 +99,39 @@ TEST(kv_cache, key_blocks_hold_the_keys_of_a_row_cache) {
   EXPECT_THROW(blocks.append(k.cview(), v.cview()), error);
   EXPECT_EQ(blocks.size(), 33u);
   EXPECT_EQ(0, std::memcmp(before.data(), kb.data(), before.size() * sizeof(half)));
+}
+
+// Issue 25: the plain and flash kernels threw on an empty key-block cache (they
+// unpacked the blocks into rows then, and the rows' view of seq 0 has zero strides,
+// which the overlap check refused), where decode and a row cache gave zeros. Every
+// kernel, path and thread count gives zeros and LSE −inf on an empty cache.
+template <class S, kv_layout L>
+void check_empty_cache() {
+  using Tq = std::conditional_t<std::is_same_v<S, double>, double, float>;
+  kv_cache<S, L> cache(2, Hkv, 20, D, Dv);
+  tensor<Tq> q(2, Hq, 3, D);
+  fill_uniform(q, 1);
+  for (const variant& var : every_variant()) {
+    tensor<Tq> out(2, Hq, 3, Dv);
+    std::vector<float> lse(2 * Hq * 3, NAN);
+    std::fill(out.storage.begin(), out.storage.end(), NAN);
+    attention_options opt;
+    opt.causal = causal_mode::bottom_right;
+    opt.lse = lse_view(lse.data(), 2, Hq, 3);
+    var.apply(opt);
+    attention(q.cview(), cache.keys(), cache.values(), out.view, opt);
+    for (std::size_t e = 1; e < out.storage.size(); ++e)
+      if (!(out.storage[e] == Tq(0))) ADD_FAILURE() << var.name() << ": out " << out.storage[e];
+    for (float l : lse)
+      if (!(l == -INFINITY)) ADD_FAILURE() << var.name() << ": lse " << l;
+  }
+}
+
+TEST(kv_cache, an_empty_cache_gives_zeros_on_every_kernel) {
+  check_empty_cache<float, kv_layout::rows>();
+  check_empty_cache<float, kv_layout::key_blocks>();
+  check_empty_cache<half, kv_layout::key_blocks>();
+  check_empty_cache<double, kv_layout::key_blocks>();
 }
 
 TEST(kv_cache, appending_past_capacity_throws_and_leaves_the_cache_unchanged) {

@@ -102,6 +102,38 @@ TEST(merge_states, accumulates_in_place_and_merging_an_empty_side_is_identity) {
   EXPECT_EQ(lse[1], -2.0f);
 }
 
+// Issue 25: merge_states with N = 0 was refused (bhsd() and lse_view() give zero
+// strides then, which the overlap check took for overlap); it writes nothing.
+TEST(merge_states, no_rows_is_a_valid_call) {
+  std::vector<float> o(8, 1.f), lse(2, 1.f), out(8, 5.f), lse_out(2, 5.f);
+  merge_states(bhsd<const float>(o.data(), 1, 2, 0, 4), lse_view<const float>(lse.data(), 1, 2, 0),
+               bhsd<const float>(o.data() + 4, 1, 2, 0, 4), lse_view<const float>(lse.data() + 1, 1, 2, 0),
+               bhsd(out.data(), 1, 2, 0, 4), lse_view(lse_out.data(), 1, 2, 0));
+  EXPECT_EQ(out, std::vector<float>(8, 5.f));
+  EXPECT_EQ(lse_out, std::vector<float>(2, 5.f));
+}
+
+// A side whose LSE is −inf saw no key and is not read, NaN included (row 0); an LSE of
+// +inf or NaN (an undefined row, options.hpp) makes the merged row and LSE NaN
+// (rows 1 and 2).
+TEST(merge_states, a_side_without_keys_is_not_read_and_an_undefined_side_gives_nan) {
+  tensor<float> a(1, 1, 3, 2), b(1, 1, 3, 2), out(1, 1, 3, 2);
+  fill_uniform(a, 1);
+  fill_uniform(b, 2);
+  b(0, 0, 0, 0) = b(0, 0, 0, 1) = NAN;
+  const std::vector<float> lse_a = {0.5f, 0.5f, NAN}, lse_b = {-INFINITY, INFINITY, 0.5f};
+  std::vector<float> lse(3);
+  merge_states(a.cview(), lse_view(lse_a.data(), 1, 1, 3), b.cview(), lse_view(lse_b.data(), 1, 1, 3),
+               out.view, lse_view(lse.data(), 1, 1, 3));
+  EXPECT_EQ(out(0, 0, 0, 0), a(0, 0, 0, 0));
+  EXPECT_EQ(out(0, 0, 0, 1), a(0, 0, 0, 1));
+  EXPECT_EQ(lse[0], 0.5f);
+  for (std::size_t i : {1, 2}) {
+    EXPECT_TRUE(std::isnan(lse[i])) << i;
+    for (std::size_t d = 0; d < 2; ++d) EXPECT_TRUE(std::isnan(out(0, 0, i, d))) << i;
+  }
+}
+
 TEST(merge_states, rejects_bad_shapes_and_aliasing) {
   tensor<float> a(1, 2, 3, 4), b(1, 2, 3, 4), out(1, 2, 3, 4), small(1, 2, 2, 4);
   std::vector<float> la(7), lb(6);

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -147,6 +148,29 @@ TEST(Reference, SlidingWindowAndSinks) {
   opt.window_left = 0;  // non-causal window: measured from the bottom-right diagonal
   opt.window_right = 1;
   EXPECT_EQ(pattern(2, 4, opt), (std::vector<std::string>{"0011", "0001"}));
+}
+
+// Issue 25: a bound of INT64_MAX overflowed the distance arithmetic (every row came
+// out 0) and a sink count >= 2^63 acted as no sink. Any bound is valid and one that
+// reaches every key is no bound; any sink count >= Nk makes every key a sink.
+TEST(Reference, WindowBoundsAndSinkCountsAtTheEndsOfTheirTypes) {
+  constexpr std::int64_t max_bound = std::numeric_limits<std::int64_t>::max();
+  attention_options opt;
+  opt.window_left = 1;
+  opt.window_right = max_bound;
+  EXPECT_EQ(pattern(2, 8, opt), (std::vector<std::string>{"00000111", "00000011"}));
+  opt = {};
+  opt.window_left = max_bound;  // Nk < Nq: the diagonal is left of key 0
+  EXPECT_EQ(pattern(5, 2, opt), (std::vector<std::string>(5, "11")));
+  opt.causal = causal_mode::top_left;
+  opt.window_right = max_bound;
+  EXPECT_EQ(pattern(5, 2, opt), (std::vector<std::string>{"10", "11", "11", "11", "11"}));
+  opt = {};
+  opt.window_left = opt.window_right = 0;
+  for (std::size_t sinks : {std::size_t(2), std::size_t(1) << 63, std::numeric_limits<std::size_t>::max()}) {
+    opt.sink_tokens = sinks;
+    EXPECT_EQ(pattern(2, 2, opt), (std::vector<std::string>{"11", "11"})) << sinks << " sinks";
+  }
 }
 
 TEST(Reference, SinksStillObeyCausality) {

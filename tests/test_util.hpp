@@ -25,6 +25,7 @@ inline const char* layout_name(layout l) { return l == layout::bshd ? "bshd" : "
 
 /// An owning [B, H, S, D] tensor in the chosen memory order. The data starts one
 /// element past an aligned boundary so kernels never get aligned rows for free.
+/// A copy views its own storage.
 template <class T>
 struct tensor {
   std::vector<T> storage;
@@ -36,8 +37,25 @@ struct tensor {
     T* p = storage.data() + 1;
     view = l == layout::bshd ? bshd(p, B, S, H, D) : bhsd(p, B, H, S, D);
   }
+  tensor(const tensor& o) : storage(o.storage), view(rebased(o)) {}
+  tensor(tensor&&) noexcept = default;
+  tensor& operator=(const tensor& o) {
+    storage = o.storage;
+    view = rebased(o);
+    return *this;
+  }
+  tensor& operator=(tensor&&) noexcept = default;
   tensor_view<const T> cview() const { return view; }
   T& operator()(std::size_t b, std::size_t h, std::size_t s, std::size_t d) { return view(b, h, s, d); }
+
+ private:
+  /// o's view moved onto this tensor's storage (same offset, shape and strides).
+  tensor_view<T> rebased(const tensor& o) const {
+    if (o.storage.empty()) return o.view;
+    const auto& v = o.view;
+    return tensor_view<T>(const_cast<T*>(storage.data()) + (v.data() - o.storage.data()), v.batch(),
+                          v.heads(), v.seq(), v.dim(), v.batch_stride(), v.head_stride(), v.seq_stride());
+  }
 };
 
 /// Fills with uniform values in [-amp, amp] from a fixed seed.
@@ -200,8 +218,11 @@ backward_bounds backward_tolerance(const error_model& m, std::size_t rows, std::
   return b;
 }
 
-/// Largest |a - b| over two tensors of equal shape (equal infinities count as 0);
-/// NaN if either has a NaN, so `!(err <= bound)` fails on it.
+/// Largest |a - b| over two tensors of equal shape. Elements of one class agree
+/// exactly where they are not finite (NaN and NaN, +inf and +inf count as 0); a NaN
+/// against anything else makes the result NaN and an infinity against anything else
+/// makes it inf, so `!(err <= bound)` fails on any difference of class
+/// (options.hpp's rules for NaN and infinities are rules on classes).
 template <class A, class B>
 double max_abs_diff(const tensor_view<A>& a, const tensor_view<B>& b) {
   double worst = 0;
@@ -210,8 +231,8 @@ double max_abs_diff(const tensor_view<A>& a, const tensor_view<B>& b) {
       for (std::size_t s = 0; s < a.seq(); ++s)
         for (std::size_t d = 0; d < a.dim(); ++d) {
           const double x = double(a(i, h, s, d)), y = double(b(i, h, s, d));
-          if (std::isnan(x) || std::isnan(y)) return std::numeric_limits<double>::quiet_NaN();
-          if (x == y) continue;  // equal infinities
+          if (std::isnan(x) != std::isnan(y)) return std::numeric_limits<double>::quiet_NaN();
+          if (std::isnan(x) || x == y) continue;  // both NaN, or equal (infinities included)
           worst = std::max(worst, std::fabs(x - y));
         }
   return worst;

@@ -14,8 +14,12 @@
 // merge, kernels/merge_row.hpp) attends to its own slice of the keys, and the partials are merged in
 // any fixed order. It is exact up to rounding: the weights are computed in double
 // around the larger LSE (no overflow, no ∞ − ∞), then each element takes two
-// products and one sum in the output type. A side with LSE −inf (no visible key)
-// has weight 0; if both are −inf the row is 0 and lse −inf, never NaN.
+// products and one sum in the output type. A side with LSE −inf (no visible key) is
+// not read: the other side is the result, whatever the −inf side's o holds; if both
+// are −inf the row is 0 and lse −inf, never NaN. An LSE of NaN or +inf (an undefined
+// row, options.hpp) makes the merged row and its LSE NaN; NaN or ±inf in an o that
+// is merged reaches the output as the two products and the sum make it.
+// N = 0 (views with no rows, whatever their strides) is a valid call that does nothing.
 // Head scaling (options.head_scale) is not undone: merge unscaled partials.
 //
 // out may be o_a or o_b itself (same data and strides), and lse_out lse_a or lse_b,

@@ -18,11 +18,16 @@
 //                                            the last query sees the last key)
 //   window (left, right): i + off − left <= j <= i + off + right, measured from the
 //                        same diagonal (off = Nk − Nq when causal is none, as in
-//                        FlashAttention); an absent bound is unbounded
+//                        FlashAttention); an absent bound is unbounded, and any
+//                        bound up to INT64_MAX is valid (one >= Nq + Nk reaches
+//                        every key)
 //   sink tokens S:       keys j < S ignore the *window* (StreamingLLM attention
-//                        sinks); they still obey causality and the masks
+//                        sinks); they still obey causality and the masks. S >= Nk
+//                        (up to SIZE_MAX) makes every key a sink
 //   boolean_mask:        key visible only where boolean_mask[b, h, i, j] is true
 //   additive_mask:       a -inf entry hides the key
+//   the logit itself:    a key whose logit comes out −inf (−inf in q or k, say)
+//                        is hidden
 // Masks are [B|1, H|1, Nq, Nk]: an axis of size 1 broadcasts.
 //
 // Softmax over the visible keys: p_ij = exp(s_ij − lse_i), lse_i = log Σ_j exp(s_ij),
@@ -31,6 +36,31 @@
 //
 // Heads: head_scale[h] multiplies the output of query head h; a head whose scale
 // is 0 is pruned: it costs no FLOPs, writes zeros and its LSE is −inf.
+//
+// NaN and infinities. The anchors are PyTorch's _safe_softmax (a row whose logits
+// are all −inf gives 0, NaN propagates) and FlashAttention (hidden logits are set
+// to −inf, not added to), with one rule stronger than both, whose P·V multiplies
+// a hidden key's V by p = 0 (NaN·0 = NaN): a hidden key is absent.
+//   1. A hidden key (by any rule above) is never read: NaN or ±inf in its k, its v,
+//      or its additive-mask entry cannot reach the row. A −inf additive entry hides
+//      the key whatever its logit (NaN included); so does a false boolean entry.
+//   2. A visible key whose logit is NaN or +inf (a NaN in q, k or the additive mask;
+//      +inf in the mask; ±inf in q or k giving +inf or inf·0; softcap turns ±inf
+//      logits into ±c first) leaves the row undefined: every element of the output
+//      row is NaN, and so is its LSE (PyTorch gives a NaN row; FlashAttention a NaN
+//      row and LSE +inf). A logit of −inf hides its key (rule 1).
+//   3. A NaN or ±inf in v[j][d] of a visible key reaches out[i][d] as IEEE sums make
+//      it with a positive weight, however far that weight underflows: NaN if any such
+//      value is NaN or both infinities occur, else that infinity (its sign times
+//      head_scale's); the other coordinates are unaffected.
+//   4. Finite inputs whose logits or sums overflow the compute type give what IEEE
+//      arithmetic gives (±inf, then possibly rules 2–3), which may differ between
+//      kernels and from the oracle's double; keep |q·k|·scale and Σ|v| below ~1e38.
+//   5. scale, softcap, ALiBi slopes and head scales must be finite (an error).
+// A pruned head (head_scale 0) reads nothing, so none of these apply to it. Every
+// kernel and path gives the same result class (finite, NaN, ±inf) per element, and
+// rows that meet rules 2–3 the same bits: the flash and decode kernels recompute any
+// row they leave non-finite with the plain kernel's row.
 //
 // Numerics: compute type is q's element type (float or double); K/V may be stored
 // narrower (see the decode header); accumulation is at least fp32. Results are
@@ -67,14 +97,15 @@ struct attention_options {
   /// Multiplies q·k. Empty means 1/sqrt(Dk). Must be finite.
   std::optional<double> scale;
 
+  /// One of the three values (an integer cast to causal_mode is an error).
   causal_mode causal = causal_mode::none;
 
   /// Sliding window bounds in keys, from the diagonal; empty = unbounded.
-  /// Negative values are an error.
+  /// Negative values are an error; any other value is valid.
   std::optional<std::int64_t> window_left;
   std::optional<std::int64_t> window_right;
 
-  /// The first sink_tokens keys stay visible whatever the window.
+  /// The first sink_tokens keys stay visible whatever the window (all keys when >= Nk).
   std::size_t sink_tokens = 0;
 
   /// Added to the logits; [B|1, H|1, Nq, Nk]. Unset (tensor_view{}, see is_set()) = none.
@@ -98,13 +129,14 @@ struct attention_options {
   /// Worker threads; 0 = std::thread::hardware_concurrency().
   unsigned threads = 0;
 
+  /// One of kernel_mode's values (a cast integer is an error).
   kernel_mode kernel = kernel_mode::automatic;
 
   /// Run the portable scalar build of the chosen kernel instead of the SIMD one.
   bool force_scalar = false;
 
   /// The SIMD path (isa.hpp): automatic = the widest this CPU runs, after
-  /// HEADWISE_ISA. A path the CPU or build lacks is an error.
+  /// HEADWISE_ISA. A path the CPU or build lacks is an error, as is a cast integer.
   simd_isa isa = simd_isa::automatic;
 
   /// Where the kernels take their scratch memory (workspace.hpp): a workspace grows

@@ -6,6 +6,8 @@
 //   pass 1: logits s_j and visibility of every key j (element-wise rules)
 //   pass 2: m = max visible s_j;  l = Σ exp(s_j − m);  lse = m + log l
 //   pass 3: out = Σ exp(s_j − lse) · v_j, times head_scale[h]
+// Non-finite inputs follow options.hpp: a hidden key is never read, a visible NaN
+// or +inf logit makes the row NaN, a visible key's NaN or infinite v reaches out.
 // K/V of any storage type convertible to float (half, bfloat16) are read as such.
 // attention_backward below is the oracle of backward.hpp: the same passes, then the
 // gradients per row; O(B·Hkv·Nk·(Dk + Dv)) memory for the dk, dv sums.
@@ -38,28 +40,32 @@ double widen(const T& x) {
 }
 
 /// Is key j visible to query i under the causal, window and sink rules?
-/// (The boolean and additive masks are applied by the caller.)
+/// (The boolean and additive masks are applied by the caller.) The distance of
+/// key j from query i's diagonal, j − (i + off), is summed from two terms of
+/// opposite signs (or, for top_left, two of one sign subtracted), so no window or
+/// size overflows it.
 inline bool structurally_visible(const attention_options& opt, std::int64_t i, std::int64_t j,
                                  std::int64_t Nq, std::int64_t Nk) {
-  const std::int64_t off = opt.causal == causal_mode::top_left ? 0 : Nk - Nq;
-  const std::int64_t diag = i + off;  // the key on query i's diagonal
-  if (opt.causal != causal_mode::none && j > diag) return false;
-  if (j < static_cast<std::int64_t>(opt.sink_tokens)) return true;
-  if (opt.window_left && j < diag - *opt.window_left) return false;
-  if (opt.window_right && j > diag + *opt.window_right) return false;
+  const std::int64_t dist = opt.causal == causal_mode::top_left ? j - i : (j - Nk) + (Nq - i);
+  if (opt.causal != causal_mode::none && dist > 0) return false;
+  if (static_cast<std::uint64_t>(j) < opt.sink_tokens) return true;
+  if (opt.window_left && dist < -*opt.window_left) return false;
+  if (opt.window_right && dist > *opt.window_right) return false;
   return true;
 }
 
 /// Pass 1 of one (b, h, i) row: the logit s[j] of every key, whether it is visible,
 /// and when slope is non-null the softcap's derivative there, ds/d(scale·q·k) =
-/// 1 − tanh²(scale·q·k / c) (1 without a softcap).
+/// 1 − tanh²(scale·q·k / c) (1 without a softcap). False when a visible logit is NaN
+/// or +inf (the row is undefined: options.hpp).
 template <class TQ, class TK>
-void row_logits(const attention_options& opt, const tensor_view<TQ>& q, const tensor_view<TK>& k,
+bool row_logits(const attention_options& opt, const tensor_view<TQ>& q, const tensor_view<TK>& k,
                 std::size_t b, std::size_t h, std::size_t i, double* s, char* visible, double* slope = nullptr) {
   const std::size_t Nq = q.seq(), Nk = k.seq(), Dk = q.dim(), hk = h / (q.heads() / k.heads());
   const double scale = opt.scale ? *opt.scale : 1.0 / std::sqrt(static_cast<double>(Dk));
   const double neg_inf = -std::numeric_limits<double>::infinity();
   const TQ* q_row = q.row(b, h, i);
+  bool defined = true;
   for (std::size_t j = 0; j < Nk; ++j) {
     const TK* k_row = k.row(b, hk, j);
     double dot = 0;
@@ -82,12 +88,15 @@ void row_logits(const attention_options& opt, const tensor_view<TQ>& q, const te
     }
     if (opt.additive_mask.is_set()) {
       const auto& m = opt.additive_mask;
-      sij += m(m.batch() == 1 ? 0 : b, m.heads() == 1 ? 0 : h, i, j);
+      const double a = m(m.batch() == 1 ? 0 : b, m.heads() == 1 ? 0 : h, i, j);
+      sij = sij == neg_inf || a == neg_inf ? neg_inf : sij + a;
     }
     if (sij == neg_inf) vis = false;
+    if (vis && !(sij < -neg_inf)) defined = false;  // NaN or +inf
     s[j] = sij;
     visible[j] = vis;
   }
+  return defined;
 }
 
 /// Pass 2: the row's log-sum-exp over its visible keys; −inf when none is visible.
@@ -121,16 +130,24 @@ void attention(const tensor_view<TQ>& q, const tensor_view<TK>& k, const tensor_
       const std::size_t hk = h / group;
       const double head_scale = opt.head_scale.empty() ? 1.0 : opt.head_scale[h];
       for (std::size_t i = 0; i < Nq; ++i) {
-        row_logits(opt, q, k, b, h, i, s.data(), visible.data());                    // pass 1
-        const double lse = head_scale != 0.0 ? row_lse(s.data(), visible.data(), Nk) : neg_inf;  // pass 2
-        // pass 3: probability-weighted sum of values
-        for (double& a : acc) a = 0;
-        if (lse != neg_inf) {
+        // pass 1; a visible logit of NaN or +inf leaves the row undefined (options.hpp)
+        const bool undefined = head_scale != 0.0 && !row_logits(opt, q, k, b, h, i, s.data(), visible.data());
+        // pass 2; a pruned head reads nothing
+        const double lse = head_scale == 0.0 ? neg_inf
+                           : undefined       ? std::numeric_limits<double>::quiet_NaN()
+                                             : row_lse(s.data(), visible.data(), Nk);
+        // pass 3: probability-weighted sum of values. Every visible key's weight is
+        // positive, however far exp underflows: its NaN or infinite values reach the sum.
+        for (double& a : acc) a = undefined ? std::numeric_limits<double>::quiet_NaN() : 0.0;
+        if (!undefined && lse != neg_inf) {
           for (std::size_t j = 0; j < Nk; ++j) {
             if (!visible[j]) continue;
             const double p = std::exp(s[j] - lse);
             const TV* v_row = v.row(b, hk, j);
-            for (std::size_t d = 0; d < Dv; ++d) acc[d] += p * widen(v_row[d]);
+            for (std::size_t d = 0; d < Dv; ++d) {
+              const double vd = widen(v_row[d]);
+              acc[d] += p > 0 ? p * vd : (std::isfinite(vd) ? 0.0 : vd);
+            }
           }
         }
         TO* out_row = out.row(b, h, i);

@@ -8,9 +8,11 @@
 // (the Eigen component: eigen.hpp, lora.hpp, mha.hpp).
 // Beyond the shape rules of options.hpp, a view is rejected when its data is
 // null while it has elements, when a stride is negative, when its last reachable
-// element's offset overflows std::ptrdiff_t, and (for outputs) when two of its
-// elements share memory or it overlaps an input.
-//
+// element's offset or its byte extent overflows std::ptrdiff_t or runs past the end
+// of the address space, and (for outputs) when two of its elements share memory or
+// it overlaps an input (q, k, v, a mask, the ALiBi slopes, the head scales). A view
+// with no elements (a size 0, whatever its strides) passes all of these. The enums of
+// the options must hold one of their values (an integer cast to one may not).
 // Order, for attention(): each view alone (pointer, strides, sizes >= 1), then
 // whether the four views agree on the sizes they share, then the options against
 // that agreed shape, then aliasing. Agreement comes before the options so that
@@ -32,6 +34,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -49,6 +52,24 @@ struct extent {
   bool overlaps(const extent& o) const { return lo < o.hi && o.lo < hi; }
 };
 
+/// The extent of `bytes` bytes from data; an error if they run past the address space.
+inline extent memory_extent(const char* where, const char* name, const void* data, std::size_t bytes) {
+  const auto lo = reinterpret_cast<std::uintptr_t>(data);
+  if (bytes > std::numeric_limits<std::uintptr_t>::max() - lo)
+    fail(where, name, ": its memory runs past the end of the address space");
+  return {lo, lo + bytes};
+}
+
+/// The extent of a span (per-head parameters); {0, 0} when empty.
+template <class T>
+extent span_extent(const char* where, const char* name, const span<T>& s) {
+  std::size_t bytes = 0;
+  if (s.empty()) return {};
+  if (__builtin_mul_overflow(s.size(), sizeof(T), &bytes))
+    fail(where, name, ": its byte size overflows std::size_t");
+  return memory_extent(where, name, s.data(), bytes);
+}
+
 /// Validates a view's pointer, strides and index arithmetic; returns its extent.
 template <class T>
 extent check_view(const char* where, const char* name, const tensor_view<T>& t) {
@@ -65,11 +86,11 @@ extent check_view(const char* where, const char* name, const tensor_view<T>& t) 
         __builtin_add_overflow(last, step, &last))
       fail(where, name, ": the offset of its last element overflows std::ptrdiff_t");
   }
-  std::ptrdiff_t bytes = 0;
-  if (__builtin_mul_overflow(last + 1, static_cast<std::ptrdiff_t>(sizeof(T)), &bytes))
+  std::ptrdiff_t count = 0, bytes = 0;
+  if (__builtin_add_overflow(last, 1, &count) ||
+      __builtin_mul_overflow(count, static_cast<std::ptrdiff_t>(sizeof(T)), &bytes))
     fail(where, name, ": its byte extent overflows std::ptrdiff_t");
-  const auto lo = reinterpret_cast<std::uintptr_t>(t.data());
-  return {lo, lo + static_cast<std::uintptr_t>(bytes)};
+  return memory_extent(where, name, t.data(), static_cast<std::size_t>(bytes));
 }
 
 /// K in rows or key blocks: validated as the memory it spans (for blocks, every
@@ -83,25 +104,84 @@ extent check_view(const char* where, const char* name, const key_view<T>& k) {
   return k.blocked() ? check_view(where, name, k.blocks()) : check_view(where, name, k.rows());
 }
 
-/// An output view must not map two index tuples to one element: sorting the axes
-/// by stride, each stride must cover the whole extent of the smaller axes.
+/// An output view must map distinct index tuples (b, h, s, d) to distinct elements.
+/// Two tuples share one when their difference x (|x_a| < size_a, not all 0) has
+/// Σ_a x_a·stride_a = 0. The dim axis (stride 1, D elements) cancels any difference
+/// below D, so the search is for a nonzero x over the other axes with
+/// |Σ x_a·stride_a| < D. Axes of size 1 drop out, one of stride 0 collides at once.
+/// The axes are searched from the largest stride down, each over the steps the
+/// smaller ones can still cancel, the smallest axis solved directly. Nested layouts
+/// (each stride covering the axes below it: BSHD, BHSD, padded rows) take one step
+/// per axis; an interleaved one (strides 4 and 6 over rows of 2 elements) is
+/// accepted when its elements are distinct, after at most
+/// (2·size_1 − 1)·size_2 steps for its two largest-stride axes: under two per element.
 template <class T>
 void check_no_self_overlap(const char* where, const char* name, const tensor_view<T>& t) {
   struct axis {
-    std::size_t size;
-    std::ptrdiff_t stride;
+    std::ptrdiff_t size, stride;
+    int index;  // 0 batch, 1 heads, 2 seq
   };
-  std::array<axis, 4> axes = {axis{t.batch(), t.batch_stride()}, axis{t.heads(), t.head_stride()},
-                              axis{t.seq(), t.seq_stride()}, axis{t.dim(), 1}};
-  std::sort(axes.begin(), axes.end(), [](const axis& a, const axis& b) { return a.stride < b.stride; });
-  std::ptrdiff_t covered = 1;  // elements spanned by the axes sorted so far
-  for (const axis& a : axes) {
-    if (a.size <= 1) continue;
-    if (a.stride < covered)
-      fail(where, name, ": its elements overlap (a stride of ", a.stride, " is smaller than the ",
-           covered, " elements spanned by the faster axes); an output needs distinct elements");
-    covered = a.stride * static_cast<std::ptrdiff_t>(a.size);
+  const std::size_t sizes[4] = {t.batch(), t.heads(), t.seq(), t.dim()};
+  if (sizes[0] == 0 || sizes[1] == 0 || sizes[2] == 0 || sizes[3] == 0) return;  // no element to share
+  const std::ptrdiff_t strides[3] = {t.batch_stride(), t.head_stride(), t.seq_stride()};
+  std::array<axis, 3> axes{};  // the axes of size > 1 first, by stride
+  int n = 0;
+  for (int a = 0; a < 3; ++a) {
+    const bool steps_out = sizes[a] > 1;
+    n += steps_out;
+    axes[std::size_t(a)] = {static_cast<std::ptrdiff_t>(sizes[a]), steps_out ? strides[a] : -1, a};
   }
+  std::sort(axes.begin(), axes.end(), [](const axis& a, const axis& b) {
+    return (a.stride < 0) != (b.stride < 0) ? b.stride < 0 : a.stride < b.stride;
+  });
+  // reach[a]: how far |r + x_a·stride_a| may be from 0 for axes a-1..0 and the dim
+  // axis to cancel it. Every partial sum stays within the view's last offset, which
+  // check_view bounded; a numerator that would overflow lies beyond every step.
+  std::ptrdiff_t reach[3] = {static_cast<std::ptrdiff_t>(sizes[3]) - 1, 0, 0};
+  for (int a = 1; a < n; ++a)
+    reach[a] = reach[a - 1] + (axes[std::size_t(a - 1)].size - 1) * axes[std::size_t(a - 1)].stride;
+  std::ptrdiff_t x[3] = {0, 0, 0};
+  // Steps x of axis a with |r + x·stride| <= reach[a], within [lo, size - 1].
+  auto steps = [&](int a, std::ptrdiff_t r, std::ptrdiff_t lo, std::ptrdiff_t& first, std::ptrdiff_t& end) {
+    const axis& ax = axes[std::size_t(a)];
+    std::ptrdiff_t hi = ax.size - 1, num = 0;
+    if (!__builtin_sub_overflow(reach[a], r, &num)) {  // x <= floor((reach − r) / stride)
+      const std::ptrdiff_t q = num / ax.stride - (num % ax.stride != 0 && num < 0);
+      hi = std::min(hi, q);
+    }
+    if (!__builtin_sub_overflow(-reach[a], r, &num)) {  // x >= ceil((−reach − r) / stride)
+      const std::ptrdiff_t q = num / ax.stride + (num % ax.stride != 0 && num > 0);
+      lo = std::max(lo, q);
+    }
+    first = lo, end = hi + 1;
+  };
+  // Whether axes a..0 complete a collision from partial sum r; `moved` when a larger
+  // axis stepped (then steps of either sign count, else only positive ones: x and −x
+  // are the same pair).
+  auto collides = [&](auto&& self, int a, std::ptrdiff_t r, bool moved) -> bool {
+    const axis& ax = axes[std::size_t(a)];
+    std::ptrdiff_t first = 0, end = 0;
+    steps(a, r, moved ? 1 - ax.size : (a == 0 ? 1 : 0), first, end);
+    if (a == 0) return first < end && (x[0] = first, true);
+    for (x[a] = first; x[a] < end; ++x[a])
+      if (self(self, a - 1, r + x[a] * ax.stride, moved || x[a] != 0)) return true;
+    return false;
+  };
+  if (n > 0 && axes[0].stride == 0)
+    x[0] = 1;  // a broadcast axis: its first two elements are one
+  else if (n == 0 || !collides(collides, n - 1, 0, false))
+    return;
+  std::ptrdiff_t first[4] = {0, 0, 0, 0}, second[4] = {0, 0, 0, 0}, delta = 0;
+  for (int a = 0; a < n; ++a) {
+    const axis& ax = axes[std::size_t(a)];
+    first[ax.index] = std::max<std::ptrdiff_t>(x[a], 0),
+    second[ax.index] = std::max<std::ptrdiff_t>(-x[a], 0);
+    delta += x[a] * ax.stride;  // first's row starts delta elements after second's
+  }
+  first[3] = std::max<std::ptrdiff_t>(-delta, 0), second[3] = std::max<std::ptrdiff_t>(delta, 0);
+  fail(where, name, ": its elements overlap ([", first[0], ", ", first[1], ", ", first[2], ", ", first[3],
+       "] and [", second[0], ", ", second[1], ", ", second[2], ", ", second[3],
+       "] are one element); an output needs distinct elements");
 }
 
 /// Axis names a shape message prints, as in "[B=2 or 1, Hq=8 or 1, Nq=16, Nk=32]";
@@ -139,11 +219,28 @@ void check_broadcast(const char* where, const char* name, const tensor_view<T>& 
        m.dim(), "])");
 }
 
-
-/// Memory a call reads (q, k, masks) and the LSE it writes, for alias checks.
+/// Memory a call reads (q, k, masks, per-head parameters) and the LSE it writes,
+/// for alias checks.
 struct score_extents {
-  extent q, k, additive, boolean, lse;
+  extent q, k, additive, boolean, alibi_slopes, head_scale, lse;
 };
+
+/// An option of enum type E must hold one of its values first..last: a cast integer
+/// (causal_mode(220)) is an error, not a mode.
+template <class E>
+void check_enum(const char* where, const char* name, const char* type, E value, E last) {
+  const auto v = static_cast<std::underlying_type_t<E>>(value);
+  bool bad = v > static_cast<decltype(v)>(last);
+  if constexpr (std::is_signed_v<decltype(v)>) bad = bad || v < 0;
+  if (bad) fail(where, name, " is not a ", type, " value (got ", +v, ")");
+}
+
+/// options.causal, options.kernel and options.isa hold values of their enums.
+inline void check_option_enums(const char* where, const attention_options& opt) {
+  check_enum(where, "options.causal", "causal_mode", opt.causal, causal_mode::bottom_right);
+  check_enum(where, "options.kernel", "kernel_mode", opt.kernel, kernel_mode::decode);
+  check_enum(where, "options.isa", "simd_isa", opt.isa, simd_isa::avx512);
+}
 
 /// q and k alone: pointers, strides, Hq, Hkv and Dk >= 1.
 template <class TQ, class K>
@@ -168,6 +265,7 @@ void check_score_rules(const char* where, const tensor_view<TQ>& q, const K& k,
          k.heads(), ", got ", q.heads(), ")");
 
   const std::size_t B = q.batch(), Hq = q.heads(), Nq = q.seq(), Nk = k.seq();
+  check_option_enums(where, opt);
   if (opt.scale && !std::isfinite(*opt.scale))
     fail(where, "options.scale must be finite (got ", *opt.scale, ")");
   if (!(std::isfinite(opt.softcap) && opt.softcap >= 0))
@@ -176,12 +274,14 @@ void check_score_rules(const char* where, const tensor_view<TQ>& q, const K& k,
     fail(where, "options.window_left must be >= 0 or unset (got ", *opt.window_left, ")");
   if (opt.window_right && *opt.window_right < 0)
     fail(where, "options.window_right must be >= 0 or unset (got ", *opt.window_right, ")");
-  for (const auto& [values, name] : {std::pair{opt.alibi_slopes, "options.alibi_slopes"},
-                                     std::pair{opt.head_scale, "options.head_scale"}}) {
+  for (const auto& [values, name, memory] :
+       {std::tuple{opt.alibi_slopes, "options.alibi_slopes", &e.alibi_slopes},
+        std::tuple{opt.head_scale, "options.head_scale", &e.head_scale}}) {
     if (values.empty()) continue;
     if (values.size() != Hq)
       fail(where, name, ".size() must equal q.heads() (expected ", Hq, ", got ", values.size(), ")");
     if (values.data() == nullptr) fail(where, name, ": data is null");
+    *memory = span_extent(where, name, values);
     for (std::size_t h = 0; h < Hq; ++h)
       if (!std::isfinite(values[h])) fail(where, name, "[", h, "] must be finite (got ", values[h], ")");
   }
@@ -372,20 +472,40 @@ std::pair<extent, extent> check_value_views(const char* where, const tensor_view
   return {ev, eo};
 }
 
-/// Aliasing: out must not overlap itself, an input or the LSE, nor the LSE an input.
+/// Aliasing: out must not overlap itself, an input or the LSE, nor the LSE an input;
+/// the inputs are every view and span the call reads.
 template <class TO>
 void check_value_rules(const char* where, const score_extents& e, const std::pair<extent, extent>& value_extents,
                        const tensor_view<TO>& out) {
   const auto& [ev, eo] = value_extents;
   check_no_self_overlap(where, "out", out);
-  for (const auto& [in, name] : {std::pair{e.q, "q"}, std::pair{e.k, "k"}, std::pair{ev, "v"},
-                                 std::pair{e.additive, "options.additive_mask"},
-                                 std::pair{e.boolean, "options.boolean_mask"}}) {
-    if (eo.overlaps(in)) fail(where, "out overlaps the memory of ", name, "; outputs must not alias inputs");
-    if (e.lse.overlaps(in))
-      fail(where, "options.lse overlaps the memory of ", name, "; outputs must not alias inputs");
-  }
+  const std::pair<extent, const char*> inputs[] = {{e.q, "q"},
+                                                   {e.k, "k"},
+                                                   {ev, "v"},
+                                                   {e.additive, "options.additive_mask"},
+                                                   {e.boolean, "options.boolean_mask"},
+                                                   {e.alibi_slopes, "options.alibi_slopes"},
+                                                   {e.head_scale, "options.head_scale"}};
+  for (const auto& [output, output_name] : {std::pair{eo, "out"}, std::pair{e.lse, "options.lse"}})
+    for (const auto& [in, name] : inputs)
+      if (output.overlaps(in))
+        fail(where, output_name, " overlaps the memory of ", name, "; outputs must not alias inputs");
   if (eo.overlaps(e.lse)) fail(where, "options.lse overlaps the memory of out");
+}
+
+/// options.isa: automatic, or a simd_isa value whose path this CPU and build run.
+inline void check_isa_available(const char* fn, simd_isa requested) {
+  check_enum(fn, "options.isa", "simd_isa", requested, simd_isa::avx512);
+  if (requested == simd_isa::automatic) return;
+  if (!cpu_runs(requested))
+    fail(fn, "options.isa = ", isa_name(requested), " is not available on this CPU or build (available up to ",
+         isa_name(default_isa()), ")");
+}
+
+/// The path a call runs: options.isa once checked, or the default for automatic.
+inline simd_isa resolve_isa(simd_isa requested, const char* fn) {
+  check_isa_available(fn, requested);
+  return requested == simd_isa::automatic ? default_isa() : requested;
 }
 
 /// All the rules of options.hpp for attention(q, k, v, out, options), in the
@@ -402,6 +522,7 @@ void check_attention(const char* where, const tensor_view<TQ>& q, const K& k,
   expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
   check_score_rules(where, q, k, opt, e);
   check_value_rules(where, e, value_extents, out);
+  check_isa_available(where, opt.isa);  // empty calls too: attention() returns before its kernel
 }
 
 /// attention_backward (backward.hpp): the forward's rules on (q, k, v, out, options),
@@ -458,22 +579,6 @@ void check_key_copy(const char* where, const tensor_view<TR>& rows, const key_bl
     check_no_self_overlap(where, "rows", rows);
     if (r.overlaps(b)) fail(where, "rows overlaps the memory of blocks");
   }
-}
-
-/// options.isa: automatic, or a simd_isa value whose path this CPU and build run.
-inline void check_isa_available(const char* fn, simd_isa requested) {
-  if (requested == simd_isa::automatic) return;
-  if (requested != simd_isa::baseline && requested != simd_isa::avx2 && requested != simd_isa::avx512)
-    fail(fn, "options.isa is not a simd_isa value");
-  if (!cpu_runs(requested))
-    fail(fn, "options.isa = ", isa_name(requested), " is not available on this CPU or build (available up to ",
-         isa_name(default_isa()), ")");
-}
-
-/// The path a call runs: options.isa once checked, or the default for automatic.
-inline simd_isa resolve_isa(simd_isa requested, const char* fn) {
-  check_isa_available(fn, requested);
-  return requested == simd_isa::automatic ? default_isa() : requested;
 }
 
 /// Whether a and b are the same view of the same memory (data and strides).

@@ -70,7 +70,7 @@ struct score_rules {
         causal(opt.causal != causal_mode::none),
         left(opt.window_left ? *opt.window_left : -1),
         right(opt.window_right ? *opt.window_right : -1),
-        sinks(std::int64_t(opt.sink_tokens)),
+        sinks(std::int64_t(std::min<std::size_t>(opt.sink_tokens, nk))),  // sinks beyond Nk: every key
         scale(static_cast<T>(opt.scale ? *opt.scale : 1.0 / std::sqrt(double(dk)))),
         softcap(static_cast<T>(opt.softcap)),
         inv_softcap(opt.softcap > 0 ? static_cast<T>(1.0 / opt.softcap) : T(0)),
@@ -81,14 +81,17 @@ struct score_rules {
         has_additive(opt.additive_mask.is_set()),
         has_boolean(opt.boolean_mask.is_set()) {}
 
-  /// Keys visible to query i by the causal, window and sink rules.
+  /// Keys visible to query i by the causal, window and sink rules. No step overflows
+  /// for any window (up to INT64_MAX) or size: diag lies in [Nk − Nq, Nk) (or [0, Nq)
+  /// for top_left), so hi − diag <= max(Nq, Nk), and a bound is added to or taken
+  /// from diag only when the result stays between 0 and hi.
   row_ranges ranges(std::int64_t i) const {
     const std::int64_t diag = i + off;
     std::int64_t hi = Nk;  // exclusive
     if (causal) hi = std::min(hi, diag + 1);
     std::int64_t band_hi = hi;
-    if (right >= 0) band_hi = std::min(band_hi, diag + right + 1);
-    std::int64_t band_lo = left >= 0 ? std::max<std::int64_t>(0, diag - left) : 0;
+    if (right >= 0 && diag < hi && right < hi - diag - 1) band_hi = diag + right + 1;
+    const std::int64_t band_lo = left >= 0 && diag > left ? diag - left : 0;
     const std::int64_t sink_end = std::max<std::int64_t>(0, std::min(sinks, hi));
     row_ranges r;
     r.sinks = {0, sink_end};
@@ -127,8 +130,9 @@ struct score_rules {
   /// The element-wise rules of logit() (softcap, ALiBi, boolean, additive), in
   /// its order, applied in place to the already scaled scores s[0..n) of keys
   /// j0.. of row (b, h, i), before hide_invisible: a score that overflowed to
-  /// ±inf is capped to ±softcap like any other. One pass per rule, so the ALiBi
-  /// and additive passes vectorise.
+  /// ±inf is capped to ±softcap like any other. A −inf score or mask entry hides
+  /// the key whatever the other holds (NaN, +inf: options.hpp). One pass per rule,
+  /// so the ALiBi and additive passes vectorise.
   void apply_elementwise(std::size_t b, std::size_t h, std::int64_t i, std::int64_t j0, std::size_t n,
                          T* s) const {
     apply_softcap(n, s);
@@ -158,7 +162,8 @@ struct score_rules {
     if (has_additive) {
       const float* a = additive.row(additive.batch() == 1 ? 0 : b, additive.heads() == 1 ? 0 : h,
                                     std::size_t(i)) + j0;
-      for (std::size_t c = 0; c < n; ++c) s[c] = s[c] == neg_inf ? neg_inf : s[c] + T(a[c]);
+      for (std::size_t c = 0; c < n; ++c)
+        s[c] = s[c] == neg_inf || T(a[c]) == neg_inf ? neg_inf : s[c] + T(a[c]);
     }
   }
 

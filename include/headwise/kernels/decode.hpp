@@ -19,7 +19,9 @@
 //     the chunk's partial (O/l, lse). Both streams are requested from memory as the
 //     core's stream_plan says (decode_stream.hpp).
 //   - 6. A second parallel pass folds each row's partials in chunk order with
-//     merge_row (the arithmetic of merge_states), then applies head_scale.
+//     merge_row (the arithmetic of merge_states), then applies head_scale; a row left
+//     with a NaN or ±inf (non-finite inputs, options.hpp) is recomputed by the plain
+//     kernel's row (settle_row).
 // Bytes per step ≈ B·Hkv·Nk_visible·(Dk + Dv)·sizeof(S) + 2·B·Hq·Nq·chunks·(Dv+1)·sizeof(T):
 // the partials are 0.4% of the K/V bytes at the shape above. Measured (Zen 4, one
 // thread, KV 32768, key blocks): fp32 steps at 91% of the DRAM read bandwidth.
@@ -319,6 +321,7 @@ void merge_partials(const detail::kernel_call<T, S>& c, const call_plan<T>& p, s
       std::fill(out_row, out_row + Dv, T(0));
     }
     if (c.lse.is_set()) c.lse(b, h, i, 0) = static_cast<float>(row_lse);
+    headwise::kernels::plain::settle_row(c, b, h, i);  // a NaN or ±inf in it: options.hpp's rules
   }
 }
 

@@ -13,8 +13,9 @@
 // crosses from the caller's default target into a path only through
 // kernel_path<...>::flash/decode, after isa.hpp checked that the CPU runs it.
 // Everything those headers use from elsewhere (the standard library, score_rules,
-// parallel_for, key_blocks) is included above the first pragma, so no function
-// outside headwise::isa_* is ever compiled for a wider target than the caller's.
+// parallel_for, key_blocks, the plain kernel's settle_row) is included above the
+// first pragma, so no function outside headwise::isa_* is ever compiled for a wider
+// target than the caller's.
 //
 // Without dispatch (HEADWISE_NO_DISPATCH, non-x86, other compilers) the same headers
 // are included once, as isa_baseline, on xsimd's widest arch for the build's flags.
@@ -47,6 +48,7 @@
 #include "headwise/detail/score_rules.hpp"
 #include "headwise/isa.hpp"
 #include "headwise/kernels/merge_row.hpp"
+#include "headwise/kernels/plain.hpp"
 #include "headwise/key_view.hpp"
 #include "headwise/storage.hpp"
 #include "headwise/tensor.hpp"

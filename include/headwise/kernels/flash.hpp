@@ -13,7 +13,8 @@
 //      rows; per micro-tile of tile_rows rows: S = Q·Kᵀ, rules and mask (only where
 //      the tile is partly visible, and only up to the rows' last visible key), online
 //      softmax (online_softmax.hpp), O = alpha·O + P·V (flash_tiles.hpp);
-//   3. store: out = O · head_scale / l, lse.
+//   3. store: out = O · head_scale / l, lse; a row left with a NaN or ±inf (non-finite
+//      inputs, options.hpp) is recomputed by the plain kernel's row (settle_row).
 // Memory traffic: K/V are read once per task from L2/L3, Nq/bq · group/heads times
 // in all; at d 128, bq 128, a K/V tile of bc = 64 keys is 64 KiB (128 keys, 128 KiB,
 // with AVX-512's 64-byte packs), so each micro-tile streams it from L2 at ~16% of L2
@@ -186,6 +187,7 @@ void store_rows(const detail::kernel_call<T, S>& c, const tiling& tl, const task
     T* out_row = c.out.row(t.b, h, i);
     for (std::size_t d = 0; d < c.out.dim(); ++d) out_row[d] = w.o[r * tl.dv_pad + d] * f;
     if (c.lse.is_set()) c.lse(t.b, h, i, 0) = w.state[r].lse();
+    headwise::kernels::plain::settle_row(c, t.b, h, i);  // a NaN or ±inf in it: options.hpp's rules
   }
 }
 

@@ -16,13 +16,19 @@
 namespace headwise::kernels {
 
 /// Merges one row: out[0..n) and the returned LSE from (o_a, lse_a) and (o_b, lse_b).
-/// out may alias o_a or o_b (element d is read before it is written).
+/// out may alias o_a or o_b (element d is read before it is written). A side with
+/// LSE −inf saw no key: it is not read (its o may hold anything, NaN included).
 template <class T>
 T merge_row(const T* o_a, T lse_a, const T* o_b, T lse_b, T* out, std::size_t n) noexcept {
   constexpr T neg_inf = -std::numeric_limits<T>::infinity();
   if (lse_a == neg_inf && lse_b == neg_inf) {
     for (std::size_t d = 0; d < n; ++d) out[d] = T(0);
     return neg_inf;
+  }
+  if (lse_a == neg_inf || lse_b == neg_inf) {
+    const T* o = lse_a == neg_inf ? o_b : o_a;
+    for (std::size_t d = 0; d < n; ++d) out[d] = o[d];
+    return lse_a == neg_inf ? lse_b : lse_a;
   }
   const double m = std::max<double>(lse_a, lse_b);
   const double ea = std::exp(double(lse_a) - m), eb = std::exp(double(lse_b) - m);  // one is 1

@@ -20,7 +20,11 @@
 // probabilities are written as 0 without evaluating s − m; once m is finite,
 // 2^(−inf − m) = 0 and 2^(m_old − m) with m_old = −inf is 0. A row that never
 // sees a visible key ends with l = 0: output 0 and LSE −inf, never NaN.
-// Cost per tile and row: n/W max + n/W exp + n/W add (W = pack width), plus one
+// A visible logit of NaN or +inf (options.hpp: the row is undefined) is caught by a
+// running sum of the logits, not by the max (which may drop a NaN) nor by exp2
+// (whose exponent arithmetic can turn a NaN carrying a payload into a number): l
+// becomes NaN, and so do the row's output and LSE.
+// Cost per tile and row: n/W max + n/W exp + 2·n/W add (W = pack width), plus one
 // scalar exp and two horizontal reductions.
 #ifndef HEADWISE_ISA_NS
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
@@ -51,11 +55,21 @@ struct softmax_row {
     using O = simd::ops<P>;
     constexpr std::size_t W = O::width;
     const T neg_inf = -std::numeric_limits<T>::infinity();
-    P mx(neg_inf);
-    for (std::size_t j = 0; j < n; j += W) mx = O::max(mx, O::load(s + j));
+    P mx(neg_inf), total(T(0));
+    for (std::size_t j = 0; j < n; j += W) {
+      const P x = O::load(s + j);
+      mx = O::max(mx, x);
+      total = total + x;
+    }
+    // Σ s is NaN or +inf when a visible logit is NaN or +inf (or when finite logits
+    // overflow the sum: a false alarm, which only sends the row to the plain kernel's
+    // row). Such a row is undefined (options.hpp): l becomes NaN and stays NaN.
+    const P undefined = O::select_less(total, P(std::numeric_limits<T>::infinity()), P(T(0)),
+                                       P(std::numeric_limits<T>::quiet_NaN()));
     const T tile_max = O::reduce_max(mx);
     if (tile_max == neg_inf && m == neg_inf) {  // nothing visible yet: p = 0, accumulators stay 0
       for (std::size_t j = 0; j < n; j += W) O::store(s + j, P(T(0)));
+      l += O::reduce_add(undefined);
       return T(1);
     }
     // Lazy rescale: keep the reference m while the tile's max exceeds it by at
@@ -67,7 +81,7 @@ struct softmax_row {
       m = m_new;
     }
     const P shift(m);
-    P sum(T(0));
+    P sum = undefined;
     for (std::size_t j = 0; j < n; j += W) {
       const P p = simd::exp2_nonpositive<P>(O::load(s + j) - shift);
       O::store(s + j, p);
@@ -78,12 +92,13 @@ struct softmax_row {
   }
 
   /// Factor turning the accumulated Σ p_j v_j into the output row (times the
-  /// head multiplier); 0 for a row with no visible key.
-  T out_scale(T head_multiplier) const { return l > 0 ? head_multiplier / l : T(0); }
+  /// head multiplier); 0 for a row with no visible key, NaN for an undefined one.
+  T out_scale(T head_multiplier) const { return l == T(0) ? T(0) : head_multiplier / l; }
 
   /// Natural-log LSE of the row's visible logits (m is in log2 units); −inf
-  /// when none is visible. log_sum() keeps T (decode merges partials in T).
-  T log_sum() const { return l > 0 ? m * ln2 + std::log(l) : -std::numeric_limits<T>::infinity(); }
+  /// when none is visible, NaN when the row is undefined. log_sum() keeps T
+  /// (decode merges partials in T).
+  T log_sum() const { return l == T(0) ? -std::numeric_limits<T>::infinity() : m * ln2 + std::log(l); }
   float lse() const { return static_cast<float>(log_sum()); }
 };
 

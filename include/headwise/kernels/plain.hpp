@@ -5,11 +5,14 @@
 //
 // Per row: 1. the logits of the visible keys (row_logits, which the inspection
 // functions of inspect.hpp share, so their probabilities match this kernel's bit for
-// bit); 2. exact max, exp and sum, out = Σ p_j v_j / l. 2·Nvis·(Dk + Dv) FLOPs per
+// bit); 2. exact max, exp and sum, out = Σ p_j v_j / l (finish_row, which also holds
+// the rules of options.hpp for NaN and infinite values). 2·Nvis·(Dk + Dv) FLOPs per
 // row, no reuse of K/V between rows: the simple, obviously right path in the compute
 // type (not double like the oracle), kept as kernel_mode::plain for tests and as a
 // baseline in the bench. Tasks are (batch, query head, 32 rows); masked keys are never
-// visited. Scratch per worker (workspace.hpp): one row of Nk logits and Dv sums.
+// visited. Scratch per worker (workspace.hpp): one row of Nk logits (the sums build up
+// in the output row). The flash and decode kernels hand a row whose output is not
+// finite to settle_row, which recomputes it here.
 // Scalar code, compiled once for the caller's target (not per SIMD path).
 #pragma once
 
@@ -33,66 +36,120 @@
 
 namespace headwise::kernels::plain {
 
-/// s[j] = the logit of query row (b, h, i) and key j, for every key it sees (others
-/// are left as they are); returns their max (−inf when it sees none). One dot
-/// product per key, coordinates in order.
+/// q_row · k_row over Dk coordinates, in order (K coordinates `stride` apart).
 template <class T, class S>
-T row_logits(const tensor_view<const T>& q, const key_view<const S>& k, const detail::score_rules<T>& rules,
-             std::size_t b, std::size_t h, std::size_t i, T* s) {
-  const detail::row_ranges rr = rules.ranges(std::int64_t(i));
-  const std::size_t hk = h / (q.heads() / k.heads()), Dk = q.dim();
-  const std::ptrdiff_t stride = k.coordinate_stride();
-  const T* q_row = q.row(b, h, i);
-  T m = -std::numeric_limits<T>::infinity();
-  for (const detail::key_range& r : {rr.sinks, rr.band}) {
-    for (std::int64_t j = r.begin; j < r.end; ++j) {
-      const S* k_row = k.key(b, hk, std::size_t(j));
-      T dot = 0;
-      for (std::size_t d = 0; d < Dk; ++d) dot += q_row[d] * static_cast<T>(k_row[std::ptrdiff_t(d) * stride]);
-      s[j] = rules.logit(b, h, std::int64_t(i), j, dot);
-      m = std::max(m, s[j]);
-    }
-  }
-  return m;
+T dot_key(const T* q_row, const S* k_row, std::size_t Dk, std::ptrdiff_t stride) {
+  T dot = 0;
+  for (std::size_t d = 0; d < Dk; ++d) dot += q_row[d] * static_cast<T>(k_row[std::ptrdiff_t(d) * stride]);
+  return dot;
 }
 
-/// Step 2 for one row whose logits are in s (max m): out and the LSE.
+/// s[j] = the logit of query row (b, h, i) and key j, for every key it sees (others
+/// are left as they are).
 template <class T, class S>
-void finish_row(const detail::kernel_call<T, S>& c, std::size_t b, std::size_t h, std::size_t i, const T* s, T m,
-                T* acc) {
+void row_logits(const tensor_view<const T>& q, const key_view<const S>& k,
+                const detail::score_rules<T>& rules, std::size_t b, std::size_t h, std::size_t i, T* s) {
+  const detail::row_ranges rr = rules.ranges(std::int64_t(i));
+  const std::size_t hk = h / (q.heads() / k.heads());
+  const T* q_row = q.row(b, h, i);
+  for (const detail::key_range& r : {rr.sinks, rr.band})
+    for (std::int64_t j = r.begin; j < r.end; ++j)
+      s[j] = rules.logit(b, h, std::int64_t(i), j,
+                         dot_key(q_row, k.key(b, hk, std::size_t(j)), q.dim(), k.coordinate_stride()));
+}
+
+/// Step 2 for one row, the rules of options.hpp for every kind of value: logit(j)
+/// gives the logit of each key in the row's ranges (twice per key); out and the LSE.
+/// A key whose logit is −inf is hidden and its V never read; a NaN or +inf logit
+/// leaves the row undefined (out NaN, LSE NaN); a visible key's NaN or infinite V
+/// reaches out even where its weight underflows to 0 (its true weight is positive).
+/// out's row is the accumulator.
+template <class T, class S, class Logit>
+void finish_row(const detail::kernel_call<T, S>& c, std::size_t b, std::size_t h, std::size_t i,
+                Logit&& logit) {
+  constexpr T inf = std::numeric_limits<T>::infinity();
   const std::size_t Dv = c.v.dim(), hk = h / c.group();
   const detail::row_ranges rr = c.rules.ranges(std::int64_t(i));
   const T head_mult = c.rules.head_multiplier(h);
-  std::fill(acc, acc + Dv, T(0));
+  T* out_row = c.out.row(b, h, i);
+  std::fill(out_row, out_row + Dv, T(0));
+  T m = -inf;
+  bool undefined = false;
+  if (head_mult != T(0)) {  // a pruned head reads nothing
+    for (const detail::key_range& r : {rr.sinks, rr.band})
+      for (std::int64_t j = r.begin; j < r.end; ++j) {
+        const T s = logit(j);
+        undefined = undefined || !(s < inf);
+        m = std::max(m, s);
+      }
+  }
   T l = 0;
-  if (m != -std::numeric_limits<T>::infinity() && head_mult != T(0)) {
+  if (undefined) {
+    l = std::numeric_limits<T>::quiet_NaN();
+  } else if (m != -inf) {
     for (const detail::key_range& r : {rr.sinks, rr.band}) {
       for (std::int64_t j = r.begin; j < r.end; ++j) {
-        const T p = std::exp(s[j] - m);  // exp(-inf) = 0 for masked keys
+        const T s = logit(j);
+        if (s == -inf) continue;
+        const T p = std::exp(s - m);
         l += p;
         const S* v_row = c.v.row(b, hk, std::size_t(j));
-        for (std::size_t d = 0; d < Dv; ++d) acc[d] += p * static_cast<T>(v_row[d]);
+        if (p > T(0)) {
+          for (std::size_t d = 0; d < Dv; ++d) out_row[d] += p * static_cast<T>(v_row[d]);
+        } else {
+          for (std::size_t d = 0; d < Dv; ++d)
+            if (!std::isfinite(static_cast<T>(v_row[d]))) out_row[d] += static_cast<T>(v_row[d]);
+        }
       }
     }
   }
-  T* out_row = c.out.row(b, h, i);
-  const T norm = l > 0 ? head_mult / l : T(0);
-  for (std::size_t d = 0; d < Dv; ++d) out_row[d] = acc[d] * norm;
-  if (c.lse.is_set()) c.lse(b, h, i, 0) = l > 0 ? static_cast<float>(m + std::log(l)) : -INFINITY;
+  const T norm = l == T(0) ? T(0) : head_mult / l;
+  for (std::size_t d = 0; d < Dv; ++d) out_row[d] *= norm;
+  if (c.lse.is_set()) c.lse(b, h, i, 0) = l == T(0) ? -INFINITY : static_cast<float>(m + std::log(l));
+}
+
+/// Row (b, h, i) once more through finish_row, its logits recomputed as row_logits
+/// computes them. Out of line and cold: only the rows settle_row sends reach it, and
+/// the flash and decode code that calls settle_row keeps its size and inlining.
+template <class T, class S>
+__attribute__((noinline, cold)) void recompute_row(const detail::kernel_call<T, S>& c, std::size_t b,
+                                                   std::size_t h, std::size_t i) {
+  const T* q_row = c.q.row(b, h, i);
+  const std::size_t hk = h / c.group();
+  finish_row(c, b, h, i, [&](std::int64_t j) {
+    return c.rules.logit(b, h, std::int64_t(i), j,
+                         dot_key(q_row, c.k.key(b, hk, std::size_t(j)), c.q.dim(), c.k.coordinate_stride()));
+  });
+}
+
+/// When the flash or decode kernel left a value in row (b, h, i) that is not finite,
+/// the row is recomputed here: those kernels sum p·v over hidden keys too (p = 0,
+/// harmless unless V holds NaN or ±inf there), so such rows take this path, and every
+/// kernel then gives the plain kernel's bits for them. Uses no scratch; a finite row
+/// costs Dv independent tests (an AND of flags: no chain of dependent float adds,
+/// which at Dv 128 cost ~500 cycles a row, 2-3% of a decode step at KV 512).
+template <class T, class S>
+void settle_row(const detail::kernel_call<T, S>& c, std::size_t b, std::size_t h, std::size_t i) {
+  const T* out_row = c.out.row(b, h, i);
+  bool finite = true;
+  for (std::size_t d = 0; d < c.out.dim(); ++d) finite &= std::isfinite(out_row[d]);
+  if (!finite) recompute_row(c, b, h, i);
 }
 
 template <class T, class S>
 void run(const detail::kernel_call<T, S>& c) {
   constexpr std::size_t rows_per_task = 32;
-  const std::size_t Hq = c.q.heads(), Nq = c.q.seq(), Nk = c.k.seq(), Dv = c.v.dim();
+  const std::size_t Hq = c.q.heads(), Nq = c.q.seq(), Nk = c.k.seq();
   const std::size_t blocks = detail::ceil_div(Nq, rows_per_task), tasks = c.q.batch() * Hq * blocks;
   const unsigned workers = detail::resolve_threads(c.threads, tasks);
-  detail::workspace_access::reserve_workers(c.scratch, workers, (Nk + Dv) * sizeof(T));
+  detail::workspace_access::reserve_workers(c.scratch, workers, Nk * sizeof(T));
   detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned w) {
     const std::size_t b = task / (Hq * blocks), h = task / blocks % Hq, blk = task % blocks;
     T* s = reinterpret_cast<T*>(detail::workspace_access::worker(c.scratch, w));
-    for (std::size_t i = blk * rows_per_task; i < std::min(Nq, (blk + 1) * rows_per_task); ++i)
-      finish_row(c, b, h, i, s, plain::row_logits(c.q, c.k, c.rules, b, h, i, s), s + Nk);
+    for (std::size_t i = blk * rows_per_task; i < std::min(Nq, (blk + 1) * rows_per_task); ++i) {
+      plain::row_logits(c.q, c.k, c.rules, b, h, i, s);
+      finish_row(c, b, h, i, [s](std::int64_t j) { return s[j]; });
+    }
   });
 }
 
