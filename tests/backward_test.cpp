@@ -250,6 +250,16 @@ TEST(backward_checks, bad_arguments_throw_before_writing) {
                                   g.dq.view, g.dk.view, g.dv.view, bad),
                headwise::error);
   EXPECT_TRUE(untouched());
+  // a gradient over a per-head option the call reads: ALiBi slopes stored in dq's first row
+  tensor<float> dq_and_slopes(c.B, c.h.Hq, c.Nq, c.Dk);
+  std::fill(dq_and_slopes.storage.begin(), dq_and_slopes.storage.end(), 0.5f);
+  attention_options over_slopes;
+  over_slopes.alibi_slopes = span<const float>(dq_and_slopes.storage.data() + 1, c.h.Hq);
+  EXPECT_THROW(attention_backward(p.q.cview(), p.k.cview(), p.v.cview(), p.out.cview(), lse, p.dout.cview(),
+                                  dq_and_slopes.view, g.dk.view, g.dv.view, over_slopes),
+               headwise::error);
+  for (float x : dq_and_slopes.storage) EXPECT_EQ(x, 0.5f);
+  EXPECT_TRUE(untouched());
 }
 
 // No N×N buffer: the workspace after a backward at N 512 and N 2048 (d 64, one head)

@@ -552,7 +552,9 @@ void check_attention_backward(const char* where, const tensor_view<const T>& q, 
       {check_view(where, "v", v), "v"},     {check_view(where, "out", out), "out"},
       {e_lse, "lse"},                       {e_dout, "dout"},
       {opt.additive_mask.is_set() ? check_view(where, "", opt.additive_mask) : extent{}, "options.additive_mask"},
-      {opt.boolean_mask.is_set() ? check_view(where, "", opt.boolean_mask) : extent{}, "options.boolean_mask"}};
+      {opt.boolean_mask.is_set() ? check_view(where, "", opt.boolean_mask) : extent{}, "options.boolean_mask"},
+      {opt.alibi_slopes.empty() ? extent{} : span_extent(where, "", opt.alibi_slopes), "options.alibi_slopes"},
+      {opt.head_scale.empty() ? extent{} : span_extent(where, "", opt.head_scale), "options.head_scale"}};
   const std::pair<extent, const char*> grads[] = {{e_dq, "dq"}, {e_dk, "dk"}, {e_dv, "dv"}};
   for (const auto& [eg, gname] : grads) {
     for (const auto& [ei, iname] : inputs)
