@@ -25,4 +25,4 @@
 #include "headwise/detail/internal_end.hpp"
 
 // Eigen-based (link headwise::eigen, include directly): <headwise/eigen.hpp>,
-// <headwise/lora.hpp>, <headwise/mha.hpp>.
+// <headwise/lora.hpp>, <headwise/mha.hpp>, <headwise/optim.hpp>, <headwise/safetensors.hpp>.

@@ -3,7 +3,9 @@
 //
 // parameter<T> pairs a trainable matrix with its gradient: value [rows × cols]
 // (written in place) and grad of the same shape (read only). Both are views
-// (eigen.hpp's Ref aliases): nothing is copied.
+// (eigen.hpp's Ref aliases): nothing is copied, and they dangle when a viewed
+// matrix is resized or move-assigned (a move swaps buffers: assign gradients with
+// `g = expr` or `g.setZero()`, not `g = std::move(other)`).
 //
 // adamw: Loshchilov & Hutter's decoupled weight decay with Adam's bias-corrected
 // moments, step for step as torch.optim.AdamW (amsgrad off, maximize off). At step
@@ -95,6 +97,7 @@ class adamw {
 
   /// One update of every parameter (header comment). The first step fixes the
   /// count and shapes of the parameters.
+  void step(const std::vector<parameter<T>>& params) { step(span<const parameter<T>>(params)); }
   void step(span<const parameter<T>> params) {
     detail::check_adamw_step(params, steps_ > 0, moments_.size(), [&](std::size_t i) {
       return std::pair{moments_[i].m.rows(), moments_[i].m.cols()};

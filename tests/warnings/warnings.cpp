@@ -5,6 +5,8 @@
 #include <headwise/headwise.hpp>
 #include <headwise/lora.hpp>
 #include <headwise/mha.hpp>
+#include <headwise/optim.hpp>
+#include <headwise/safetensors.hpp>
 
 #include <cstddef>
 #include <string>
@@ -88,6 +90,18 @@ void layer(Cache& cache) {
   headwise::row_matrix<T> dx(6, 32);
   mha.forward(x, y);
   mha.backward(x, y, dx, grads);
+
+  mha.adapters().activate("adapter");
+  headwise::adamw<T> opt(headwise::adamw_config<T>{});
+  std::vector<headwise::matrix_ref<T>> gs = headwise::lora_gradients(mha, grads);
+  headwise::clip_grad_norm(gs, T(1));
+  opt.step(headwise::lora_parameters(mha, grads));
+  std::vector<headwise::multi_head_attention<T>*> layers{&mha};
+  headwise::save_lora_adapters("warnings_unused", layers, "adapter");
+  headwise::load_lora_adapters("warnings_unused", layers, "adapter");
+  headwise::safetensors_file f;
+  f.tensors["x"] = headwise::to_safetensors(x);
+  x = headwise::to_matrix<T>(headwise::decode_safetensors(headwise::encode_safetensors(f)).tensors.at("x"));
 }
 
 }  // namespace
