@@ -33,6 +33,7 @@
 #include <headwise/headwise.hpp>
 #include <headwise/mha.hpp>
 #include <headwise/optim.hpp>
+#include <headwise/safetensors.hpp>
 
 #include <array>
 #include <chrono>
@@ -40,6 +41,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <string>
@@ -53,8 +55,10 @@ constexpr std::array all_projections{projection::q, projection::k, projection::v
 
 // Sizes: small enough for a minute on one core, large enough that the circuit forms
 // reliably (see the README's notes on seeds).
-constexpr std::size_t vocab = 32, model_dim = 64, heads = 4, head_dim = 16;
-constexpr std::size_t seq = 48, batch = 16, eval_batch = 16;
+constexpr std::size_t vocab = 16, model_dim = 64, heads = 4, head_dim = 16;
+constexpr std::size_t seq = 32, batch = 32, eval_batch = 16;
+constexpr int train_steps = 1000, lora_steps = 600;
+constexpr float train_lr = 1e-2f, lora_lr = 1e-2f;
 
 enum class task { copy, offset };
 
@@ -100,7 +104,8 @@ struct model {
     fill_normal(unembed, gen, 1.f / std::sqrt(float(model_dim)));
     for (int l = 0; l < 2; ++l) {
       layers.emplace_back(cfg);
-      for (projection p : all_projections) fill_normal(layers[l].weight(p), gen, 1.f / std::sqrt(float(model_dim)));
+      for (projection p : all_projections)
+        fill_normal(layers[l].weight(p), gen, 1.f / std::sqrt(float(model_dim)));
     }
   }
 
@@ -134,6 +139,14 @@ struct model {
       for (Eigen::Index r = 0; r < dx.rows(); ++r) dE->row(tokens[std::size_t(r)]) += dx.row(r);
   }
 };
+
+/// Learning rate at step (1-based) of `steps`: linear warm-up over the first 5%, then
+/// cosine decay to a tenth of the peak — the usual transformer schedule.
+float schedule(float peak, int step, int steps) {
+  const double pi = 3.14159265358979323846, warm = 0.05 * steps;
+  const double ramp = step < warm ? step / warm : 1.0;
+  return float(peak * ramp * (0.1 + 0.45 * (1 + std::cos(pi * (step - 1) / steps))));
+}
 
 struct losses {
   double all = 0, first = 0, repeated = 0;
@@ -199,7 +212,8 @@ attention_options causal_options() {
 
 /// Per-layer head statistics averaged over the sequences of `tokens` (L = seq/2),
 /// each detector score weighted by its row count as inspect.hpp does within one.
-std::array<std::vector<head_statistics>, 2> layer_statistics(model& m, const std::vector<std::int32_t>& tokens) {
+std::array<std::vector<head_statistics>, 2> layer_statistics(model& m,
+                                                             const std::vector<std::int32_t>& tokens) {
   std::array<std::vector<head_statistics>, 2> total;
   for (auto& t : total) {
     t.resize(heads);
@@ -253,9 +267,9 @@ void write_heatmap(model& m, const std::vector<std::int32_t>& tokens, std::size_
   for (std::int32_t t : one) labels.push_back(std::to_string(t));
   heatmap_options ho;
   ho.title = title;
-  std::ofstream(file) << heatmap_svg(head_probabilities(as_bshd(q, heads, head_dim), as_bshd(k, heads, head_dim),
-                                                        opt, 0, head),
-                                     labels, labels, ho);
+  std::ofstream(file) << heatmap_svg(
+      head_probabilities(as_bshd(q, heads, head_dim), as_bshd(k, heads, head_dim), opt, 0, head), labels,
+      labels, ho);
 }
 
 /// The trainable parameters and their gradients, as optim.hpp takes them.
@@ -274,8 +288,8 @@ int main(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   const unsigned seed = argc > 1 ? unsigned(std::strtoul(argv[1], nullptr, 10)) : 1u;
   std::mt19937 gen(seed);
-  std::printf("induction_heads: seed %u, vocab %zu, model %zu, %zu heads of %zu, %zu tokens, batch %zu\n", seed,
-              vocab, model_dim, heads, head_dim, seq, batch);
+  std::printf("induction_heads: seed %u, vocab %zu, model %zu, %zu heads of %zu, %zu tokens, batch %zu\n",
+              seed, vocab, model_dim, heads, head_dim, seq, batch);
 
   // 1. Pre-training, every parameter.
   model m(gen);
@@ -296,9 +310,9 @@ int main(int argc, char** argv) {
   const std::vector<std::int32_t> eval_copy = make_tokens(eval_gen, eval_batch, task::copy, seq / 2);
   const std::vector<std::int32_t> eval_offset = make_tokens(eval_gen, eval_batch, task::offset, seq / 2);
 
-  constexpr int train_steps = 1500;
-  adamw<float> opt({3e-3f, 0.9f, 0.98f, 1e-8f, 0.01f});
+  adamw<float> opt({train_lr, 0.9f, 0.98f, 1e-8f, 0.01f});
   for (int step = 1; step <= train_steps; ++step) {
+    opt.set_lr(schedule(train_lr, step, train_steps));
     const auto tokens = make_tokens(gen, batch, task::copy, 0);
     m.forward(tokens, batch);
     cross_entropy(m, tokens, 0);
@@ -335,7 +349,10 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("previous-token head in layer 0: %s\n", previous_found ? "found" : "NOT FOUND");
-  std::printf("induction head in layer 1: %s (head %zu)\n", induction_found ? "found" : "NOT FOUND", induction_head);
+  std::printf("induction head in layer 1: %s (head %zu)\n", induction_found ? "found" : "NOT FOUND",
+              induction_head);
+
+  const double pre_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   // 3. LoRA fine-tuning on the offset task, base frozen.
   const model frozen = m;  // the fresh copy that step 4 loads the adapters into
@@ -353,7 +370,8 @@ int main(int argc, char** argv) {
       const projection_shape s = adapters.shape(p);
       matrix A(rank, s.in);
       fill_normal(A, gen, 1.f / std::sqrt(float(s.in)));
-      adapters.attach(id, p, lora_delta<float>(A, matrix::Zero(s.out, rank), alpha));  // B = 0: starts as the base
+      adapters.attach(id, p,
+                      lora_delta<float>(A, matrix::Zero(s.out, rank), alpha));  // B = 0: starts as the base
     }
     adapters.activate("offset");
     lora_params += adapters.active_parameter_count();
@@ -365,14 +383,14 @@ int main(int argc, char** argv) {
   }
   Eigen::Index base_params = m.embed.size() + m.unembed.size();
   for (const auto& layer : m.layers) base_params += layer.parameter_count();
-  std::printf("LoRA rank %ld on q, k, v, o of both layers: %ld trainable of %ld parameters (%.2f%%)\n", long(rank),
-              long(lora_params), long(base_params + lora_params),
+  std::printf("LoRA rank %ld on q, k, v, o of both layers: %ld trainable of %ld parameters (%.2f%%)\n",
+              long(rank), long(lora_params), long(base_params + lora_params),
               100.0 * double(lora_params) / double(base_params + lora_params));
 
   const losses before = evaluate(m, eval_offset);
-  constexpr int lora_steps = 600;
-  adamw<float> lora_opt({1e-2f, 0.9f, 0.98f, 1e-8f, 0.0f});
+  adamw<float> lora_opt({lora_lr, 0.9f, 0.98f, 1e-8f, 0.0f});
   for (int step = 1; step <= lora_steps; ++step) {
+    lora_opt.set_lr(schedule(lora_lr, step, lora_steps));
     const auto tokens = make_tokens(gen, batch, task::offset, 0);
     m.forward(tokens, batch);
     cross_entropy(m, tokens, 0);
@@ -380,6 +398,11 @@ int main(int argc, char** argv) {
     m.backward(tokens, lg, nullptr, nullptr);
     clip_grad_norm(lora.grads, 1.0f);
     lora_opt.step(lora.params);
+    if (step % 200 == 0) {
+      const losses e = evaluate(m, eval_offset);
+      std::printf("LoRA step %4d  offset task loss: first half %.3f, repeated half %.3f\n", step, e.first,
+                  e.repeated);
+    }
   }
   const losses after = evaluate(m, eval_offset);
   const bool adapted = after.repeated < 0.5 * before.repeated;
@@ -389,10 +412,23 @@ int main(int argc, char** argv) {
                 "layer 1 head " + std::to_string(induction_head) + ", offset task, after LoRA");
   std::printf("wrote induction_before.svg, induction_after.svg\n");
 
+  // 4. Save the adapters (PEFT names), load them into the fresh frozen copy, compare.
+  save_lora_adapters("induction_lora", m.layers, "offset");
+  model reloaded = frozen;
+  load_lora_adapters("induction_lora", reloaded.layers, "offset");
+  for (auto& layer : reloaded.layers) layer.adapters().activate("offset");
+  m.forward(eval_offset, eval_batch);
+  reloaded.forward(eval_offset, eval_batch);
+  const bool identical =
+      m.logits.size() == reloaded.logits.size() &&
+      std::memcmp(m.logits.data(), reloaded.logits.data(), std::size_t(m.logits.size()) * sizeof(float)) == 0;
+  std::printf("saved induction_lora/adapter_model.safetensors + adapter_config.json; reloaded logits %s\n",
+              identical ? "bit-identical" : "DIFFER");
+
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const bool ok = copies && previous_found && induction_found && adapted;
-  std::printf("time: %.1f s\n", seconds);
+  const bool ok = copies && previous_found && induction_found && adapted && identical;
+  std::printf("time: %.1f s (pre-training %.1f s, LoRA %.1f s)\n", seconds, pre_seconds,
+              seconds - pre_seconds);
   std::printf("induction_heads: %s\n", ok ? "ok" : "FAILED");
-  (void)frozen;
   return ok ? 0 : 1;
 }
