@@ -26,8 +26,9 @@
 //      token offset by one in the vocabulary (a → a + 1 mod V). A positional offset
 //      (repeat the first half one position later) would change nothing an induction
 //      head cares about; this one makes the frozen circuit predict the wrong token and
-//      the adapters must re-aim the match and the copy. Heatmaps of the induction
-//      head before and after go to induction_before.svg / induction_after.svg.
+//      the adapters must re-aim the match and the copy. Heatmaps of layer 1's
+//      heads (the induction head marked) before and after go to induction_before.html
+//      and induction_after.html.
 //   4. save the adapters as safetensors, reload them into a fresh copy of the frozen
 //      model and compare the logits bit for bit
 // Usage: induction_heads [seed] (default 1). Threads: 1 (the bits do not depend on it).
@@ -297,6 +298,19 @@ struct trainables {
   }
 };
 
+/// One AdamW step on `tokens`: forward, loss, gradients (dE, dU when not null),
+/// clipping to a global norm of 1, update.
+void train_step(model& m, const std::vector<std::int32_t>& tokens, std::array<mha_gradients<float>, 2>& g,
+                matrix* dE, matrix* dU, trainables& t, adamw<float>& opt) {
+  m.forward(tokens, tokens.size() / seq);
+  cross_entropy(m, tokens, 0);
+  for (auto& gl : g) gl.zero();
+  if (dE) dE->setZero(), dU->setZero();
+  m.backward(tokens, g, dE, dU);
+  clip_grad_norm(t.grads, 1.0f);
+  opt.step(t.params);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -329,13 +343,7 @@ int main(int argc, char** argv) {
   for (int step = 1; step <= train_steps; ++step) {
     opt.set_lr(schedule(train_lr, step, train_steps));
     const auto tokens = make_tokens(gen, batch, task::copy, 0);
-    m.forward(tokens, batch);
-    cross_entropy(m, tokens, 0);
-    for (auto& gl : g) gl.zero();
-    dE.setZero(), dU.setZero();
-    m.backward(tokens, g, &dE, &dU);
-    clip_grad_norm(full.grads, 1.0f);
-    opt.step(full.params);
+    train_step(m, tokens, g, &dE, &dU, full, opt);
     if (step % 250 == 0) {
       const losses e = evaluate(m, eval_copy);
       std::printf("step %4d  loss: first half %.3f, repeated half %.3f\n", step, e.first, e.repeated);
@@ -407,12 +415,7 @@ int main(int argc, char** argv) {
   for (int step = 1; step <= lora_steps; ++step) {
     lora_opt.set_lr(schedule(lora_lr, step, lora_steps));
     const auto tokens = make_tokens(gen, lora_batch, task::offset, 0);
-    m.forward(tokens, lora_batch);
-    cross_entropy(m, tokens, 0);
-    for (auto& gl : lg) gl.zero();
-    m.backward(tokens, lg, nullptr, nullptr);
-    clip_grad_norm(lora.grads, 1.0f);
-    lora_opt.step(lora.params);
+    train_step(m, tokens, lg, nullptr, nullptr, lora, lora_opt);
     if (step % 200 == 0) {
       const losses e = evaluate(m, eval_offset);
       std::printf("LoRA step %4d  offset task loss: first half %.3f, repeated half %.3f\n", step, e.first,
