@@ -11,7 +11,9 @@
 //   items_per_second  items/s
 // and a row per (shape, threads, impl): ms per iteration, the rate, % of peak, the
 // speed-up over each baseline impl present (its time / this time, same shape and
-// threads), over the same impl on 1 thread, and the other counters. With repetitions,
+// threads), over the same impl on 1 thread, and the other counters and the label. A
+// label's unit=<peak> makes that row's % of peak a share of BM_<peak> (the bf16 rows
+// on vdpbf16ps: bf16_dot_peak) instead of the rate's own. With repetitions,
 // a row is the best one (least time): on a shared machine the least disturbed, and a
 // peak is a maximum. The SVG has one panel per table with a peak and two or more
 // impls: 1-thread rows, a group of bars per shape, the peak as a dashed line.
@@ -154,6 +156,17 @@ struct run {
   int threads = 1;
   double ms = 0, family = 0, instance = 0;
   std::map<std::string, double> counters;
+  std::string label;  // the benchmark's label: "path=avx512_bf16 unit=bf16_dot_peak"
+  std::string unit;   // the peak its rate is a share of, when the label names one
+
+  /// The value of `key=` in the label, or "".
+  std::string label_field(const std::string& key) const {
+    std::stringstream words(label);
+    std::string w;
+    while (words >> w)
+      if (w.rfind(key + "=", 0) == 0) return w.substr(key.size() + 1);
+    return "";
+  }
 };
 
 const char* const rate_counters[] = {"FLOPS", "bytes_per_second", "items_per_second"};
@@ -178,7 +191,7 @@ rate_info info(const std::string& rate) {
 }
 
 /// Implementations other rows are compared to: a "× impl" column where the table has them.
-const char* const baselines[] = {"eigen_full",         "eigen_blocked",     "headwise_decode_f32",
+const char* const baselines[] = {"eigen_full",         "eigen_blocked",     "headwise_flash",  "headwise_decode_f32",
                                  "headwise_plain_f32", "headwise_unpruned", "lora_base",
                                  "lora_mixed_per_row"};
 
@@ -216,6 +229,8 @@ run parse_run(const json& b) {
   const std::string unit = b.text("time_unit");
   const double to_ms = unit == "ns" ? 1e-6 : unit == "us" ? 1e-3 : unit == "s" ? 1e3 : 1;
   r.ms = b.value("real_time") * to_ms;
+  r.label = b.text("label");
+  r.unit = r.label_field("unit");
   for (const auto& [key, v] : b.members)
     if (v.kind == json::number &&
         std::find(std::begin(skipped_fields), std::end(skipped_fields), key) == std::end(skipped_fields))
@@ -308,10 +323,11 @@ struct report {
     return nullptr;
   }
 
-  /// The peak rate for `rate` at `threads` threads (its best run), or NaN.
-  double peak(const std::string& rate, int threads) const {
+  /// The peak rate for `rate` at `threads` threads (its best run), or NaN: of the
+  /// unit a row's label names (unit=bf16_dot_peak), else of the rate's own peak.
+  double peak(const std::string& rate, int threads, const std::string& unit = "") const {
     double best = NAN;
-    const std::string impl = info(rate).peak;
+    const std::string impl = unit.empty() ? info(rate).peak : unit;
     for (const run& r : runs)
       if (!impl.empty() && r.impl == impl && r.threads == threads && r.counters.count(rate))
         best = std::isnan(best) ? r.counters.at(rate) : std::max(best, r.counters.at(rate));
@@ -339,7 +355,7 @@ struct report {
     std::string last = "\n";  // no shape
     for (const run* r : t.rows) {
       const double value = t.rate.empty() ? NAN : r->counters.at(t.rate) * ri.scale;
-      const double pk = peak(t.rate, r->threads) * ri.scale;
+      const double pk = peak(t.rate, r->threads, r->unit) * ri.scale;
       const std::string shown = r->shape == last ? "" : r->shape.empty() ? "-" : r->shape;
       last = r->shape;
       std::printf("%-*s %3d  %-*s %10s %10s %6s", int(shape_w), shown.c_str(), r->threads, int(impl_w),
@@ -356,6 +372,7 @@ struct report {
       std::printf(" ");
       for (const auto& [key, v] : r->counters)
         if (key != t.rate) std::printf(" %s=%s", key.c_str(), fmt(v, "%.4g").c_str());
+      if (!r->label.empty()) std::printf(" %s", r->label.c_str());
       std::printf("\n");
     }
   }

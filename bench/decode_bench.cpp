@@ -6,6 +6,7 @@
 //   BM_headwise_decode_f16          the same, K/V stored as headwise::half (half the bytes)
 //   BM_headwise_decode_f32_kblocks  K in key blocks (kv_cache<T, kv_layout::key_blocks>)
 //   BM_headwise_decode_f16_kblocks
+//   BM_headwise_decode_bf16         q, K/V and out all bfloat16
 //   BM_headwise_plain_f32           kernel = plain: reads K/V once per *query* head (4×
 //                                   here), the baseline; KV <= 4096 only, to stay short
 //
@@ -55,7 +56,7 @@ std::size_t llc_bytes() {
   return l3 > 0 ? std::size_t(l3) : std::size_t(64) << 20;
 }
 
-template <class S, kv_layout Layout, kernel_mode Kernel>
+template <class S, kv_layout Layout, kernel_mode Kernel, class Q = float>
 void decode_steps(benchmark::State& state) {
   const auto B = std::size_t(state.range(0)), Hq = std::size_t(state.range(1)),
              Hkv = std::size_t(state.range(2)), N = std::size_t(state.range(3)),
@@ -76,9 +77,11 @@ void decode_steps(benchmark::State& state) {
       caches.back()->append(headwise::bhsd<const float>(k_new.data(), B, Hkv, chunk, d),
                             headwise::bhsd<const float>(v_new.data(), B, Hkv, chunk, d));
   }
-  std::vector<float> q(B * Hq * d), out(q.size());
-  fill(q, 3);
-  const auto qv = headwise::bhsd<const float>(q.data(), B, Hq, 1, d);
+  std::vector<float> q_drawn(B * Hq * d);
+  fill(q_drawn, 3);
+  const std::vector<Q> q(q_drawn.begin(), q_drawn.end());
+  std::vector<Q> out(q.size());
+  const auto qv = headwise::bhsd<const Q>(q.data(), B, Hq, 1, d);
   const auto ov = headwise::bhsd(out.data(), B, Hq, 1, d);
   headwise::attention_options opt;
   opt.kernel = Kernel;
@@ -108,6 +111,9 @@ void BM_headwise_decode_f32_kblocks(benchmark::State& state) {
 void BM_headwise_decode_f16_kblocks(benchmark::State& state) {
   decode_steps<headwise::half, kv_layout::key_blocks, kernel_mode::decode>(state);
 }
+void BM_headwise_decode_bf16(benchmark::State& state) {
+  decode_steps<headwise::bfloat16, kv_layout::rows, kernel_mode::decode, headwise::bfloat16>(state);
+}
 void BM_headwise_plain_f32(benchmark::State& state) {
   decode_steps<float, kv_layout::rows, kernel_mode::plain>(state);
 }
@@ -132,7 +138,8 @@ const bool decode_registered = [] {
       {"BM_headwise_decode_f32", BM_headwise_decode_f32},
       {"BM_headwise_decode_f16", BM_headwise_decode_f16},
       {"BM_headwise_decode_f32_kblocks", BM_headwise_decode_f32_kblocks},
-      {"BM_headwise_decode_f16_kblocks", BM_headwise_decode_f16_kblocks}};
+      {"BM_headwise_decode_f16_kblocks", BM_headwise_decode_f16_kblocks},
+      {"BM_headwise_decode_bf16", BM_headwise_decode_bf16}};
   for (const auto& [name, fn] : kernels) {
     benchmark::RegisterBenchmark(name, fn)->Apply(cache_sized)->UseRealTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark(name, fn)

@@ -6,6 +6,11 @@
 //                             independent chains: 2 FMA ports × 4–5 cycles of latency
 //                             need 8–10 in flight, so the loop is bound by throughput.
 //                             FLOPS counts 2 per lane per FMA.
+//   BM_bf16_dot_peak/threads:t  the same with vdpbf16ps (AVX512-BF16) on zmm registers:
+//                             two bf16 products summed into each fp32 lane, so FLOPS
+//                             counts 4 per lane per instruction; the unit the
+//                             avx512_bf16 path's bf16 rows are a share of. Skipped on
+//                             CPUs without it.
 //   BM_eigen_gemm/M/N/K       a 1024³ Eigen GEMM: what a tuned BLAS-like kernel reaches
 //                             on one thread (Eigen threads only with OpenMP, off here).
 //   BM_dram_read/MiB/threads  t threads sum a 1 GiB buffer with vector loads: the read
@@ -16,10 +21,13 @@
 // maximum, and on a shared host the best repetition is the least disturbed one.
 // Threads are on_threads.hpp's plain std::threads, not a pool with dynamic scheduling,
 // which could let the calling thread run both halves and report 1 thread's peak as 2's.
+#include <headwise/headwise.hpp>
+
 #include <benchmark/benchmark.h>
 #include <Eigen/Dense>
 #include <xsimd/xsimd.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -28,6 +36,9 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>
 #endif
 
 #include "on_threads.hpp"
@@ -66,6 +77,44 @@ void BM_fma_peak(benchmark::State& state) {
   state.counters["FLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_fma_peak)
+    ->ArgName("threads")
+    ->DenseRange(1, 2)
+    ->Repetitions(3)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(HEADWISE_NO_DISPATCH)
+#define HEADWISE_BENCH_BF16_DOT 1
+/// fma_loop's 12 chains on vdpbf16ps: acc += 1·2^-20 + 1·2^-20 per lane and step.
+__attribute__((target("avx512f,avx512bf16"))) float bf16_dot_loop(float seed) {
+  __m512 acc[chains];
+  for (int c = 0; c < chains; ++c) acc[c] = _mm512_set1_ps(seed + float(c));
+  const __m512bh one = (__m512bh)_mm512_set1_epi32(0x3f803f80), tiny = (__m512bh)_mm512_set1_epi32(0x35803580);
+  for (std::int64_t i = 0; i < fma_steps; ++i)
+    for (__m512& x : acc) x = _mm512_dpbf16_ps(x, one, tiny);
+  for (int c = 1; c < chains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+  return _mm512_reduce_add_ps(acc[0]);
+}
+#endif
+
+void BM_bf16_dot_peak(benchmark::State& state) {
+  const auto threads = unsigned(state.range(0));
+  const std::vector<headwise::simd_isa> isas = headwise::available_isas();
+#if defined(HEADWISE_BENCH_BF16_DOT)
+  if (std::find(isas.begin(), isas.end(), headwise::simd_isa::avx512_bf16) != isas.end()) {
+    std::vector<float> sink(threads);
+    for (auto _ : state) {
+      on_threads(threads, [&](unsigned t) { sink[t] = bf16_dot_loop(float(t)); });
+      benchmark::DoNotOptimize(sink.data());
+    }
+    const double flops = 4.0 * 16 * chains * double(fma_steps) * threads;
+    state.counters["FLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
+    return;
+  }
+#endif
+  state.SkipWithError("this CPU or build has no AVX512-BF16");
+}
+BENCHMARK(BM_bf16_dot_peak)
     ->ArgName("threads")
     ->DenseRange(1, 2)
     ->Repetitions(3)

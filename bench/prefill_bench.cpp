@@ -13,6 +13,11 @@
 //   BM_headwise_flash  kernel = flash on the default SIMD path (headwise::simd_path())
 //   BM_headwise_flash_<isa>  the same on each narrower path of headwise::available_isas()
 //                      (attention_options::isa): what a CPU without the wider one gets
+//   BM_headwise_flash_bf16, BM_headwise_flash_f16  the same with q, k, v and out in
+//                      bfloat16 / half (converted once, outside the timed loop); the
+//                      label names the path and the unit its %peak is taken against
+//                      (bf16_dot_peak on avx512_bf16, fma_peak where 16-bit inputs are
+//                      converted to fp32 on load)
 //   BM_headwise_backward  attention_backward (dq, dk, dv from out, LSE and dout) after
 //                      one untimed forward; FLOPS counts 10·Hq·d per visible pair
 //                      (FlashAttention's 2.5× the forward), so its % of peak compares
@@ -37,6 +42,8 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "on_threads.hpp"
@@ -136,6 +143,26 @@ void BM_headwise_flash_isa(benchmark::State& state, headwise::simd_isa isa) {
   opt.isa = isa;
   time_headwise(state, p, opt);
 }
+
+/// BM_headwise_flash with q, k, v and out in X, on the default path.
+template <class X>
+void flash_16bit(benchmark::State& state) {
+  prefill p(state);
+  std::vector<X> q(p.q_data.size()), k(p.k_data.size()), v(p.v_data.size()), out(p.out_data.size());
+  for (auto [from, to] : {std::pair{&p.q_data, &q}, std::pair{&p.k_data, &k}, std::pair{&p.v_data, &v}})
+    std::transform(from->begin(), from->end(), to->begin(), [](float x) { return X(x); });
+  const auto qv = headwise::bhsd<const X>(q.data(), 1, p.Hq, p.N, p.d);
+  const auto kv = headwise::bhsd<const X>(k.data(), 1, p.Hkv, p.N, p.d);
+  const auto vv = headwise::bhsd<const X>(v.data(), 1, p.Hkv, p.N, p.d);
+  const auto ov = headwise::bhsd(out.data(), 1, p.Hq, p.N, p.d);
+  headwise::attention_options opt = p.options();
+  opt.kernel = kernel_mode::flash;
+  const bool dot = std::is_same_v<X, headwise::bfloat16> && std::string(headwise::simd_path()) == "avx512_bf16";
+  state.SetLabel(std::string("path=") + headwise::simd_path() + " unit=" + (dot ? "bf16_dot_peak" : "fma_peak"));
+  p.time(state, [&] { headwise::attention(qv, kv, vv, ov, opt); });
+}
+void BM_headwise_flash_bf16(benchmark::State& state) { flash_16bit<headwise::bfloat16>(state); }
+void BM_headwise_flash_f16(benchmark::State& state) { flash_16bit<headwise::half>(state); }
 
 void BM_headwise_backward(benchmark::State& state) {
   prefill p(state);
@@ -320,6 +347,8 @@ BENCHMARK(BM_headwise_plain)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_headwise_flash)->Apply(every_shape);
+BENCHMARK(BM_headwise_flash_bf16)->Apply(every_shape);
+BENCHMARK(BM_headwise_flash_f16)->Apply(square_heads)->MinTime(0.2)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 /// The backward on the README's S2 (H8 N1024, d 64 and 128) and causal S3 (H8 N2048
 /// d128), 1 and 2 threads: the targets are stated on these.

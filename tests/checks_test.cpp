@@ -508,7 +508,7 @@ TEST(Checks, OptionEnumsOutsideTheirValues) {
        "options.causal is not a causal_mode value (got -1)"},
       {[](attention_options& o) { o.kernel = kernel_mode(9); },
        "options.kernel is not a kernel_mode value (got 9)"},
-      {[](attention_options& o) { o.isa = simd_isa(4); }, "options.isa is not a simd_isa value (got 4)"},
+      {[](attention_options& o) { o.isa = simd_isa(5); }, "options.isa is not a simd_isa value (got 5)"},
       {[](attention_options& o) { o.isa = simd_isa(200); }, "options.isa is not a simd_isa value (got 200)"}};
   for (const auto& [set, message] : cases)
     expect_rejected(

@@ -67,13 +67,14 @@ inline std::string param_name(const ::testing::TestParamInfo<kernel_case>& info)
   return case_name(info.param);
 }
 
-/// The inputs of one case (K/V in storage type S), its options and its oracle.
-template <class T, class S>
+/// The inputs of one case (K/V in storage type S, q in Q), its options and its oracle.
+template <class T, class S, class Q = T>
 struct kernel_problem {
   using compute_type = T;
   using storage_type = S;
   kernel_case c;
-  tensor<T> q, k_drawn, v_drawn;  // K/V as drawn, before their rounding to S
+  tensor<Q> q;
+  tensor<T> k_drawn, v_drawn;  // K/V as drawn, before their rounding to S
   tensor<S> k, v;
   std::vector<S> kb_storage;  // K in key blocks; padding keys NaN: they must never reach a result
   key_blocks_view<S> kb;
@@ -84,14 +85,13 @@ struct kernel_problem {
 
   explicit kernel_problem(const kernel_case& kc, std::uint32_t seed = 1)
       : c(kc),
-        q(c.B, c.h.Hq, c.Nq, c.Dk, c.lay),
+        q(drawn_q(kc, seed)),
         k_drawn(c.B, c.h.Hkv, c.Nk, c.Dk),
         v_drawn(c.B, c.h.Hkv, c.Nk, c.Dv),
         masks(c.mask, c.B, c.h.Hq, c.Nq, c.Nk, seed + 3),
         ref(c.B, c.h.Hq, c.Nq, c.Dv, c.lay),
         ref_lse(c.B * c.h.Hq * c.Nq),
         model(masks.model(c.Dk, c.Nk)) {
-    fill_uniform(q, seed);
     fill_uniform(k_drawn, seed + 1);
     fill_uniform(v_drawn, seed + 2);
     k = converted<S>(k_drawn, c.lay);
@@ -103,6 +103,23 @@ struct kernel_problem {
     }
     sync_key_blocks();
     compute_oracle();
+  }
+
+  /// q drawn uniform in [-1, 1] (then rounded to Q).
+  static tensor<Q> drawn_q(const kernel_case& kc, std::uint32_t seed) {
+    tensor<T> drawn(kc.B, kc.h.Hq, kc.Nq, kc.Dk, kc.lay);
+    fill_uniform(drawn, seed);
+    if constexpr (std::is_same_v<Q, T>)
+      return drawn;
+    else
+      return converted<Q>(drawn, kc.lay);
+  }
+
+  /// Whether variant var runs the bf16 tiles, whose P·V reads P rounded to bf16.
+  bool rounds_weights(const variant& var) const {
+    if (!std::is_same_v<Q, bfloat16> || var.scalar) return false;
+    return (var.isa == simd_isa::automatic ? simd_path() == std::string("avx512_bf16")
+                                           : var.isa == simd_isa::avx512_bf16);
   }
 
   /// K in key blocks from k again, after a test changed k.
@@ -149,13 +166,16 @@ struct kernel_problem {
 };
 
 /// Runs every variant of p and checks it against p's oracle (see the file comment).
-template <class T, class S>
-void check_variants(kernel_problem<T, S>& p, const std::vector<variant>& variants) {
-  const double tol = attention_tolerance<T>(p.model), lse_tol = lse_tolerance<T>(p.model);
+template <class T, class S, class Q>
+void check_variants(kernel_problem<T, S, Q>& p, const std::vector<variant>& variants) {
+  const double lse_tol = lse_tolerance<T>(p.model);
   const variant* first = nullptr;  // the first thread count of the current mode and path
   tensor<T> first_out;
   std::vector<float> first_lse;
   for (const variant& var : variants) {
+    error_model model = p.model;
+    if (p.rounds_weights(var)) model.weight_u = unit_roundoff<bfloat16>();
+    const double tol = attention_tolerance<T>(model);
     tensor<T> out = p.fresh_out();
     std::vector<float> lse = p.fresh_lse();
     p.run(var, out, lse);
@@ -176,7 +196,8 @@ void check_variants(kernel_problem<T, S>& p, const std::vector<variant>& variant
   }
 }
 
-/// Calls fn(problem) with the kernel_problem of the case's compute and storage types.
+/// Calls fn(problem) with the kernel_problem of the case's compute and storage types,
+/// q in the compute type (tests that write q's elements).
 template <class Fn>
 void with_problem(const kernel_case& c, Fn&& fn) {
   switch (c.kv) {
@@ -188,12 +209,34 @@ void with_problem(const kernel_case& c, Fn&& fn) {
       return fn(kernel_problem<float, half>(c));
     case kv_type::bf16:
       return fn(kernel_problem<float, bfloat16>(c));
+    case kv_type::f16_qkv:
+    case kv_type::bf16_qkv:
+      break;
+  }
+  ADD_FAILURE() << "with_problem takes q in the compute type: " << kv_name(c.kv) << " needs with_any_problem";
+}
+
+/// The same for every kind, 16-bit q too.
+template <class Fn>
+void with_any_problem(const kernel_case& c, Fn&& fn) {
+  switch (c.kv) {
+    case kv_type::f16_qkv:
+      return fn(kernel_problem<float, half, half>(c));
+    case kv_type::bf16_qkv:
+      return fn(kernel_problem<float, bfloat16, bfloat16>(c));
+    default:
+      return with_problem(c, fn);
   }
 }
 
 /// The oracle once, then check_variants over `variants`.
-inline void check_kernel_case(const kernel_case& c, const std::vector<variant>& variants = every_variant()) {
-  with_problem(c, [&](auto&& p) { check_variants(p, variants); });
+inline void check_kernel_case(const kernel_case& c, const std::vector<variant>& variants) {
+  with_any_problem(c, [&](auto&& p) { check_variants(p, variants); });
+}
+
+/// The same over every variant (the avx512_bf16 path for bfloat16 q/k/v).
+inline void check_kernel_case(const kernel_case& c) {
+  check_kernel_case(c, every_variant(every_kernel_mode(), {1, 2, 3}, c.kv == kv_type::bf16_qkv));
 }
 
 /// A TEST_P fixture over kernel cases: `TEST_P(name, ...) { check_kernel_case(GetParam()); }`.

@@ -100,6 +100,8 @@ struct error_model {
   double min_abs_logit = 0;  // lower bound on every |scale·q·k| (saturates the softcap); 0 = none known
   double head_scale = 1;     // largest head_scale
   double storage_u = 0;      // unit roundoff of a K/V storage the oracle did not read (0: it read it)
+  double weight_u = 0;       // unit roundoff of the weights as P·V reads them (bf16 P: vdpbf16ps)
+  double out_u = 0;          // unit roundoff of a 16-bit output (0: out in T)
 };
 
 // The error analysis behind both tolerances: worst-case forward error bounds
@@ -118,10 +120,12 @@ struct error_model {
 //   state and each merge of split-KV partials multiplies earlier weights by a
 //   factor within 4u, at most Nk times: relative weight error ε <= (2 + 4·Nk)·u.
 //   Output: logits within Δ and weights within ε (one weight in Σw·v and in Σw)
-//   keep each share of the average within e^{±2(Δ+ε)}: expm1(2(Δ + ε))·vmax. The
+//   keep each share of the average within e^{±2(Δ+ε)}: expm1(2(Δ + ε))·vmax; weights
+//   rounded (unit u_P) for P·V alone, not for Σw, widen that to expm1(2(Δ + ε) + u_P). The
 //   sums Σw, Σw·v of <= 2·Nk terms (keys and rescales) add γ(2Nk) each and the
 //   division u: (4·Nk + 1)·u·vmax; V stored unseen, u_S·vmax. A head scale h
-//   multiplies this; applying it and storing the oracle's output in T add 2u·h·vmax.
+//   multiplies this; applying it and storing the oracle's output in T add 2u·h·vmax,
+//   storing it in a 16-bit type u_O·h·vmax.
 //   LSE = max + log Σw moves by at most Δ + ε + γ(2Nk); the log, ln 2 and the
 //   addition add 4u·|lse|, storing it and the oracle's as float 2·u_f·|lse|, with
 //   |lse| <= L + log Nk.
@@ -155,9 +159,9 @@ template <class T>
 double attention_tolerance(const error_model& m) {
   const double u = unit_roundoff<T>(), Nk = double(m.Nk);
   const auto e = detail_tolerance::logit_error<T>(m);
-  const double err =
-      std::expm1(2 * (e.delta + e.weights)) * m.vmax + (4 * Nk + 1) * u * m.vmax + m.storage_u * m.vmax;
-  return m.head_scale * (err + 2 * u * m.vmax);
+  const double err = std::expm1(2 * (e.delta + e.weights) + m.weight_u) * m.vmax + (4 * Nk + 1) * u * m.vmax +
+                     m.storage_u * m.vmax;
+  return m.head_scale * (err + (2 * u + m.out_u) * m.vmax);
 }
 
 /// The same for the common case: no element-wise rules, K/V as the oracle read them.

@@ -14,10 +14,12 @@ namespace hwtest {
 
 using namespace headwise;
 
-enum class kv_type { f32, f64, f16, bf16 };  // K/V storage; q is double for f64, else float
+/// K/V storage: q is double for f64, float for f32, f16, bf16; f16_qkv and bf16_qkv
+/// hold q in that 16-bit type too (out float).
+enum class kv_type { f32, f64, f16, bf16, f16_qkv, bf16_qkv };
 
 inline const char* kv_name(kv_type t) {
-  static const char* names[] = {"f32", "f64", "f16", "bf16"};
+  static const char* names[] = {"f32", "f64", "f16", "bf16", "f16qkv", "bf16qkv"};
   return names[int(t)];
 }
 
@@ -49,13 +51,16 @@ inline const std::vector<kernel_mode>& every_kernel_mode() {
   return modes;
 }
 
-/// Each mode × (scalar, every available SIMD path) × threads, threads innermost.
+/// Each mode × (scalar, every available SIMD path) × threads, threads innermost. The
+/// avx512_bf16 path only when bf16_inputs (it runs the avx512 kernels for the rest).
 inline std::vector<variant> every_variant(const std::vector<kernel_mode>& modes = every_kernel_mode(),
-                                          std::initializer_list<unsigned> threads = {1, 2, 3}) {
+                                          std::initializer_list<unsigned> threads = {1, 2, 3},
+                                          bool bf16_inputs = false) {
   std::vector<variant> out;
   for (kernel_mode m : modes) {
     std::vector<variant> paths = {{m, true, simd_isa::automatic}};
-    for (simd_isa isa : available_isas()) paths.push_back({m, false, isa});
+    for (simd_isa isa : available_isas())
+      if (bf16_inputs || isa != simd_isa::avx512_bf16) paths.push_back({m, false, isa});
     for (variant v : paths)
       for (unsigned t : threads) out.push_back({v.mode, v.scalar, v.isa, t});
   }

@@ -4,6 +4,8 @@
 //   q [B, Hq, Nq, Dk]  k [B, Hkv, Nk, Dk]  v [B, Hkv, Nk, Dv]  out [B, Hq, Nq, Dv]
 //   k: a tensor_view (rows), a key_blocks_view or a key_view (key_view.hpp); every
 //   kernel reads either layout in place.
+//   Types: q/out float (K/V float, half or bfloat16) or double; or q/K/V all half or
+//   all bfloat16 with out of that type or float, computed in float.
 //
 // Flow: validate every argument (nothing is written before this passes) →
 // resolve options into score_rules → choose a kernel (runs_decode below) and a SIMD
@@ -35,16 +37,18 @@ namespace headwise {
 
 namespace detail {
 
-/// Whether attention() computes with these element types: q float or double (the
-/// compute type), out the same and mutable, k and v one storage type: q's, or
-/// half/bfloat16 when q is float.
+/// Whether attention() takes these element types: q float or double (the compute
+/// type) with out the same, k and v one storage type: q's, or half/bfloat16 when q is
+/// float; or q, k and v one 16-bit type with out of that type or float (computed in
+/// float, the softmax and the sums in float).
 template <class TQ, class TK, class TV, class TO>
 inline constexpr bool attention_types_ok = [] {
-  using T = std::remove_const_t<TQ>;
+  using Q = std::remove_const_t<TQ>;
   using S = std::remove_const_t<TK>;
-  return (std::is_same_v<T, float> || std::is_same_v<T, double>) && std::is_same_v<TO, T> &&
-         std::is_same_v<S, std::remove_const_t<TV>> &&
-         (std::is_same_v<S, T> || (std::is_same_v<T, float> && is_storage_16<S>));
+  if (!std::is_same_v<S, std::remove_const_t<TV>> || std::is_const_v<TO>) return false;
+  if (is_storage_16<Q>) return std::is_same_v<S, Q> && (std::is_same_v<TO, Q> || std::is_same_v<TO, float>);
+  return (std::is_same_v<Q, float> || std::is_same_v<Q, double>) && std::is_same_v<TO, Q> &&
+         (std::is_same_v<S, Q> || (std::is_same_v<Q, float> && is_storage_16<S>));
 }();
 
 /// attention_types_ok as one static_assert per rule, so the error names the rule
@@ -53,16 +57,25 @@ inline constexpr bool attention_types_ok = [] {
 /// and this assertion is the one error the compiler prints.
 template <class TQ, class TK, class TV, class TO>
 constexpr void check_attention_types() {
-  using T = std::remove_const_t<TQ>;
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "q must hold float or double (the compute type)");
-  static_assert(std::is_same_v<TO, T>, "out must be a mutable view of q's element type");
-  static_assert(std::is_same_v<std::remove_const_t<TK>, std::remove_const_t<TV>>,
-                "k and v must share one storage type");
-  static_assert(std::is_same_v<std::remove_const_t<TK>, T> ||
-                    (std::is_same_v<T, float> && is_storage_16<std::remove_const_t<TK>>),
-                "k/v must hold q's type, or half/bfloat16 when q is float");
+  using Q = std::remove_const_t<TQ>;
+  using S = std::remove_const_t<TK>;
+  static_assert(std::is_same_v<Q, float> || std::is_same_v<Q, double> || is_storage_16<Q>,
+                "q must hold float, double, half or bfloat16");
+  static_assert(std::is_same_v<S, std::remove_const_t<TV>>, "k and v must share one storage type");
+  static_assert(!std::is_const_v<TO>, "out must be a mutable view");
+  if constexpr (is_storage_16<Q>) {
+    static_assert(std::is_same_v<S, Q>, "with 16-bit q, k and v must hold q's type");
+    static_assert(std::is_same_v<TO, Q> || std::is_same_v<TO, float>, "with 16-bit q, out must hold q's type or float");
+  } else {
+    static_assert(std::is_same_v<TO, Q>, "out must be a mutable view of q's element type");
+    static_assert(std::is_same_v<S, Q> || (std::is_same_v<Q, float> && is_storage_16<S>),
+                  "k/v must hold q's type, or half/bfloat16 when q is float");
+  }
 }
+
+/// The type attention() computes in: q's, float for 16-bit q.
+template <class Q>
+using compute_type = std::conditional_t<is_storage_16<Q>, float, Q>;
 
 /// Whether a call with these options runs the decode kernel: kernel_mode::automatic
 /// takes it when nq == 1 or nq·group <= 32. The cost
@@ -82,12 +95,12 @@ inline bool runs_decode(const attention_options& opt, std::size_t nq, std::size_
 }
 
 /// Runs the kernel the options and shapes choose, on the chosen path.
-template <class T, class S>
-void run_kernel(const kernel_call<T, S>& call, const attention_options& opt) {
+template <class T, class S, class Q, class O>
+void run_kernel(const kernel_call<T, S, Q, O>& call, const attention_options& opt) {
   const simd_isa isa = resolve_isa(opt.isa, "attention");
   const bool decode = runs_decode(opt, call.q.seq(), call.group());
   if (!decode && opt.kernel == kernel_mode::plain) return kernels::plain::run(call);
-  with_kernel_path<T>(isa, opt.force_scalar, [&](auto path, auto* pack) {
+  with_kernel_path<T, Q>(isa, opt.force_scalar, [&](auto path, auto* pack) {
     using path_t = decltype(path);
     using P = std::remove_pointer_t<decltype(pack)>;
     if (decode)
@@ -106,15 +119,16 @@ template <class TQ, class K, class TV, class TO,
                            int> = 0>
 void attention(const tensor_view<TQ>& q, const K& k, const tensor_view<TV>& v, const tensor_view<TO>& out,
                const attention_options& opt = {}) {
-  using T = std::remove_const_t<TQ>;
+  using Q = std::remove_const_t<TQ>;
+  using T = detail::compute_type<Q>;
   using S = std::remove_const_t<TV>;
   detail::check_attention_types<TQ, typename K::element_type, TV, TO>();
   const detail::key_view_of<K> keys(k);
   detail::check_attention("attention", q, keys, v, out, opt);
   if (q.batch() == 0 || q.seq() == 0) return;
   const detail::score_rules<T> rules(opt, q.seq(), keys.seq(), q.dim());
-  const detail::kernel_call<T, S> call{q, keys, v, out, opt.lse, rules, opt.threads,
-                                       opt.scratch ? *opt.scratch : detail::thread_workspace()};
+  const detail::kernel_call<T, S, Q, TO> call{q, keys, v, out, opt.lse, rules, opt.threads,
+                                              opt.scratch ? *opt.scratch : detail::thread_workspace()};
   detail::run_kernel(call, opt);
 }
 

@@ -63,7 +63,7 @@ void attention_backward(const tensor_view<TQ>& q, const tensor_view<TK>& k, cons
   const detail::score_rules<T> rules(opt, q.seq(), k.seq(), q.dim());
   const detail::backward_call<T> call{cq, ck, cv, cout, lse, cdout, dq, dk, dv, rules, opt.threads,
                                       opt.scratch ? *opt.scratch : detail::thread_workspace()};
-  detail::with_kernel_path<T>(isa, opt.force_scalar, [&](auto path, auto* pack) {
+  detail::with_kernel_path<T, T>(isa, opt.force_scalar, [&](auto path, auto* pack) {
     using P = std::remove_pointer_t<decltype(pack)>;
     decltype(path)::template backward<P>(call);
   });

@@ -1,8 +1,11 @@
 // headwise/isa.hpp — which SIMD path the kernels run, chosen at run time.
 //
-// On x86-64 with GCC or Clang, every build carries three copies of the kernels,
-// each compiled for one instruction set through target attributes (no -m flag
-// needed), and the widest one the CPU and OS support runs:
+// On x86-64 with GCC or Clang, every build carries a copy of the kernels per
+// instruction set, each compiled through target attributes (no -m flag needed), and
+// the widest one the CPU and OS support runs:
+//   avx512_bf16  avx512 + AVX512-BF16: bfloat16 q/k/v run Q·Kᵀ and P·V on vdpbf16ps
+//             (two bf16 products summed into each fp32 lane); every other type runs
+//             the avx512 kernels
 //   avx512    AVX-512 F + BW + VL + DQ (x86-64-v4): 16 floats per register, 32 registers
 //   avx2      AVX2 + FMA + F16C (x86-64-v3): 8 floats, 16 registers
 //   baseline  SSE2, which every x86-64 CPU has: 4 floats, no FMA
@@ -11,7 +14,7 @@
 // (NEON on AArch64; AVX-512 under -march=native on such a CPU).
 //
 // The choice can be narrowed, never widened:
-//   the environment variable HEADWISE_ISA=avx2 (or baseline, avx512), read once;
+//   the environment variable HEADWISE_ISA=avx2 (or baseline, avx512, avx512_bf16), read once;
 //   attention_options::isa per call (an unavailable path is a headwise::error).
 #pragma once
 
@@ -38,6 +41,7 @@ enum class simd_isa : unsigned char {
   baseline,   ///< SSE2 on x86-64; without dispatch, the build's own arch
   avx2,       ///< AVX2 + FMA + F16C
   avx512,     ///< AVX-512 F + BW + VL + DQ
+  avx512_bf16,  ///< avx512 + AVX512-BF16 (bfloat16 inputs on vdpbf16ps)
 };
 
 /// The path's name as HEADWISE_ISA spells it: "baseline", "avx2", "avx512"; for
@@ -49,6 +53,7 @@ inline const char* isa_name(simd_isa isa) noexcept {
     case simd_isa::baseline: return "baseline";
     case simd_isa::avx2: return "avx2";
     case simd_isa::avx512: return "avx512";
+    case simd_isa::avx512_bf16: return "avx512_bf16";
   }
   return "unknown";
 }
@@ -63,6 +68,7 @@ inline bool cpu_runs(simd_isa isa) {
     case simd_isa::baseline: return true;
     case simd_isa::avx2: return f.avx2 && f.fma && f.f16c;
     case simd_isa::avx512: return f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq;
+    case simd_isa::avx512_bf16: return cpu_runs(simd_isa::avx512) && f.avx512bf16;
     case simd_isa::automatic: return true;
   }
   return false;
@@ -75,7 +81,7 @@ inline bool cpu_runs(simd_isa isa) {
 inline simd_isa isa_from_environment() {
   const char* s = std::getenv("HEADWISE_ISA");
   simd_isa parsed = simd_isa::automatic;
-  for (simd_isa isa : {simd_isa::baseline, simd_isa::avx2, simd_isa::avx512})
+  for (simd_isa isa : {simd_isa::baseline, simd_isa::avx2, simd_isa::avx512, simd_isa::avx512_bf16})
     if (s != nullptr && std::strcmp(s, isa_name(isa)) == 0) parsed = isa;
   check_isa_environment(s, parsed != simd_isa::automatic);
   return parsed;
@@ -86,7 +92,7 @@ inline simd_isa default_isa() {
   static const simd_isa chosen = [] {
     const simd_isa cap = isa_from_environment();
     simd_isa best = simd_isa::baseline;
-    for (simd_isa isa : {simd_isa::avx2, simd_isa::avx512})
+    for (simd_isa isa : {simd_isa::avx2, simd_isa::avx512, simd_isa::avx512_bf16})
       if (cpu_runs(isa) && (cap == simd_isa::automatic || isa <= cap)) best = isa;
     return best;
   }();
@@ -117,7 +123,7 @@ inline const char* baseline_name() noexcept {
 /// Every path this CPU and build can run, narrowest first (tests loop over it).
 inline std::vector<simd_isa> available_isas() {
   std::vector<simd_isa> out;
-  for (simd_isa isa : {simd_isa::baseline, simd_isa::avx2, simd_isa::avx512})
+  for (simd_isa isa : {simd_isa::baseline, simd_isa::avx2, simd_isa::avx512, simd_isa::avx512_bf16})
     if (detail::cpu_runs(isa)) out.push_back(isa);
   return out;
 }

@@ -121,8 +121,22 @@ static_assert(sizeof(half) == 2 && std::is_trivially_copyable_v<half> && std::is
 static_assert(sizeof(bfloat16) == 2 && std::is_trivially_copyable_v<bfloat16> &&
               std::is_standard_layout_v<bfloat16>);
 
-/// True for the 16-bit storage types (K/V only; never a compute type).
+/// True for the 16-bit storage types (never a compute type).
 template <class T>
 inline constexpr bool is_storage_16 = std::is_same_v<T, half> || std::is_same_v<T, bfloat16>;
+
+namespace detail {
+
+/// x as element type E: to a 16-bit type through float (one rounding, to nearest
+/// even), from one exactly, between arithmetic types by static_cast.
+template <class E, class X>
+inline E convert_element(X x) noexcept {
+  if constexpr (is_storage_16<E>)
+    return E(static_cast<float>(x));
+  else
+    return static_cast<E>(x);
+}
+
+}  // namespace detail
 
 }  // namespace headwise

@@ -68,7 +68,7 @@ void check_enum(const char* where, const char* name, const char* type, E value, 
 inline void check_option_enums(const char* where, const attention_options& opt) {
   check_enum(where, "options.causal", "causal_mode", opt.causal, causal_mode::bottom_right);
   check_enum(where, "options.kernel", "kernel_mode", opt.kernel, kernel_mode::decode);
-  check_enum(where, "options.isa", "simd_isa", opt.isa, simd_isa::avx512);
+  check_enum(where, "options.isa", "simd_isa", opt.isa, simd_isa::avx512_bf16);
 }
 
 /// q and k alone: pointers, strides, Hq, Hkv and Dk >= 1.
@@ -324,7 +324,7 @@ void check_value_rules(const char* where, const score_extents& e, const std::pai
 
 /// options.isa: automatic, or a simd_isa value whose path this CPU and build run.
 inline void check_isa_available(const char* fn, simd_isa requested) {
-  check_enum(fn, "options.isa", "simd_isa", requested, simd_isa::avx512);
+  check_enum(fn, "options.isa", "simd_isa", requested, simd_isa::avx512_bf16);
   if (requested == simd_isa::automatic) return;
   if (!cpu_runs(requested))
     fail(fn, "options.isa = ", isa_name(requested), " is not available on this CPU or build (available up to ",

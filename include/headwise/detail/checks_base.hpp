@@ -77,7 +77,7 @@ inline void check_seq_slice(std::size_t seq, std::size_t from, std::size_t count
 /// HEADWISE_ISA (isa.hpp), when set and not empty, must name a path.
 inline void check_isa_environment(const char* value, bool names_a_path) {
   if (value != nullptr && *value != '\0' && !names_a_path)
-    throw error(std::string("headwise: HEADWISE_ISA must be baseline, avx2 or avx512 (got \"") + value + "\")");
+    throw error(std::string("headwise: HEADWISE_ISA must be baseline, avx2, avx512 or avx512_bf16 (got \"") + value + "\")");
 }
 
 }  // namespace headwise::detail

@@ -36,7 +36,8 @@ struct cpu_features {
   bool sse2 = false;
   bool avx2 = false, fma = false, f16c = false;                          // x86-64-v3 path
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;  // x86-64-v4 path
-  bool avx512bf16 = false, amx_bf16 = false;                             // reported, not yet used
+  bool avx512bf16 = false;  // avx512_bf16 path
+  bool amx_bf16 = false;    // reported, not yet used
 };
 
 struct cpu_info {

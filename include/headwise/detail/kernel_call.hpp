@@ -16,13 +16,15 @@
 
 namespace headwise::detail {
 
-/// T: the compute type (q, out); S: K/V storage (T, or half/bfloat16 under float).
-template <class T, class S>
+/// T: the compute type; S: K/V storage (T, or half/bfloat16 under float); Q: q's
+/// type (T, or S when S is 16-bit); O: out's (T, or Q when Q is 16-bit). Kernels
+/// widen q rows on load and narrow output rows on store (simd/convert.hpp, narrow).
+template <class T, class S, class Q = T, class O = T>
 struct kernel_call {
-  tensor_view<const T> q;    // [B, Hq, Nq, Dk]
+  tensor_view<const Q> q;    // [B, Hq, Nq, Dk]
   key_view<const S> k;       // [B, Hkv, Nk, Dk], rows or key blocks
   tensor_view<const S> v;    // [B, Hkv, Nk, Dv]
-  tensor_view<T> out;        // [B, Hq, Nq, Dv]
+  tensor_view<O> out;        // [B, Hq, Nq, Dv]
   tensor_view<float> lse;    // [B, Hq, Nq, 1], or unset
   const score_rules<T>& rules;
   unsigned threads;          // as the caller asked (0 = hardware)

@@ -19,9 +19,9 @@
 //     the chunk's partial (O/l, lse). Both streams are requested from memory as the
 //     core's stream_plan says (decode_stream.hpp).
 //   - 6. A second parallel pass folds each row's partials in chunk order with
-//     merge_row (the arithmetic of merge_states), then applies head_scale; a row left
-//     with a NaN or ±inf (non-finite inputs, options.hpp) is recomputed by the plain
-//     kernel's row (settle_row).
+//     merge_row (the arithmetic of merge_states) into the first partial, then applies
+//     head_scale and stores it in out's type; a row left with a NaN or ±inf (non-finite
+//     inputs, options.hpp) is recomputed by the plain kernel's row (finish_kernel_row).
 // Bytes per step ≈ B·Hkv·Nk_visible·(Dk + Dv)·sizeof(S) + 2·B·Hq·Nq·chunks·(Dv+1)·sizeof(T):
 // the partials are 0.4% of the K/V bytes at the shape above. Measured (Zen 4, one
 // thread, KV 32768, key blocks): fp32 steps at 91% of the DRAM read bandwidth.
@@ -80,8 +80,8 @@ struct call_plan {
   T* part_o = nullptr;              // [B·Hkv·chunks][G][Dv]
   T* part_lse = nullptr;            // [B·Hkv·chunks][G]
 
-  template <class S>
-  void carve(detail::scratch_carver& c, const detail::kernel_call<T, S>& call) {
+  template <class Call>
+  void carve(detail::scratch_carver& c, const Call& call) {
     const std::size_t B = call.q.batch(), Hkv = call.k.heads();
     const std::size_t max_chunks = detail::ceil_div(call.k.seq(), chunk_keys), tasks = B * Hkv * max_chunks;
     chunk = c.take<chunk_span>(max_chunks);
@@ -104,8 +104,8 @@ struct sweep_scratch {
 
 /// The call's plan: sizes and stream plan, then (in the shared buffer) the chunks some row
 /// sees and each kv head's unpruned rows.
-template <class T, class S>
-call_plan<T> make_plan(const detail::kernel_call<T, S>& c) {
+template <class T, class S, class Q, class O>
+call_plan<T> make_plan(const detail::kernel_call<T, S, Q, O>& c) {
   const detail::score_rules<T>& rules = c.rules;
   call_plan<T> p;
   p.group = c.group();
@@ -155,8 +155,8 @@ struct chunk_task {
   chunk_stream<S> stream;
 };
 
-template <class T, class S>
-chunk_task<S> make_chunk_task(const detail::kernel_call<T, S>& c, const call_plan<T>& p, std::size_t task) {
+template <class T, class S, class Q, class O>
+chunk_task<S> make_chunk_task(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, std::size_t task) {
   const std::size_t ci = task % p.chunks, hk = task / p.chunks % c.k.heads(), b = task / (p.chunks * c.k.heads());
   constexpr auto kb = std::int64_t(key_block_keys);
   const std::int64_t begin = p.blocked ? p.chunk[ci].begin / kb * kb : p.chunk[ci].begin;
@@ -172,16 +172,16 @@ chunk_task<S> make_chunk_task(const detail::kernel_call<T, S>& c, const call_pla
 
 /// Step 1: the sweep's q rows, scaled (by log2 e too unless element-wise rules need
 /// natural logits first), and the blocks of the chunk that some row sees.
-template <class T, class S>
-void load_queries(const detail::kernel_call<T, S>& c, const call_plan<T>& p, const chunk_task<S>& t,
+template <class T, class S, class Q, class O>
+void load_queries(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, const chunk_task<S>& t,
                   const std::size_t* rows, std::size_t A, sweep_scratch<T>& w) {
   const std::size_t Nq = c.q.seq();
   const std::int64_t end = t.begin + std::int64_t(t.n);
   std::fill(w.visible, w.visible + p.blocks, char(0));
   for (std::size_t a = 0; a < A; ++a) {
     const std::size_t g = rows[a];
-    const T* q_row = c.q.row(t.b, t.hk * p.group + g / Nq, g % Nq);
-    for (std::size_t d = 0; d < p.Dk; ++d) w.qs[a * p.Dk + d] = q_row[d] * p.q_scale;
+    const Q* q_row = c.q.row(t.b, t.hk * p.group + g / Nq, g % Nq);
+    for (std::size_t d = 0; d < p.Dk; ++d) w.qs[a * p.Dk + d] = static_cast<T>(q_row[d]) * p.q_scale;
     const detail::row_ranges rr = c.rules.ranges(std::int64_t(g % Nq));
     for (const detail::key_range& r : {rr.sinks, rr.band}) {
       const std::int64_t lo = std::max(r.begin, t.begin) - t.begin, hi = std::min(r.end, end) - t.begin;
@@ -233,8 +233,8 @@ void score_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, s
 
 /// Step 3: masks, then one softmax step per row over the whole chunk; the scores
 /// become probabilities.
-template <class P, class T, class S>
-void softmax_chunk(const detail::kernel_call<T, S>& c, const call_plan<T>& p, const chunk_task<S>& t,
+template <class P, class T, class S, class Q, class O>
+void softmax_chunk(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, const chunk_task<S>& t,
                    const std::size_t* rows, std::size_t A, sweep_scratch<T>& w, softmax_row<T>* state) {
   constexpr std::size_t W = simd::ops<P>::width;
   const std::size_t Nq = c.q.seq(), npad = detail::round_up(t.n, W);
@@ -276,8 +276,8 @@ void pv_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, cons
 }
 
 /// One task: steps 1–5 for each sweep of at most rows_per_sweep active rows.
-template <class P, bool Blocked, class T, class S>
-void chunk_partial(const detail::kernel_call<T, S>& c, const call_plan<T>& p, std::size_t task, sweep_scratch<T>& w) {
+template <class P, bool Blocked, class T, class S, class Q, class O>
+void chunk_partial(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, std::size_t task, sweep_scratch<T>& w) {
   const chunk_task<S> t = make_chunk_task(c, p, task);
   const std::size_t* rows = p.active + t.hk * p.G;
   for (std::size_t a0 = 0; a0 < p.n_active[t.hk]; a0 += p.pass_rows) {
@@ -299,34 +299,34 @@ void chunk_partial(const detail::kernel_call<T, S>& c, const call_plan<T>& p, st
 
 /// Step 6: each row's chunk partials folded in chunk order, times head_scale; rows of
 /// pruned heads (and every row when no chunk is visible) get zeros and LSE −inf.
-template <class T, class S>
-void merge_partials(const detail::kernel_call<T, S>& c, const call_plan<T>& p, std::size_t b, std::size_t hk) {
+template <class T, class S, class Q, class O>
+void merge_partials(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, std::size_t b, std::size_t hk) {
   const std::size_t task = b * c.k.heads() + hk, nc = p.chunks, G = p.G, Dv = p.Dv, Nq = c.q.seq();
   const std::size_t* rows = p.active + hk * G;
   for (std::size_t g = 0, a = 0; g < G; ++g) {
     const std::size_t h = hk * p.group + g / Nq, i = g % Nq;
-    T* out_row = c.out.row(b, h, i);
     T row_lse = -std::numeric_limits<T>::infinity();
-    if (nc > 0 && a < p.n_active[hk] && rows[a] == g) {
-      const T* o = p.part_o + (task * nc * G + a) * Dv;
+    if (nc > 0 && a < p.n_active[hk] && rows[a] == g) {  // merged into the first chunk's partial
+      T* o = p.part_o + (task * nc * G + a) * Dv;
       const T* lse = p.part_lse + task * nc * G + a;
-      std::copy(o, o + Dv, out_row);
       row_lse = lse[0];
       for (std::size_t ci = 1; ci < nc; ++ci)
-        row_lse = headwise::kernels::merge_row<T>(out_row, row_lse, o + ci * G * Dv, lse[ci * G], out_row, Dv);
+        row_lse = headwise::kernels::merge_row<T>(o, row_lse, o + ci * G * Dv, lse[ci * G], o, Dv);
       const T mult = c.rules.head_multiplier(h);
-      for (std::size_t d = 0; d < Dv; ++d) out_row[d] *= mult;
+      for (std::size_t d = 0; d < Dv; ++d) o[d] *= mult;
+      if (c.lse.is_set()) c.lse(b, h, i, 0) = static_cast<float>(row_lse);
+      headwise::kernels::plain::finish_kernel_row(c, b, h, i, o);  // a NaN or ±inf: options.hpp's rules
       ++a;
     } else {
-      std::fill(out_row, out_row + Dv, T(0));
+      O* out_row = c.out.row(b, h, i);
+      std::fill(out_row, out_row + Dv, detail::convert_element<O>(T(0)));
+      if (c.lse.is_set()) c.lse(b, h, i, 0) = static_cast<float>(row_lse);
     }
-    if (c.lse.is_set()) c.lse(b, h, i, 0) = static_cast<float>(row_lse);
-    headwise::kernels::plain::settle_row(c, b, h, i);  // a NaN or ±inf in it: options.hpp's rules
   }
 }
 
-template <class P, class T, class S>
-void run(const detail::kernel_call<T, S>& c) {
+template <class P, class T, class S, class Q, class O>
+void run(const detail::kernel_call<T, S, Q, O>& c) {
   const call_plan<T> p = make_plan(c);
   const std::size_t B = c.q.batch(), Hkv = c.k.heads(), tasks = B * Hkv * p.chunks;
   const unsigned workers = detail::resolve_threads(c.threads, tasks);

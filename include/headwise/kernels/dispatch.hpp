@@ -8,6 +8,9 @@
 //   isa_baseline  no pragma: SSE2 on x86-64 (4 floats, 16 registers, no FMA)
 //   isa_avx2      avx2, fma, f16c (8 floats, 16 registers)
 //   isa_avx512    avx512f/bw/vl/dq + the above (16 floats, 32 registers)
+//   isa_avx512_bf16  avx512bf16 + the above: only calls with bfloat16 q/k/v come here
+//                 (the flash kernel's vdpbf16ps tiles, kernels/flash_bf16_tiles.hpp);
+//                 with_kernel_path sends every other call to isa_avx512
 // The namespaces keep the copies apart (their template instances have different
 // names, so the linker never merges an AVX-512 body into the SSE2 path); a call
 // crosses from the caller's default target into a path only through
@@ -100,6 +103,7 @@
 #define HEADWISE_STRINGIFY(x) #x
 #define HEADWISE_TARGETS_AVX2 "avx,avx2,fma,f16c"
 #define HEADWISE_TARGETS_AVX512 "avx,avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq"
+#define HEADWISE_TARGETS_AVX512_BF16 "avx,avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"
 
 // Path: baseline (SSE2, the x86-64 ABI's own).
 #define HEADWISE_ISA_NS isa_baseline
@@ -109,6 +113,7 @@
 #define HEADWISE_PATH_AVX 0
 #define HEADWISE_PATH_AVX2 0
 #define HEADWISE_PATH_AVX512 0
+#define HEADWISE_PATH_AVX512_BF16 0
 #include "headwise/kernels/paths.hpp"
 #include "headwise/kernels/path_end.hpp"
 
@@ -121,6 +126,7 @@ HEADWISE_TARGET_BEGIN(HEADWISE_TARGETS_AVX2)
 #define HEADWISE_PATH_AVX 1
 #define HEADWISE_PATH_AVX2 1
 #define HEADWISE_PATH_AVX512 0
+#define HEADWISE_PATH_AVX512_BF16 0
 #include "headwise/kernels/paths.hpp"
 #include "headwise/kernels/path_end.hpp"
 HEADWISE_TARGET_END
@@ -134,6 +140,21 @@ HEADWISE_TARGET_BEGIN(HEADWISE_TARGETS_AVX512)
 #define HEADWISE_PATH_AVX 1
 #define HEADWISE_PATH_AVX2 1
 #define HEADWISE_PATH_AVX512 1
+#define HEADWISE_PATH_AVX512_BF16 0
+#include "headwise/kernels/paths.hpp"
+#include "headwise/kernels/path_end.hpp"
+HEADWISE_TARGET_END
+
+// Path: AVX-512 + AVX512-BF16 (bfloat16 inputs only).
+HEADWISE_TARGET_BEGIN(HEADWISE_TARGETS_AVX512_BF16)
+#define HEADWISE_ISA_NS isa_avx512_bf16
+#define HEADWISE_ISA_ID ::headwise::simd_isa::avx512_bf16
+#define HEADWISE_ISA_INDEX 3
+#define HEADWISE_PATH_BYTES 64
+#define HEADWISE_PATH_AVX 1
+#define HEADWISE_PATH_AVX2 1
+#define HEADWISE_PATH_AVX512 1
+#define HEADWISE_PATH_AVX512_BF16 1
 #include "headwise/kernels/paths.hpp"
 #include "headwise/kernels/path_end.hpp"
 HEADWISE_TARGET_END
@@ -159,6 +180,7 @@ HEADWISE_TARGET_END
 #else
 #define HEADWISE_PATH_AVX512 0
 #endif
+#define HEADWISE_PATH_AVX512_BF16 0
 #include "headwise/kernels/paths.hpp"
 #include "headwise/kernels/path_end.hpp"
 
@@ -173,13 +195,16 @@ namespace headwise::detail {
 /// Calls fn(path, pack) with the kernel_path of `isa` (already resolved and checked
 /// by resolve_isa) and, as a null pointer of its type, the pack the kernels compute
 /// with: the path's vector of T, or T itself on the baseline path when `scalar`
-/// (options.force_scalar: the 1-wide build of the same kernels).
-template <class T, class Fn>
+/// (options.force_scalar: the 1-wide build of the same kernels). Q is q's type.
+template <class T, class Q, class Fn>
 void with_kernel_path(simd_isa isa, bool scalar, Fn&& fn) {
   auto vector = [&](auto path) { fn(path, static_cast<typename decltype(path)::template vector_pack<T>*>(nullptr)); };
   if (scalar) return fn(isa_baseline::kernel_path{}, static_cast<T*>(nullptr));
 #if defined(HEADWISE_X86_DISPATCH)
   switch (isa) {
+    case simd_isa::avx512_bf16:
+      if constexpr (std::is_same_v<Q, bfloat16>) return vector(isa_avx512_bf16::kernel_path{});
+      return vector(isa_avx512::kernel_path{});
     case simd_isa::avx512: return vector(isa_avx512::kernel_path{});
     case simd_isa::avx2: return vector(isa_avx2::kernel_path{});
     default: break;

@@ -13,8 +13,9 @@
 //      rows; per micro-tile of tile_rows rows: S = Q·Kᵀ, rules and mask (only where
 //      the tile is partly visible, and only up to the rows' last visible key), online
 //      softmax (online_softmax.hpp), O = alpha·O + P·V (flash_tiles.hpp);
-//   3. store: out = O · head_scale / l, lse; a row left with a NaN or ±inf (non-finite
-//      inputs, options.hpp) is recomputed by the plain kernel's row (settle_row).
+//   3. store: out = O · head_scale / l in out's type, lse; a row left with a NaN or
+//      ±inf (non-finite inputs, options.hpp) is recomputed by the plain kernel's row
+//      (finish_kernel_row).
 // Memory traffic: K/V are read once per task from L2/L3, Nq/bq · group/heads times
 // in all; at d 128, bq 128, a K/V tile of bc = 64 keys is 64 KiB (128 keys, 128 KiB,
 // with AVX-512's 64-byte packs), so each micro-tile streams it from L2 at ~16% of L2
@@ -65,29 +66,41 @@ inline tiling make_tiling(std::size_t elem_bytes, std::size_t W, std::size_t Nq,
   return t;
 }
 
-/// One worker's scratch, carved from its workspace buffer.
-template <class T>
+/// Whether calls with q of type Q run on the vdpbf16ps tiles (flash_bf16_tiles.hpp):
+/// bfloat16 q/k/v on the avx512_bf16 path. Their Q, K and V buffers then hold bf16
+/// pairs (E = bf16::word) and tiling::dk counts pairs.
+template <class P, class Q>
+inline constexpr bool bf16_tiles = HEADWISE_PATH_AVX512_BF16 && std::is_same_v<Q, bfloat16> && !std::is_arithmetic_v<P>;
+
+/// One worker's scratch, carved from its workspace buffer; E is the element of the
+/// Q, K and V buffers (T, or bf16 pairs).
+template <class T, class E = T>
 struct scratch {
-  T *q, *o, *k, *v, *s, *tmp;    // tall Q and O tiles, packed K and V, one S micro-tile, transposes
-  softmax_row<T>* state;         // per tall-tile row
-  std::size_t* extent;           // per query row: the current key tile's keys it needs
-  std::size_t active[256];       // the task's unpruned heads
+  E* q;                     // tall Q tile
+  T* o;                     // tall O tile
+  E *k, *v;                 // packed K and V
+  T* s;                     // one S micro-tile
+  E *tmp, *p;               // transposes; P rounded to bf16 (bf16 pairs only)
+  softmax_row<T>* state;    // per tall-tile row
+  std::size_t* extent;      // per query row: the current key tile's keys it needs
+  std::size_t active[256];  // the task's unpruned heads
 
   scratch(detail::scratch_carver& c, const tiling& t)
-      : q(c.take<T>(t.rows() * t.dk)),
+      : q(c.take<E>(t.rows() * t.dk)),
         o(c.take<T>(t.rows() * t.dv_pad)),
-        k(c.take<T>(t.bc * t.dk)),
-        v(c.take<T>(t.bc * t.dv_pad)),
+        k(c.take<E>(t.bc * t.dk)),
+        v(c.take<E>(t.bc * t.dv_pad)),
         s(c.take<T>(tile_rows * t.bc)),
-        tmp(c.take<T>(t.kb * t.dk)),  // kb >= W rows for pack_k_panels
+        tmp(c.take<E>(t.kb * t.dk)),  // kb >= W rows for pack_k_panels
+        p(c.take<E>(std::is_same_v<E, T> ? 0 : tile_rows * t.bc / 2)),
         state(c.take<softmax_row<T>>(t.rows())),
         extent(c.take<std::size_t>(t.bq)) {}
 };
 
 /// Bytes of scratch one worker uses (independent of Nk).
-template <class T>
+template <class T, class E = T>
 std::size_t scratch_bytes(const tiling& t) {
-  return detail::scratch_bytes_of<scratch<T>>(t);
+  return detail::scratch_bytes_of<scratch<T, E>>(t);
 }
 
 /// One task's coordinates and rows.
@@ -97,10 +110,11 @@ struct task_rows {
 };
 
 /// Pass 1: the task's unpruned heads into w.active (pruned ones get zeros and LSE
-/// −inf now), their Q rows scaled into w.q, O and the softmax states reset.
-template <class T, class S>
-std::size_t load_rows(const detail::kernel_call<T, S>& c, const tiling& tl, task_rows& t, std::size_t h_begin,
-                      std::size_t h_end, T q_scale, scratch<T>& w) {
+/// −inf now), their Q rows scaled into w.q (bf16 pairs: as given), O and the softmax
+/// states reset.
+template <class T, class S, class Q, class O, class E>
+std::size_t load_rows(const detail::kernel_call<T, S, Q, O>& c, const tiling& tl, task_rows& t, std::size_t h_begin,
+                      std::size_t h_end, T q_scale, scratch<T, E>& w) {
   std::size_t n_active = 0;
   for (std::size_t h = h_begin; h < h_end; ++h) {
     if (c.rules.head_multiplier(h) != T(0)) {
@@ -108,15 +122,19 @@ std::size_t load_rows(const detail::kernel_call<T, S>& c, const tiling& tl, task
       continue;
     }
     for (std::size_t i = t.i0; i < t.i1; ++i) {
-      std::fill(c.out.row(t.b, h, i), c.out.row(t.b, h, i) + c.out.dim(), T(0));
+      std::fill(c.out.row(t.b, h, i), c.out.row(t.b, h, i) + c.out.dim(), detail::convert_element<O>(T(0)));
       if (c.lse.is_set()) c.lse(t.b, h, i, 0) = -std::numeric_limits<float>::infinity();
     }
   }
   t.rows = n_active * t.nq;
   const std::size_t Dk = tl.dk;
   for (std::size_t r = 0; r < t.rows; ++r) {
-    const T* q_row = c.q.row(t.b, w.active[r / t.nq], t.i0 + r % t.nq);
-    for (std::size_t d = 0; d < Dk; ++d) w.q[r * Dk + d] = q_row[d] * q_scale;
+    const Q* q_row = c.q.row(t.b, w.active[r / t.nq], t.i0 + r % t.nq);
+#if HEADWISE_PATH_AVX512_BF16
+    if constexpr (!std::is_same_v<E, T>) bf16::load_q_row(q_row, c.q.dim(), w.q + r * Dk);
+    if constexpr (std::is_same_v<E, T>)
+#endif
+      for (std::size_t d = 0; d < Dk; ++d) w.q[r * Dk + d] = static_cast<T>(q_row[d]) * q_scale;
     std::fill(w.o + r * tl.dv_pad, w.o + (r + 1) * tl.dv_pad, T(0));
     w.state[r] = softmax_row<T>{};
   }
@@ -125,11 +143,12 @@ std::size_t load_rows(const detail::kernel_call<T, S>& c, const tiling& tl, task
 
 /// Pass 2 for one key tile [j0, j0 + n): which rows see which of its keys (w.extent),
 /// then packing and the micro-tiles. Returns at once if no row sees a key.
-template <class P, class T, class S>
-void key_tile(const detail::kernel_call<T, S>& c, const tiling& tl, const task_rows& t, std::int64_t j0,
-              std::size_t n, scratch<T>& w) {
+template <class P, class T, class S, class E>
+void key_tile(const key_view<const S>& k, const tensor_view<const S>& v, const detail::score_rules<T>& rules,
+              const tiling& tl, const task_rows& t, std::int64_t j0, std::size_t n, [[maybe_unused]] T q_scale,
+              scratch<T, E>& w) {
+  [[maybe_unused]] constexpr bool pairs = !std::is_same_v<E, T>;  // bf16 pairs on vdpbf16ps
   constexpr std::size_t MR = tile_rows;
-  const detail::score_rules<T>& rules = c.rules;
   const detail::key_range tile{j0, j0 + std::int64_t(n)};
   bool full = true, any = false;
   for (std::size_t i = t.i0; i < t.i1; ++i) {  // extent: the tile's leading keys row i needs
@@ -140,8 +159,17 @@ void key_tile(const detail::kernel_call<T, S>& c, const tiling& tl, const task_r
     any = any || seen > 0;
   }
   if (!any) return;
-  pack_k_panels<P>(c.k, t.b, t.hk, std::size_t(j0), n, detail::round_up(n, tl.kb), tl.kb, w.k, w.tmp);
-  pack_v_rows<P>(c.v, t.b, t.hk, std::size_t(j0), n, tl.dv_pad, w.v);
+#if HEADWISE_PATH_AVX512_BF16
+  if constexpr (pairs) {
+    bf16::pack_k_panels(k, t.b, t.hk, std::size_t(j0), n, detail::round_up(n, tl.kb), w.k, w.tmp);
+    bf16::pack_v_pairs(v, t.b, t.hk, std::size_t(j0), n, tl.dv_pad, w.v);
+  }
+  if constexpr (!pairs)
+#endif
+  {
+    pack_k_panels<P>(k, t.b, t.hk, std::size_t(j0), n, detail::round_up(n, tl.kb), tl.kb, w.k, w.tmp);
+    pack_v_rows<P>(v, t.b, t.hk, std::size_t(j0), n, tl.dv_pad, w.v);
+  }
 
   const bool elementwise = rules.has_elementwise();
   for (std::size_t r0 = 0; r0 < t.rows; r0 += MR) {
@@ -157,7 +185,13 @@ void key_tile(const detail::kernel_call<T, S>& c, const tiling& tl, const task_r
     const std::size_t nb_pad = detail::round_up(nb, tl.kb);
     T alpha[MR];
     for_row_tiles<MR>(mr, [&](auto rows_c, std::size_t r) {
-      score_tile<P, decltype(rows_c)::value>(w.q + (r0 + r) * tl.dk, tl.dk, tl.dk, w.k, nb_pad, w.s + r * tl.bc, tl.bc);
+      constexpr std::size_t R = decltype(rows_c)::value;
+#if HEADWISE_PATH_AVX512_BF16
+      if constexpr (pairs)
+        bf16::score_tile<R>(w.q + (r0 + r) * tl.dk, tl.dk, tl.dk, w.k, nb_pad, q_scale, w.s + r * tl.bc, tl.bc);
+      if constexpr (!pairs)
+#endif
+        score_tile<P, R>(w.q + (r0 + r) * tl.dk, tl.dk, tl.dk, w.k, nb_pad, w.s + r * tl.bc, tl.bc);
     });
     for (std::size_t r = 0; r < mr; ++r) {
       T* s_row = w.s + r * tl.bc;
@@ -170,36 +204,49 @@ void key_tile(const detail::kernel_call<T, S>& c, const tiling& tl, const task_r
       }
       if (!full) rules.hide_invisible(rules.ranges(i), j0, nb, s_row);
       alpha[r] = w.state[r0 + r].template absorb<P>(s_row, nb_pad);
+#if HEADWISE_PATH_AVX512_BF16
+      if constexpr (pairs) bf16::round_row(s_row, nb_pad, w.p + r * tl.bc / 2);
+#endif
     }
     for_row_tiles<MR>(mr, [&](auto rows_c, std::size_t r) {
-      accumulate_tile<P, decltype(rows_c)::value>(w.s + r * tl.bc, tl.bc, alpha + r, w.v, tl.dv_pad, nb,
-                                                  w.o + (r0 + r) * tl.dv_pad, tl.dv_pad);
+      constexpr std::size_t R = decltype(rows_c)::value;
+#if HEADWISE_PATH_AVX512_BF16
+      if constexpr (pairs)
+        bf16::accumulate_tile<R>(w.p + r * tl.bc / 2, tl.bc / 2, alpha + r, w.v, tl.dv_pad, (nb + 1) / 2,
+                                 w.o + (r0 + r) * tl.dv_pad, tl.dv_pad);
+      if constexpr (!pairs)
+#endif
+        accumulate_tile<P, R>(w.s + r * tl.bc, tl.bc, alpha + r, w.v, tl.dv_pad, nb, w.o + (r0 + r) * tl.dv_pad,
+                              tl.dv_pad);
     });
   }
 }
 
 /// Pass 3: out = O · head_scale / l and the LSE of each row of the tall tile.
-template <class T, class S>
-void store_rows(const detail::kernel_call<T, S>& c, const tiling& tl, const task_rows& t, const scratch<T>& w) {
+template <class T, class S, class Q, class O, class E>
+void store_rows(const detail::kernel_call<T, S, Q, O>& c, const tiling& tl, const task_rows& t, scratch<T, E>& w) {
   for (std::size_t r = 0; r < t.rows; ++r) {
     const std::size_t h = w.active[r / t.nq], i = t.i0 + r % t.nq;
     const T f = w.state[r].out_scale(c.rules.head_multiplier(h));
-    T* out_row = c.out.row(t.b, h, i);
-    for (std::size_t d = 0; d < c.out.dim(); ++d) out_row[d] = w.o[r * tl.dv_pad + d] * f;
+    T* o = w.o + r * tl.dv_pad;
+    for (std::size_t d = 0; d < c.out.dim(); ++d) o[d] *= f;
     if (c.lse.is_set()) c.lse(t.b, h, i, 0) = w.state[r].lse();
-    headwise::kernels::plain::settle_row(c, t.b, h, i);  // a NaN or ±inf in it: options.hpp's rules
+    headwise::kernels::plain::finish_kernel_row(c, t.b, h, i, o);  // a NaN or ±inf: options.hpp's rules
   }
 }
 
-template <class P, class T, class S>
-void run(const detail::kernel_call<T, S>& c) {
+template <class P, class T, class S, class Q, class O>
+void run(const detail::kernel_call<T, S, Q, O>& c) {
   constexpr std::size_t W = simd::ops<P>::width;
+  constexpr bool pairs = bf16_tiles<P, Q>;
+  using E = std::conditional_t<pairs, std::uint32_t, T>;
   const std::size_t B = c.q.batch(), Hkv = c.k.heads(), Nq = c.q.seq(), group = c.group();
-  const tiling tl = make_tiling(sizeof(T), W, Nq, group, c.q.dim(), c.v.dim());
+  tiling tl = make_tiling(sizeof(T), W, Nq, group, c.q.dim(), c.v.dim());
+  if (pairs) tl.dk = detail::ceil_div(tl.dk, std::size_t(2));
   const std::size_t n_qt = detail::ceil_div(Nq, tl.bq), n_hc = detail::ceil_div(group, tl.heads);
   const std::size_t tasks = B * Hkv * n_hc * n_qt;
   const unsigned workers = detail::resolve_threads(c.threads, tasks);
-  detail::workspace_access::reserve_workers(c.scratch, workers, scratch_bytes<T>(tl));
+  detail::workspace_access::reserve_workers(c.scratch, workers, scratch_bytes<T, E>(tl));
   const T q_scale = softmax_row<T>::q_scale(c.rules.scale, c.rules.has_elementwise());
 
   detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned worker) {
@@ -211,12 +258,13 @@ void run(const detail::kernel_call<T, S>& c) {
     t.i1 = std::min(Nq, t.i0 + tl.bq);
     t.nq = t.i1 - t.i0;
     detail::scratch_carver carver(detail::workspace_access::worker(c.scratch, worker));
-    scratch<T> w(carver, tl);
+    scratch<T, E> w(carver, tl);
     const std::size_t h_begin = t.hk * group + hc * tl.heads, h_end = std::min((t.hk + 1) * group, h_begin + tl.heads);
     if (load_rows(c, tl, t, h_begin, h_end, q_scale, w) == 0) return;
     const detail::key_range hull = c.rules.tile_hull(std::int64_t(t.i0), std::int64_t(t.i1));
     for (std::int64_t j0 = hull.begin; j0 < hull.end; j0 += std::int64_t(tl.bc))
-      key_tile<P>(c, tl, t, j0, std::size_t(std::min<std::int64_t>(std::int64_t(tl.bc), hull.end - j0)), w);
+      key_tile<P>(c.k, c.v, c.rules, tl, t, j0, std::size_t(std::min<std::int64_t>(std::int64_t(tl.bc), hull.end - j0)),
+                  q_scale, w);
     store_rows(c, tl, t, w);
   });
 }

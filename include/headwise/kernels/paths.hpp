@@ -21,6 +21,7 @@
 #include "headwise/kernels/row_tiles.hpp"
 #include "headwise/kernels/online_softmax.hpp"
 #include "headwise/kernels/flash_tiles.hpp"
+#include "headwise/kernels/flash_bf16_tiles.hpp"
 #include "headwise/kernels/flash.hpp"
 #include "headwise/kernels/flash_backward.hpp"
 #include "headwise/kernels/decode_stream.hpp"
@@ -39,22 +40,26 @@ struct kernel_path {
   template <class T>
   using vector_pack = simd::vector_pack<T>;
 
-  template <class P, class T, class S>
-  static void flash(const detail::kernel_call<T, S>& call);
-  template <class P, class T, class S>
-  static void decode(const detail::kernel_call<T, S>& call);
+  template <class P, class T, class S, class Q, class O>
+  static void flash(const detail::kernel_call<T, S, Q, O>& call);
+  template <class P, class T, class S, class Q, class O>
+  static void decode(const detail::kernel_call<T, S, Q, O>& call);
   template <class P, class T>
   static void backward(const detail::backward_call<T>& call);
 };
 
-template <class P, class T, class S>
-void kernel_path::flash(const detail::kernel_call<T, S>& call) {
+template <class P, class T, class S, class Q, class O>
+void kernel_path::flash(const detail::kernel_call<T, S, Q, O>& call) {
   kernels::flash::run<P>(call);
 }
 
-template <class P, class T, class S>
-void kernel_path::decode(const detail::kernel_call<T, S>& call) {
+template <class P, class T, class S, class Q, class O>
+void kernel_path::decode(const detail::kernel_call<T, S, Q, O>& call) {
+#if HEADWISE_PATH_AVX512_BF16  // memory-bound: the avx512 path's decode, not a copy of it
+  isa_avx512::kernel_path::decode<isa_avx512::simd::vector_pack<T>>(call);
+#else
   kernels::decode::run<P>(call);
+#endif
 }
 
 template <class P, class T>

@@ -10,9 +10,9 @@
 // row, no reuse of K/V between rows: the simple, obviously right path in the compute
 // type (not double like the oracle), kept as kernel_mode::plain for tests and as a
 // baseline in the bench. Tasks are (batch, query head, 32 rows); masked keys are never
-// visited. Scratch per worker (workspace.hpp): one row of Nk logits (the sums build up
-// in the output row). The flash and decode kernels hand a row whose output is not
-// finite to settle_row, which recomputes it here.
+// visited. Scratch per worker (workspace.hpp): one row of Nk logits and one of Dv sums.
+// The flash and decode kernels store their rows through finish_kernel_row, which
+// recomputes here a row whose output is not finite.
 // Scalar code, compiled once for the caller's target (not per SIMD path).
 #pragma once
 
@@ -31,31 +31,33 @@
 #include "headwise/detail/parallel.hpp"
 #include "headwise/detail/score_rules.hpp"
 #include "headwise/key_view.hpp"
+#include "headwise/storage.hpp"
 #include "headwise/tensor.hpp"
 #include "headwise/workspace.hpp"
 
 namespace headwise::kernels::plain {
 
-/// q_row · k_row over Dk coordinates, in order (K coordinates `stride` apart).
-template <class T, class S>
-T dot_key(const T* q_row, const S* k_row, std::size_t Dk, std::ptrdiff_t stride) {
+/// q_row · k_row over Dk coordinates in T, in order (K coordinates `stride` apart).
+template <class T, class Q, class S>
+T dot_key(const Q* q_row, const S* k_row, std::size_t Dk, std::ptrdiff_t stride) {
   T dot = 0;
-  for (std::size_t d = 0; d < Dk; ++d) dot += q_row[d] * static_cast<T>(k_row[std::ptrdiff_t(d) * stride]);
+  for (std::size_t d = 0; d < Dk; ++d)
+    dot += static_cast<T>(q_row[d]) * static_cast<T>(k_row[std::ptrdiff_t(d) * stride]);
   return dot;
 }
 
 /// s[j] = the logit of query row (b, h, i) and key j, for every key it sees (others
 /// are left as they are).
-template <class T, class S>
-void row_logits(const tensor_view<const T>& q, const key_view<const S>& k,
+template <class T, class Q, class S>
+void row_logits(const tensor_view<const Q>& q, const key_view<const S>& k,
                 const detail::score_rules<T>& rules, std::size_t b, std::size_t h, std::size_t i, T* s) {
   const detail::row_ranges rr = rules.ranges(std::int64_t(i));
   const std::size_t hk = h / (q.heads() / k.heads());
-  const T* q_row = q.row(b, h, i);
+  const Q* q_row = q.row(b, h, i);
   for (const detail::key_range& r : {rr.sinks, rr.band})
     for (std::int64_t j = r.begin; j < r.end; ++j)
       s[j] = rules.logit(b, h, std::int64_t(i), j,
-                         dot_key(q_row, k.key(b, hk, std::size_t(j)), q.dim(), k.coordinate_stride()));
+                         dot_key<T>(q_row, k.key(b, hk, std::size_t(j)), q.dim(), k.coordinate_stride()));
 }
 
 /// Step 2 for one row, the rules of options.hpp for every kind of value: logit(j)
@@ -63,16 +65,15 @@ void row_logits(const tensor_view<const T>& q, const key_view<const S>& k,
 /// A key whose logit is −inf is hidden and its V never read; a NaN or +inf logit
 /// leaves the row undefined (out NaN, LSE NaN); a visible key's NaN or infinite V
 /// reaches out even where its weight underflows to 0 (its true weight is positive).
-/// out's row is the accumulator.
-template <class T, class S, class Logit>
-void finish_row(const detail::kernel_call<T, S>& c, std::size_t b, std::size_t h, std::size_t i,
-                Logit&& logit) {
+/// acc (Dv elements) is the accumulator; the row is then stored in out's type.
+template <class T, class S, class Q, class O, class Logit>
+void finish_row(const detail::kernel_call<T, S, Q, O>& c, std::size_t b, std::size_t h, std::size_t i,
+                Logit&& logit, T* acc) {
   constexpr T inf = std::numeric_limits<T>::infinity();
   const std::size_t Dv = c.v.dim(), hk = h / c.group();
   const detail::row_ranges rr = c.rules.ranges(std::int64_t(i));
   const T head_mult = c.rules.head_multiplier(h);
-  T* out_row = c.out.row(b, h, i);
-  std::fill(out_row, out_row + Dv, T(0));
+  std::fill(acc, acc + Dv, T(0));
   T m = -inf;
   bool undefined = false;
   if (head_mult != T(0)) {  // a pruned head reads nothing
@@ -95,60 +96,69 @@ void finish_row(const detail::kernel_call<T, S>& c, std::size_t b, std::size_t h
         l += p;
         const S* v_row = c.v.row(b, hk, std::size_t(j));
         if (p > T(0)) {
-          for (std::size_t d = 0; d < Dv; ++d) out_row[d] += p * static_cast<T>(v_row[d]);
+          for (std::size_t d = 0; d < Dv; ++d) acc[d] += p * static_cast<T>(v_row[d]);
         } else {
           for (std::size_t d = 0; d < Dv; ++d)
-            if (!std::isfinite(static_cast<T>(v_row[d]))) out_row[d] += static_cast<T>(v_row[d]);
+            if (!std::isfinite(static_cast<T>(v_row[d]))) acc[d] += static_cast<T>(v_row[d]);
         }
       }
     }
   }
   const T norm = l == T(0) ? T(0) : head_mult / l;
-  for (std::size_t d = 0; d < Dv; ++d) out_row[d] *= norm;
+  O* out_row = c.out.row(b, h, i);
+  for (std::size_t d = 0; d < Dv; ++d) out_row[d] = detail::convert_element<O>(acc[d] * norm);
   if (c.lse.is_set()) c.lse(b, h, i, 0) = l == T(0) ? -INFINITY : static_cast<float>(m + std::log(l));
 }
 
 /// Row (b, h, i) once more through finish_row, its logits recomputed as row_logits
-/// computes them. Out of line and cold: only the rows settle_row sends reach it, and
-/// the flash and decode code that calls settle_row keeps its size and inlining.
-template <class T, class S>
-__attribute__((noinline, cold)) void recompute_row(const detail::kernel_call<T, S>& c, std::size_t b,
-                                                   std::size_t h, std::size_t i) {
-  const T* q_row = c.q.row(b, h, i);
+/// computes them, acc (Dv elements) its accumulator. Out of line and cold: only the
+/// rows finish_kernel_row sends reach it, and the flash and decode code that calls
+/// finish_kernel_row keeps its size and inlining.
+template <class T, class S, class Q, class O>
+__attribute__((noinline, cold)) void recompute_row(const detail::kernel_call<T, S, Q, O>& c, std::size_t b,
+                                                   std::size_t h, std::size_t i, T* acc) {
+  const Q* q_row = c.q.row(b, h, i);
   const std::size_t hk = h / c.group();
-  finish_row(c, b, h, i, [&](std::int64_t j) {
-    return c.rules.logit(b, h, std::int64_t(i), j,
-                         dot_key(q_row, c.k.key(b, hk, std::size_t(j)), c.q.dim(), c.k.coordinate_stride()));
-  });
+  finish_row(
+      c, b, h, i,
+      [&](std::int64_t j) {
+        return c.rules.logit(b, h, std::int64_t(i), j,
+                             dot_key<T>(q_row, c.k.key(b, hk, std::size_t(j)), c.q.dim(), c.k.coordinate_stride()));
+      },
+      acc);
 }
 
-/// When the flash or decode kernel left a value in row (b, h, i) that is not finite,
-/// the row is recomputed here: those kernels sum p·v over hidden keys too (p = 0,
-/// harmless unless V holds NaN or ±inf there), so such rows take this path, and every
-/// kernel then gives the plain kernel's bits for them. Uses no scratch; a finite row
+/// Stores row (b, h, i) that the flash or decode kernel finished in `row` (Dv elements
+/// of T, scaled) into out's type, unless a value in it is not finite: then the row is
+/// recomputed here, `row` serving as accumulator. Those kernels sum p·v over hidden
+/// keys too (p = 0, harmless unless V holds NaN or ±inf there), so such rows take this
+/// path, and every kernel then gives the plain kernel's bits for them. A finite row
 /// costs Dv independent tests (an AND of flags: no chain of dependent float adds,
 /// which at Dv 128 cost ~500 cycles a row, 2-3% of a decode step at KV 512).
-template <class T, class S>
-void settle_row(const detail::kernel_call<T, S>& c, std::size_t b, std::size_t h, std::size_t i) {
-  const T* out_row = c.out.row(b, h, i);
+template <class T, class S, class Q, class O>
+void finish_kernel_row(const detail::kernel_call<T, S, Q, O>& c, std::size_t b, std::size_t h, std::size_t i,
+                       T* row) {
+  const std::size_t Dv = c.out.dim();
   bool finite = true;
-  for (std::size_t d = 0; d < c.out.dim(); ++d) finite &= std::isfinite(out_row[d]);
-  if (!finite) recompute_row(c, b, h, i);
+  for (std::size_t d = 0; d < Dv; ++d) finite &= std::isfinite(row[d]);
+  if (!finite) return recompute_row(c, b, h, i, row);
+  O* out_row = c.out.row(b, h, i);
+  for (std::size_t d = 0; d < Dv; ++d) out_row[d] = detail::convert_element<O>(row[d]);
 }
 
-template <class T, class S>
-void run(const detail::kernel_call<T, S>& c) {
+template <class T, class S, class Q, class O>
+void run(const detail::kernel_call<T, S, Q, O>& c) {
   constexpr std::size_t rows_per_task = 32;
-  const std::size_t Hq = c.q.heads(), Nq = c.q.seq(), Nk = c.k.seq();
+  const std::size_t Hq = c.q.heads(), Nq = c.q.seq(), Nk = c.k.seq(), Dv = c.v.dim();
   const std::size_t blocks = detail::ceil_div(Nq, rows_per_task), tasks = c.q.batch() * Hq * blocks;
   const unsigned workers = detail::resolve_threads(c.threads, tasks);
-  detail::workspace_access::reserve_workers(c.scratch, workers, Nk * sizeof(T));
+  detail::workspace_access::reserve_workers(c.scratch, workers, (Nk + Dv) * sizeof(T));
   detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned w) {
     const std::size_t b = task / (Hq * blocks), h = task / blocks % Hq, blk = task % blocks;
     T* s = reinterpret_cast<T*>(detail::workspace_access::worker(c.scratch, w));
     for (std::size_t i = blk * rows_per_task; i < std::min(Nq, (blk + 1) * rows_per_task); ++i) {
       plain::row_logits(c.q, c.k, c.rules, b, h, i, s);
-      finish_row(c, b, h, i, [s](std::int64_t j) { return s[j]; });
+      finish_row(c, b, h, i, [s](std::int64_t j) { return s[j]; }, s + Nk);
     }
   });
 }
