@@ -157,8 +157,11 @@ void flash_16bit(benchmark::State& state) {
   const auto ov = headwise::bhsd(out.data(), 1, p.Hq, p.N, p.d);
   headwise::attention_options opt = p.options();
   opt.kernel = kernel_mode::flash;
-  const bool dot = std::is_same_v<X, headwise::bfloat16> && std::string(headwise::simd_path()) == "avx512_bf16";
-  state.SetLabel(std::string("path=") + headwise::simd_path() + " unit=" + (dot ? "bf16_dot_peak" : "fma_peak"));
+  // avx512_bf16 runs bfloat16 on vdpbf16ps and everything else on the avx512 kernels.
+  const bool bf16_path = std::string(headwise::simd_path()) == "avx512_bf16";
+  const bool dot = bf16_path && std::is_same_v<X, headwise::bfloat16>;
+  state.SetLabel(std::string("path=") + (bf16_path && !dot ? "avx512" : headwise::simd_path()) +
+                 " unit=" + (dot ? "bf16_dot_peak" : "fma_peak"));
   p.time(state, [&] { headwise::attention(qv, kv, vv, ov, opt); });
 }
 void BM_headwise_flash_bf16(benchmark::State& state) { flash_16bit<headwise::bfloat16>(state); }
