@@ -21,9 +21,13 @@
 //
 // Ring: R steps; at step s rank i holds the K/V shard of rank i − s (mod R), sends it on
 // to rank i + 1 and receives the next from rank i − 1 (MPI_Isend/MPI_Irecv into the
-// second of two buffers, posted before the step's compute and waited after it), so the
-// transfer of B·Hkv·n·(Dk + Dv) elements per step runs behind the compute on the shard
-// in hand: 4·B·Hq·n²·Dk FLOPs (causal about half) per step against 2n·B·Hkv·d bytes.
+// second of two buffers, posted before the step's compute and waited after it; an
+// MPI_Testall between pairs advances it, as MPI moves large messages only inside its
+// calls unless it runs a progress thread), so the transfer of B·Hkv·n·(Dk + Dv) elements
+// a step runs behind the compute on the shard in hand, 2·B·Hq·n²·(Dk + Dv) FLOPs (causal
+// half: two full c×c pairs): n·Hq/Hkv FLOPs per element sent when causal, 16384 at
+// n = 16384 and Hq = Hkv (4096 a float byte), where a 50 GFLOP/s core beside a
+// 10 Gb/s link needs only 40 a byte to hide the link.
 //   forward: each (q chunk, k chunk) pair is one attention() call with its LSE; the first
 //     pair of a q chunk writes out, each later one a partial that merge_states folds into
 //     out in place. One fixed order: the same bits for every thread count. The LSEs
@@ -34,7 +38,8 @@
 //     (which give D = rowsum(dout ∘ out) and P exactly); dq sums in place; the dK/dV of a
 //     shard travel with it: each step's pair gradients are summed into an accumulator
 //     that arrived from rank i − 1 during the step's compute, then sent on to rank i + 1;
-//     after R steps it reaches the shard's owner. K/V and dK/dV are two exchanges.
+//     after R steps it reaches the shard's owner (that last hop follows the last step's
+//     compute: the one transfer nothing hides). K/V and dK/dV are two exchanges.
 // Sent per rank: forward (R − 1)·B·Hkv·n·(Dk + Dv) elements of K/V; the backward that plus
 // R·B·Hkv·n·(Dk + Dv) of dK/dV, in T. Memory per rank: its inputs, 1/R of the whole,
 // plus two K/V shards (the one in hand, the next in flight); the forward a partial output
@@ -195,6 +200,13 @@ class ring_exchange {
                 &requests_[active_++]);
     }
     counters_.bytes_sent += bytes_;
+  }
+
+  /// Lets the transfer advance: MPI moves a large message (rendezvous) only inside MPI
+  /// calls unless the library runs a progress thread, so the ring tests between pairs.
+  void progress() {
+    int done = 0;
+    MPI_Testall(int(active_), requests_.data(), &done, MPI_STATUSES_IGNORE);
   }
 
   void wait() {
@@ -423,6 +435,7 @@ struct ring_call {
           if (kind == pair_kind::skipped) continue;
           pair(ring_pair{x, x * len, y * len, theirs.index[y] * len, len, kind}, kv.k.seq_slice(y * len, len),
                kv.v.seq_slice(y * len, len));
+          if (s + 1 < R) exchange.progress();
         }
       end_step(s);
       if (s + 1 < R) exchange.wait();
@@ -531,6 +544,7 @@ void ring_attention_backward(MPI_Comm comm, const tensor_view<TQ>& q, const tens
         detail::add_rows(pair_dq, dq.seq_slice(pr.q_from, len));
         detail::add_rows(pair_dkv.k, step_dkv.k.seq_slice(pr.k_at, len));
         detail::add_rows(pair_dkv.v, step_dkv.v.seq_slice(pr.k_at, len));
+        grad_exchange.progress();
       },
       [&](std::size_t s) {
         // The accumulator of the shard in hand arrived from rank i − 1 during this
