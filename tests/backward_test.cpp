@@ -19,27 +19,6 @@ namespace {
 
 using namespace hwtest;
 
-/// max over (b, hk, j) of Σ over the group's heads h and rows i of the exact p_hij.
-template <class T>
-double column_mass(const tensor<T>& q, const tensor<T>& k, const attention_options& opt) {
-  const auto qv = q.cview(), kv = k.cview();
-  const std::size_t B = qv.batch(), Hq = qv.heads(), Hkv = kv.heads(), Nq = qv.seq(), Nk = kv.seq();
-  std::vector<double> s(Nk), mass(B * Hkv * Nk, 0.0);
-  std::vector<char> vis(Nk);
-  for (std::size_t b = 0; b < B; ++b)
-    for (std::size_t h = 0; h < Hq; ++h)
-      for (std::size_t i = 0; i < Nq; ++i) {
-        reference::row_logits(opt, qv, kv, b, h, i, s.data(), vis.data());
-        const double lse = reference::row_lse(s.data(), vis.data(), Nk);
-        if (lse == -std::numeric_limits<double>::infinity()) continue;
-        for (std::size_t j = 0; j < Nk; ++j)
-          if (vis[j]) mass[(b * Hkv + h / (Hq / Hkv)) * Nk + j] += std::exp(s[j] - lse);
-      }
-  double worst = 0;
-  for (double x : mass) worst = std::max(worst, x);
-  return worst;
-}
-
 /// One backward problem: inputs, the forward by attention() (out, float LSE), dout,
 /// and the reference gradients.
 template <class T>
