@@ -62,7 +62,7 @@ std::vector<kernel_case> tile_cases() {
       kernel_case c{shapes[s].nq, shapes[s].nk, shapes[s].dk, shapes[s].dv, hs[s % 3], kv};
       c.mask.causal = causal[(s + std::size_t(kv == kv_type::f16_qkv)) % 3];
       c.lay = s % 2 ? layout::bshd : layout::bhsd;
-      c.key_blocks = s % 3 == 1;
+      c.key_blocks = s % 3 != 0;
       cases.push_back(c);
     }
   return cases;

@@ -42,7 +42,7 @@ TEST(isa, the_environment_variable_names_a_path_or_is_an_error) {
     scoped_env e("");
     EXPECT_EQ(detail::isa_from_environment(), simd_isa::automatic);
   }
-  for (simd_isa isa : {simd_isa::baseline, simd_isa::avx2, simd_isa::avx512}) {
+  for (simd_isa isa : {simd_isa::baseline, simd_isa::avx2, simd_isa::avx512, simd_isa::avx512_bf16}) {
     scoped_env e(isa_name(isa));
     EXPECT_EQ(detail::isa_from_environment(), isa);
   }
@@ -84,7 +84,7 @@ struct small_case {
 TEST(isa, an_unavailable_or_invalid_path_is_an_error_and_writes_nothing) {
   const std::vector<simd_isa> a = available_isas();
   std::vector<simd_isa> rejected = {static_cast<simd_isa>(200)};
-  for (simd_isa isa : {simd_isa::avx2, simd_isa::avx512})
+  for (simd_isa isa : {simd_isa::avx2, simd_isa::avx512, simd_isa::avx512_bf16})
     if (std::find(a.begin(), a.end(), isa) == a.end()) rejected.push_back(isa);
   for (simd_isa isa : rejected) {
     small_case c;

@@ -22,8 +22,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <cstdio>
 #include <initializer_list>
 #include <limits>
+#include <map>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -165,6 +167,21 @@ struct kernel_problem {
   std::vector<float> fresh_lse() const { return std::vector<float>(ref_lse.size(), std::nanf("")); }
 };
 
+/// Variants checked per path in this test binary, printed when it ends, so a CI log
+/// shows which paths ran and how much (a path this CPU lacks has no line).
+inline std::map<std::string, std::size_t>& variants_per_path() {
+  static std::map<std::string, std::size_t> counts;
+  return counts;
+}
+struct variants_per_path_report : ::testing::Environment {
+  void TearDown() override {
+    for (const auto& [path, n] : variants_per_path())
+      std::printf("kernel variants checked on path %s: %zu\n", path.c_str(), n);
+  }
+};
+inline const bool variants_per_path_reported =
+    (::testing::AddGlobalTestEnvironment(new variants_per_path_report), true);
+
 /// Runs every variant of p and checks it against p's oracle (see the file comment).
 template <class T, class S, class Q>
 void check_variants(kernel_problem<T, S, Q>& p, const std::vector<variant>& variants) {
@@ -173,6 +190,7 @@ void check_variants(kernel_problem<T, S, Q>& p, const std::vector<variant>& vari
   tensor<T> first_out;
   std::vector<float> first_lse;
   for (const variant& var : variants) {
+    ++variants_per_path()[var.scalar ? "scalar" : isa_name(var.isa)];
     error_model model = p.model;
     if (p.rounds_weights(var)) model.weight_u = unit_roundoff<bfloat16>();
     const double tol = attention_tolerance<T>(model);

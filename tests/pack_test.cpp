@@ -63,6 +63,7 @@ TEST(simd_layer, every_path_the_cpu_runs_is_available) {
 #if defined(HEADWISE_X86_DISPATCH)
   EXPECT_EQ(runs(simd_isa::avx2), f.avx2 && f.fma && f.f16c);
   EXPECT_EQ(runs(simd_isa::avx512), f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq);
+  EXPECT_EQ(runs(simd_isa::avx512_bf16), runs(simd_isa::avx512) && f.avx512bf16);
 #else
   (void)f;
   EXPECT_EQ(headwise::available_isas().size(), 1u);
