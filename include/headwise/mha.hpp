@@ -66,9 +66,10 @@
 // (kv_cache<bfloat16>): attention() reads 16-bit q only with K/V of its type.
 // Accuracy (mha_test): within 2× the error against fp64 of the naive pipeline that
 // rounds at the same points. Cost (bench/lora_bench.cpp, Llama-like layer, one thread,
-// Zen 4): prefill of 1024 tokens 1.01×, a decode step 0.93–1.0× the float layer's
-// time: the projections are 90 % of the FLOPs and stay float, so bf16 attention's
-// 1.8× moves the layer by ~1 %.
+// Zen 4, medians of 5): a 1024-token prefill takes 0.97× the float layer's time
+// (0.98× with bf16 weights), a decode step after 512 tokens 1.05× (0.94×): within
+// this shared machine's noise. The projections are 90 % of the FLOPs and stay float,
+// so bf16 attention's 1.8× moves the layer by a few %.
 // Weights: multi_head_attention<float, Eigen::bfloat16> stores W in bfloat16 (the
 // Llama-like layer's 42M weights: 84 MB instead of 168), as a bf16 checkpoint holds
 // them; biases and adapters stay float. Each GEMM widens its task's block of W into
