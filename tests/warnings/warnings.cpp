@@ -68,14 +68,20 @@ void look_inside(std::size_t B, std::size_t H, std::size_t N, std::size_t D) {
   rope.rotate_back(headwise::bhsd(q.data(), B, H, N, D), 3);
 }
 
-template <class T, class Cache>
-void layer(Cache& cache) {
+/// model 32, 4 heads over 2 kv heads of 8, RoPE.
+headwise::mha_config small_layer() {
   headwise::mha_config cfg;
   cfg.model_dim = 32;
   cfg.num_heads = 4;
   cfg.num_kv_heads = 2;
   cfg.head_dim = 8;
   cfg.rope.style = headwise::rope_style::neox;
+  return cfg;
+}
+
+template <class T, class Cache>
+void layer(Cache& cache) {
+  const headwise::mha_config cfg = small_layer();
   headwise::multi_head_attention<T> mha(cfg);
   const auto id = mha.adapters().add("adapter");
   mha.adapters().attach(id, headwise::projection::q,
@@ -109,12 +115,7 @@ void layer(Cache& cache) {
 /// its cache of A's storage type, and LoRA on them.
 template <class A, class W>
 void layer_16() {
-  headwise::mha_config cfg;
-  cfg.model_dim = 32;
-  cfg.num_heads = 4;
-  cfg.num_kv_heads = 2;
-  cfg.head_dim = 8;
-  cfg.rope.style = headwise::rope_style::neox;
+  const headwise::mha_config cfg = small_layer();
   headwise::multi_head_attention<float, W> mha(cfg);
   const auto id = mha.adapters().add("adapter");
   headwise::lora_delta<float> d(headwise::row_matrix<float>::Zero(2, 32),
