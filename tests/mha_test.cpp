@@ -624,6 +624,36 @@ TEST_P(mha, forward_float_activations_bfloat16_weights) {
   EXPECT_TRUE(max_diff(y, want.y) <= layer_bound(l.layer, xd, want, l.qv.abs, l.rank));
 }
 
+// Per-row adapters on bfloat16 activations: the float layer's per-row path on the
+// widened x, by FlashAttention's rule against the composition with each row's delta.
+TEST_P(mha, bfloat16_per_row_adapters_within_twice_the_naive_error) {
+  const mha_case& c = GetParam();
+  multi_head_attention<float> layer(config_of(c));
+  randomize(layer, 400);
+  const auto a = layer.adapters().add("a"), b = layer.adapters().add("b");
+  attach_random(layer, a, {projection::q, projection::k, projection::v, projection::o}, 3, 500);
+  attach_random(layer, b, {projection::v, projection::o}, 5, 600);
+  std::vector<adapter_id> ids(std::size_t(c.tokens));
+  for (std::size_t t = 0; t < ids.size(); ++t)
+    ids[t] = std::array{a, b, lora_adapter_set<float>::none}[t % 3];
+  const row_matrix<float> x =
+      hwtest::representable<Eigen::bfloat16>(random_matrix<float>(c.tokens, Eigen::Index(c.model), 9));
+  row_matrix<Eigen::bfloat16> y(x.rows(), x.cols());
+  layer.forward(x.cast<Eigen::bfloat16>(), y, ids);
+  const std::array<dense_adapter, 2> dense = {densify(layer.adapters(), a), densify(layer.adapters(), b)};
+  const delta_fn per_row = [&](projection p, Eigen::Index t) -> const dmat* {
+    const adapter_id id = ids[std::size_t(t)];
+    return id == lora_adapter_set<float>::none ? nullptr : dense[id].all_rows()(p, t);
+  };
+  const dmat xd = x.cast<double>();
+  const composed want = compose(layer, xd, per_row);
+  const rounding to_bf16 = [](double v) { return double(Eigen::bfloat16(float(v))); };
+  const double err = max_diff(row_matrix<float>(y.cast<float>()), want.y),
+               naive = (compose(layer, xd, per_row, to_bf16).y - want.y).cwiseAbs().maxCoeff();
+  EXPECT_TRUE(err <= 2 * naive) << "max |layer − composition| = " << err << ", the naive pipeline's "
+                                << naive;
+}
+
 TEST_P(mha, bfloat16_prefill_then_steps_within_the_bound) {
   const mha_case& c = GetParam();
   if (!c.causal) GTEST_SKIP() << "decode equals a full forward only under causal attention";
