@@ -24,6 +24,13 @@
 //     threads       mha_config::threads: attention and the projection GEMMs (the layer
 //                   cuts each GEMM into 512-column tasks; the adapters' stay on one)
 //     items_per_second   tokens per second
+// 16-bit activations and weights, one thread, each beside its float row (ratios of one run):
+//   BM_lora_apply_<f32|bf16>/T/r     lora_delta::apply alone on float or bfloat16 x, y
+//                   (bf16: widened in chunks of 128 rows, y rounded once), FLOPS as above
+//   BM_mha_prefill_<f32|bf16|bf16_w16>/T   the Llama-like layer, no adapter, T = 1024
+//   BM_mha_decode_<f32|bf16|bf16_w16>/T    a step after a T = 512 prefill
+//     f32: the float layer; bf16: bfloat16 x, y and KV cache, float weights; bf16_w16:
+//     the same with the weights stored in bfloat16 (multi_head_attention<float, Eigen::bfloat16>)
 // Eigen itself runs single-threaded here: it only threads with OpenMP, which the
 // build does not enable. BM_fma_peak (peak_bench.cpp) gives the % of peak.
 #include <benchmark/benchmark.h>
@@ -31,6 +38,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <headwise/kv_cache.hpp>
@@ -44,10 +52,11 @@ using matrix = row_matrix<float>;
 /// Cheap deterministic fill in [-amp, amp): the weights are up to 64 MiB.
 template <class M>
 void fill(M&& m, std::uint32_t seed, float amp) {
+  using scalar = typename std::decay_t<M>::Scalar;
   std::uint32_t s = seed * 2654435761u + 1;
   for (Eigen::Index i = 0; i < m.size(); ++i) {
     s = s * 1664525u + 1013904223u;
-    m.data()[i] = amp * (float(s >> 8) * (2.0f / 16777216.0f) - 1.0f);
+    m.data()[i] = scalar(amp * (float(s >> 8) * (2.0f / 16777216.0f) - 1.0f));
   }
 }
 
@@ -191,9 +200,10 @@ mha_config llama_layer(unsigned threads) {
   return cfg;
 }
 
-/// A Llama-like layer with random weights, optionally a rank-16 q/v adapter active.
-multi_head_attention<float> make_layer(unsigned threads, bool lora) {
-  multi_head_attention<float> layer(llama_layer(threads));
+/// A Llama-like layer with random weights W, optionally a rank-16 q/v adapter active.
+template <class W = float>
+multi_head_attention<float, W> make_layer(unsigned threads, bool lora) {
+  multi_head_attention<float, W> layer(llama_layer(threads));
   std::uint32_t seed = 10;
   for (projection p : {projection::q, projection::k, projection::v, projection::o})
     fill(layer.weight(p), seed++, 1.0f / 64);
@@ -213,12 +223,26 @@ multi_head_attention<float> make_layer(unsigned threads, bool lora) {
 
 constexpr int decode_steps = 24;
 
-void BM_mha_prefill(benchmark::State& state) {
+/// x [rows × cols] of A, values as random_matrix's.
+template <class A>
+row_matrix<A> activations(Eigen::Index rows, Eigen::Index cols, std::uint32_t seed) {
+  row_matrix<A> m(rows, cols);
+  fill(m, seed, 1.0f);
+  return m;
+}
+
+/// The KV cache of a layer on activations A: what attention() reads with A's q.
+template <class A>
+using cache_of = kv_cache<std::conditional_t<std::is_same_v<A, float>, float, storage_16<A>>>;
+
+/// Activations A, weights W: T-token prefill into an empty cache.
+template <class A, class W>
+void mha_prefill(benchmark::State& state, unsigned threads, bool lora) {
   const Eigen::Index prompt = state.range(0);
-  multi_head_attention<float> layer = make_layer(unsigned(state.range(2)), state.range(1) != 0);
-  const matrix x = random_matrix(prompt, 4096, 5, 1.0f);
-  matrix y(prompt, 4096);
-  kv_cache<float> cache(1, 8, std::size_t(prompt), 128);
+  auto layer = make_layer<W>(threads, lora);
+  const row_matrix<A> x = activations<A>(prompt, 4096, 5);
+  row_matrix<A> y(prompt, 4096);
+  cache_of<A> cache(1, 8, std::size_t(prompt), 128);
   for (auto _ : state) {
     cache.clear();
     layer.prefill(x, y, cache);
@@ -227,18 +251,27 @@ void BM_mha_prefill(benchmark::State& state) {
   state.SetItemsProcessed(std::int64_t(state.iterations()) * prompt);
 }
 
-void BM_mha_decode(benchmark::State& state) {
+/// Activations A, weights W: one decode step after a T-token prefill.
+template <class A, class W>
+void mha_decode(benchmark::State& state, unsigned threads, bool lora) {
   const Eigen::Index prompt = state.range(0);
-  multi_head_attention<float> layer = make_layer(unsigned(state.range(2)), state.range(1) != 0);
-  const matrix x = random_matrix(prompt, 4096, 6, 1.0f);
-  matrix y(prompt, 4096), y_t(1, 4096);
-  kv_cache<float> cache(1, 8, std::size_t(prompt) + decode_steps + 1, 128);
+  auto layer = make_layer<W>(threads, lora);
+  const row_matrix<A> x = activations<A>(prompt, 4096, 6);
+  row_matrix<A> y(prompt, 4096), y_t(1, 4096);
+  cache_of<A> cache(1, 8, std::size_t(prompt) + decode_steps + 1, 128);
   layer.prefill(x, y, cache);
   for (auto _ : state) {
     layer.step(y.row(prompt - 1), y_t, cache);  // the previous output stands in for the next token
     benchmark::DoNotOptimize(y_t.data());
   }
   state.SetItemsProcessed(std::int64_t(state.iterations()));
+}
+
+void BM_mha_prefill(benchmark::State& state) {
+  mha_prefill<float, float>(state, unsigned(state.range(2)), state.range(1) != 0);
+}
+void BM_mha_decode(benchmark::State& state) {
+  mha_decode<float, float>(state, unsigned(state.range(2)), state.range(1) != 0);
 }
 
 void layer_shapes(benchmark::internal::Benchmark* b) {
@@ -251,5 +284,51 @@ BENCHMARK(BM_mha_decode)
     ->Iterations(decode_steps)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+// ---- 16-bit activations and weights beside float, one thread
+
+using bf16 = Eigen::bfloat16;
+
+template <class A>
+void lora_apply(benchmark::State& state) {
+  const Eigen::Index tokens = state.range(0), r = state.range(1);
+  const row_matrix<A> x = activations<A>(tokens, features, 2);
+  row_matrix<A> y = activations<A>(tokens, features, 3);
+  lora_delta<float> d = make_delta(r);
+  d.apply(x, y);  // sizes the workspace outside the timed loop
+  for (auto _ : state) {
+    d.apply(x, y);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["FLOPS"] = benchmark::Counter(2.0 * double(tokens * r * 2 * features),
+                                               benchmark::Counter::kIsIterationInvariantRate);
+}
+void BM_lora_apply_f32(benchmark::State& state) { lora_apply<float>(state); }
+void BM_lora_apply_bf16(benchmark::State& state) { lora_apply<bf16>(state); }
+void apply_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"T", "r"})->ArgsProduct({{1, 128, 2048}, {16}})->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(BM_lora_apply_f32)->Apply(apply_shapes);
+BENCHMARK(BM_lora_apply_bf16)->Apply(apply_shapes);
+
+void BM_mha_prefill_f32(benchmark::State& state) { mha_prefill<float, float>(state, 1, false); }
+void BM_mha_prefill_bf16(benchmark::State& state) { mha_prefill<bf16, float>(state, 1, false); }
+void BM_mha_prefill_bf16_w16(benchmark::State& state) { mha_prefill<bf16, bf16>(state, 1, false); }
+void BM_mha_decode_f32(benchmark::State& state) { mha_decode<float, float>(state, 1, false); }
+void BM_mha_decode_bf16(benchmark::State& state) { mha_decode<bf16, float>(state, 1, false); }
+void BM_mha_decode_bf16_w16(benchmark::State& state) { mha_decode<bf16, bf16>(state, 1, false); }
+/// One thread: a 1024-token prefill, run twice; decode steps after a 512-token one.
+void prefill_1024(benchmark::internal::Benchmark* b) {
+  b->ArgName("T")->Arg(1024)->Iterations(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+void decode_512(benchmark::internal::Benchmark* b) {
+  b->ArgName("T")->Arg(512)->Iterations(decode_steps)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+BENCHMARK(BM_mha_prefill_f32)->Apply(prefill_1024);
+BENCHMARK(BM_mha_prefill_bf16)->Apply(prefill_1024);
+BENCHMARK(BM_mha_prefill_bf16_w16)->Apply(prefill_1024);
+BENCHMARK(BM_mha_decode_f32)->Apply(decode_512);
+BENCHMARK(BM_mha_decode_bf16)->Apply(decode_512);
+BENCHMARK(BM_mha_decode_bf16_w16)->Apply(decode_512);
 
 }  // namespace

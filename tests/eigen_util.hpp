@@ -1,5 +1,5 @@
-// tests/eigen_util.hpp — what the Eigen-component tests (optim, safetensors) share:
-// seeded random matrices and a small layer configuration.
+// tests/eigen_util.hpp — what the Eigen-component tests (optim, safetensors, lora,
+// mha) share: seeded random matrices, a small layer configuration, 16-bit values.
 #pragma once
 
 #include <headwise/mha.hpp>
@@ -31,6 +31,13 @@ inline headwise::mha_config layer_config(std::size_t model_dim, std::size_t head
   cfg.head_dim = head_dim;
   cfg.threads = 1;
   return cfg;
+}
+
+/// m rounded to Eigen's 16-bit A and back: floats a 16-bit call and a float call
+/// (or a double oracle) read alike.
+template <class A>
+headwise::row_matrix<float> representable(const headwise::row_matrix<float>& m) {
+  return m.cast<A>().template cast<float>();
 }
 
 }  // namespace hwtest

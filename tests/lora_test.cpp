@@ -1,15 +1,20 @@
 // tests/lora_test.cpp — lora_delta, its backward and lora_adapter_set against
-// explicit dense computations in double.
+// explicit dense computations in double; on 16-bit activations against float.
 #include <headwise/lora.hpp>
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#include "eigen_util.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -22,14 +27,7 @@ template <class T>
 using mat = headwise::row_matrix<T>;
 using dmat = mat<double>;
 
-template <class T>
-mat<T> random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint32_t seed, double amp = 1.0) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> dist(-amp, amp);
-  mat<T> m(rows, cols);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<T>(dist(gen));
-  return m;
-}
+using hwtest::random_matrix;
 
 template <class Derived>
 dmat to_double(const Eigen::MatrixBase<Derived>& m) {
@@ -341,6 +339,138 @@ TEST_F(adapter_set, errors_throw_and_write_nothing) {
   const dmat W0 = W;
   EXPECT_THROW(set.merge(projection::q, W), E);
   EXPECT_EQ(std::memcmp(W.data(), W0.data(), sizeof(double) * std::size_t(W.size())), 0);
+}
+
+// ---- 16-bit activations (Eigen::bfloat16, Eigen::half) with float factors
+//
+// The 16-bit calls widen x and y exactly, compute in float and round y once, so
+// against the float call on the same (16-bit representable) x and y0:
+//   |y₁₆ − y_f| <= u₁₆·|y_f| + (1 + u₁₆)·2·B_f,
+// B_f = apply_bound<float> (each float computation is within B_f of the exact
+// value, the two may group the sums differently: chunks of 128 rows), and the final
+// rounding is within u₁₆ of the 16-bit path's float value, itself within 2·B_f of
+// y_f. u₁₆ = 2^-8 (bfloat16), 2^-11 (half).
+
+/// The bound above, elementwise.
+template <class A>
+dmat widened_bound(const dmat& y_f, const dmat& float_bound) {
+  return hwtest::unit_roundoff<headwise::storage_16<A>>() * y_f.cwiseAbs() + (1 + hwtest::unit_roundoff<headwise::storage_16<A>>()) * 2 * float_bound;
+}
+
+template <class A>
+void check_apply_16(const lora_shape& s) {
+  lora_delta<float> d(random_matrix<float>(s.rank, s.in, 1), random_matrix<float>(s.out, s.rank, 2), 16.0);
+  const mat<float> x = hwtest::representable<A>(random_matrix<float>(s.tokens, s.in, 3)),
+                   y0 = hwtest::representable<A>(random_matrix<float>(s.tokens, s.out, 4));
+  mat<float> y_f = y0;
+  d.apply(x, y_f, 0.5f);
+  mat<A> y = y0.cast<A>();
+  d.apply(x.cast<A>(), y, 0.5f);
+  const dmat got = y.template cast<double>();
+  EXPECT_EQ(violations(got, to_double(y_f), widened_bound<A>(to_double(y_f), apply_bound(d, x, y0, 0.5))), 0);
+}
+
+TEST_P(lora_shapes, apply_bfloat16_activations_within_the_rounding_bound) {
+  check_apply_16<Eigen::bfloat16>(GetParam());
+}
+TEST_P(lora_shapes, apply_half_activations_within_the_rounding_bound) {
+  check_apply_16<Eigen::half>(GetParam());
+}
+// T 300: two whole chunks of 128 rows and a partial one.
+TEST(lora_delta_16, apply_across_chunks_and_in_place) {
+  check_apply_16<Eigen::bfloat16>({300, 40, 40, 8});
+  // y is x itself (in == out): each chunk is read before it is written
+  lora_delta<float> d(random_matrix<float>(8, 40, 5), random_matrix<float>(40, 8, 6), 4.0);
+  const mat<float> x = hwtest::representable<Eigen::bfloat16>(random_matrix<float>(300, 40, 7));
+  mat<float> y_f = x;
+  d.apply(x, y_f);
+  mat<Eigen::bfloat16> xy = x.cast<Eigen::bfloat16>();
+  d.apply(xy, xy);
+  EXPECT_EQ(violations(xy.cast<double>(), to_double(y_f),
+                       widened_bound<Eigen::bfloat16>(to_double(y_f), apply_bound(d, x, x))),
+            0);
+}
+
+// backward: the gradients stay float; x and dy widened. Each gradient is a sum of
+// products computed in float both ways, grouped differently across chunks: within
+// 2·γ(n)·(sum of |terms|), n the longest chain of roundings: dA = s·(dy·B)ᵀ·x,
+// n = out + T + 2; dB = s·dyᵀ·(x·Aᵀ), n = in + T + 2; dx = s·(dy·B)·A, n = out + r + 2.
+TEST(lora_delta_16, backward_bfloat16_matches_float_within_the_summation_bound) {
+  const Eigen::Index T = 300, in = 24, out = 20, r = 4;
+  lora_delta<float> d(random_matrix<float>(r, in, 50), random_matrix<float>(out, r, 51), 8.0);
+  const mat<float> x = hwtest::representable<Eigen::bfloat16>(random_matrix<float>(T, in, 52)),
+                   dy = hwtest::representable<Eigen::bfloat16>(random_matrix<float>(T, out, 53));
+  auto run = [&](const auto& xs, const auto& dys) {
+    std::array<mat<float>, 3> g{mat<float>::Zero(r, in), mat<float>::Zero(out, r), mat<float>::Zero(T, in)};
+    d.backward(xs, dys, g[0], g[1], g[2], 0.75f);
+    return g;
+  };
+  const auto want = run(x, dy);
+  const auto got = run(x.cast<Eigen::bfloat16>(), dy.cast<Eigen::bfloat16>());
+  const double u = std::numeric_limits<float>::epsilon() / 2, s = 0.75 * d.scale();
+  const dmat ax = to_double(x).cwiseAbs(), ady = to_double(dy).cwiseAbs(), aa = to_double(d.a()).cwiseAbs(),
+             ab = to_double(d.b()).cwiseAbs();
+  const std::array<dmat, 3> bound{2 * double(out + T + 2) * u * s * (ady * ab).transpose() * ax,
+                                  2 * double(in + T + 2) * u * s * ady.transpose() * (ax * aa.transpose()),
+                                  2 * double(out + r + 2) * u * s * ady * ab * aa};
+  for (std::size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(violations(to_double(got[i]), to_double(want[i]), bound[i]), 0) << "gradient " << i;
+}
+
+TEST(lora_delta_16, shape_errors_throw_and_write_nothing) {
+  using E = headwise::error;
+  lora_delta<float> d(random_matrix<float>(3, 7, 15), random_matrix<float>(9, 3, 16), 1.0);
+  const mat<Eigen::bfloat16> x = random_matrix<float>(4, 7, 17).cast<Eigen::bfloat16>(),
+                             x_bad = mat<Eigen::bfloat16>::Zero(4, 8);
+  mat<Eigen::bfloat16> y = mat<Eigen::bfloat16>::Zero(4, 9), y_bad = mat<Eigen::bfloat16>::Zero(5, 9);
+  EXPECT_THROW(d.apply(x_bad, y), E);
+  EXPECT_THROW(d.apply(x, y_bad), E);
+  mat<float> da = mat<float>::Zero(3, 7), db = mat<float>::Zero(9, 3), dx_bad = mat<float>::Zero(4, 6);
+  EXPECT_THROW(d.backward(x, y, da, db, dx_bad), E);
+  EXPECT_TRUE(y.cast<float>().isZero(0) && da.isZero(0) && db.isZero(0))
+      << "nothing may be written before the checks pass";
+}
+
+// The set: the float set's apply on widened chunks, so the same bound per delta. T
+// 300 crosses the 128-row chunks; per-row ids are sliced with them.
+TEST(lora_adapter_set_16, mix_and_per_row_ids_match_float_within_the_rounding_bound) {
+  const Eigen::Index T = 300, in = 24, out = 20;
+  lora_adapter_set<float> set{{projection_shape{in, out}, projection_shape{in, out},
+                               projection_shape{in, out}, projection_shape{in, out}}};
+  const auto a = set.add("alpha"), b = set.add("beta"), none = lora_adapter_set<float>::none;
+  set.attach(a, projection::q,
+             lora_delta<float>(random_matrix<float>(4, in, 60), random_matrix<float>(out, 4, 61), 8.0));
+  set.attach(b, projection::q,
+             lora_delta<float>(random_matrix<float>(8, in, 62), random_matrix<float>(out, 8, 63), 4.0));
+  const mat<float> x = hwtest::representable<Eigen::bfloat16>(random_matrix<float>(T, in, 64)),
+                   y0 = hwtest::representable<Eigen::bfloat16>(random_matrix<float>(T, out, 65));
+  std::vector<lora_adapter_set<float>::adapter_id> ids(T);
+  for (Eigen::Index t = 0; t < T; ++t) ids[std::size_t(t)] = std::array{a, none, b}[t % 3];
+  const lora_delta<float>& da = *set.delta(a, projection::q);
+
+  set.activate("alpha");
+  mat<float> y_f = y0;
+  set.apply(projection::q, x, y_f);
+  mat<Eigen::bfloat16> y = y0.cast<Eigen::bfloat16>();
+  set.apply(projection::q, x.cast<Eigen::bfloat16>(), y);
+  EXPECT_EQ(violations(y.cast<double>(), to_double(y_f),
+                       widened_bound<Eigen::bfloat16>(to_double(y_f), apply_bound(da, x, y0))),
+            0);
+
+  mat<float> yr_f = y0;
+  set.apply(projection::q, x, yr_f, ids);
+  mat<Eigen::bfloat16> yr = y0.cast<Eigen::bfloat16>();
+  set.apply(projection::q, x.cast<Eigen::bfloat16>(), yr, ids);
+  const dmat bound = widened_bound<Eigen::bfloat16>(
+      to_double(yr_f), apply_bound(da, x, y0).cwiseMax(apply_bound(*set.delta(b, projection::q), x, y0)));
+  EXPECT_EQ(violations(yr.cast<double>(), to_double(yr_f), bound), 0);
+  for (Eigen::Index t = 1; t < T; t += 3)
+    EXPECT_TRUE(yr.row(t).cast<float>() == y0.row(t)) << "row " << t << " has no adapter: bit-identical";
+
+  std::vector<lora_adapter_set<float>::adapter_id> short_ids(T - 1, a);
+  mat<Eigen::bfloat16> untouched = y0.cast<Eigen::bfloat16>();
+  EXPECT_THROW(set.apply(projection::q, x.cast<Eigen::bfloat16>(), untouched, short_ids), headwise::error);
+  EXPECT_TRUE(untouched.cast<float>() == y0);
 }
 
 }  // namespace

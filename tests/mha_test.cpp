@@ -3,6 +3,7 @@
 // reference::attention and the output projection, with LoRA deltas folded into W.
 #include <headwise/kv_cache.hpp>
 #include <headwise/mha.hpp>
+#include <headwise/optim.hpp>
 
 #include <gtest/gtest.h>
 
@@ -10,12 +11,15 @@
 #include <array>
 #include <cmath>
 #include <complex>
+#include <cstdio>
 #include <functional>
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "eigen_util.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -41,8 +45,8 @@ row_matrix<T> random_matrix(Eigen::Index rows, Eigen::Index cols, std::uint32_t 
 }
 
 /// Random weights at the usual 1/√in scale, and biases when the config has them.
-template <class T>
-void randomize(multi_head_attention<T>& layer, std::uint32_t seed) {
+template <class T, class W>
+void randomize(multi_head_attention<T, W>& layer, std::uint32_t seed) {
   for (projection p : all_projections) {
     auto w = layer.weight(p);
     fill(w, seed++, 1.0 / std::sqrt(double(w.cols())));
@@ -52,8 +56,8 @@ void randomize(multi_head_attention<T>& layer, std::uint32_t seed) {
 }
 
 /// Attaches a rank-r delta on each listed projection of adapter `id`.
-template <class T>
-void attach_random(multi_head_attention<T>& layer, adapter_id id, std::initializer_list<projection> ps,
+template <class T, class W>
+void attach_random(multi_head_attention<T, W>& layer, adapter_id id, std::initializer_list<projection> ps,
                    Eigen::Index r, std::uint32_t seed) {
   for (projection p : ps) {
     const projection_shape s = layer.adapters().shape(p);
@@ -114,9 +118,32 @@ struct composed {
   dmat a;  // attention output, the o projection's input
 };
 
-/// The composition in double the layer must match.
-template <class T>
-composed compose(const multi_head_attention<T>& layer, const dmat& x, const delta_fn& delta) {
+/// A rounding of double values to a narrower type, or none (an empty function).
+using rounding = std::function<double(double)>;
+
+/// Attention of [T × H·D] token matrices (one sequence, the layer's causal rule) by
+/// hand, in double except that each row of P is rounded for P·V: the naive pipeline
+/// of FlashAttention's accuracy rule.
+dmat naive_attention(const dmat& q, const dmat& k, const dmat& v, const mha_config& cfg,
+                     const rounding& round) {
+  const auto D = Eigen::Index(cfg.head_dim), group = Eigen::Index(cfg.num_heads / cfg.num_kv_heads);
+  const double scale = 1.0 / std::sqrt(double(D));
+  dmat a = dmat::Zero(q.rows(), q.cols());
+  for (Eigen::Index h = 0; h < Eigen::Index(cfg.num_heads); ++h)
+    for (Eigen::Index i = 0; i < q.rows(); ++i) {
+      const Eigen::Index visible = cfg.causal ? i + 1 : q.rows(), kv = h / group * D;
+      const drow s = scale * q.block(i, h * D, 1, D) * k.block(0, kv, visible, D).transpose();
+      const drow e = (s.array() - s.maxCoeff()).exp().matrix(), p = (e / e.sum()).unaryExpr(round);
+      a.block(i, h * D, 1, D) = p * v.block(0, kv, visible, D);
+    }
+  return a;
+}
+
+/// The composition in double the layer must match; with `round`, the naive 16-bit
+/// pipeline instead: the rotated q, k, v, P and y rounded where the layer rounds them.
+template <class T, class S>
+composed compose(const multi_head_attention<T, S>& layer, const dmat& x, const delta_fn& delta,
+                 const rounding& round = {}) {
   const mha_config& cfg = layer.config();
   auto project = [&](projection p, const dmat& in) {
     const dmat W = layer.weight(p).template cast<double>();
@@ -132,6 +159,11 @@ composed compose(const multi_head_attention<T>& layer, const dmat& x, const delt
   const std::size_t T_ = std::size_t(x.rows());
   composed c{dmat(), q.cwiseAbs().maxCoeff(), k.cwiseAbs().maxCoeff(), v.cwiseAbs().maxCoeff(),
              dmat(x.rows(), q.cols())};
+  if (round) {
+    c.a = naive_attention(q.unaryExpr(round), k.unaryExpr(round), v.unaryExpr(round), cfg, round);
+    c.y = project(projection::o, c.a).unaryExpr(round);
+    return c;
+  }
   attention_options opt;
   opt.causal = cfg.causal ? causal_mode::bottom_right : causal_mode::none;
   reference::attention(bshd(q.data(), 1, T_, cfg.num_heads, cfg.head_dim),
@@ -148,9 +180,15 @@ composed compose(const multi_head_attention<T>& layer, const dmat& x, const delt
 /// by scale·D·(δq·kmax + qmax·δk + δq·δk), the attention output by 2·δs·vmax + δv plus
 /// the kernel's own attention_tolerance; then the o projection.
 /// storage_u: unit roundoff of a narrower K/V cache (half: 2^-11), 0 for none.
-template <class T>
-double layer_bound(const multi_head_attention<T>& layer, const dmat& x, const composed& c,
-                   const std::array<dmat, 4>& delta_abs, Eigen::Index rank, double storage_u = 0) {
+/// Activations in 16 bits (act_u = their unit roundoff; x itself representable):
+/// rotated q, k and v are rounded once, |δ| <= act_u·(max + its error so far); P may
+/// be rounded for P·V (attention_tolerance's weight_u = act_u: what avx512_bf16 does
+/// for bfloat16, an upper bound on paths that keep P in float); y is rounded once,
+/// act_u·(max|y| + the bound so far).
+template <class T, class W>
+double layer_bound(const multi_head_attention<T, W>& layer, const dmat& x, const composed& c,
+                   const std::array<dmat, 4>& delta_abs, Eigen::Index rank, double storage_u = 0,
+                   double act_u = 0) {
   const mha_config& cfg = layer.config();
   const double u = hwtest::unit_roundoff<T>();
   auto w_abs = [&](projection p) {
@@ -164,14 +202,17 @@ double layer_bound(const multi_head_attention<T>& layer, const dmat& x, const co
     return double(in.cols() + rank + 4) * u * terms.maxCoeff();
   };
   const double D = double(cfg.head_dim), scale = 1.0 / std::sqrt(D);
-  const double eq = 2 * proj_err(projection::q, x) + 8 * u * c.qmax;
-  const double ek = 2 * proj_err(projection::k, x) + (8 * u + storage_u) * c.kmax;
-  const double ev = proj_err(projection::v, x) + storage_u * c.vmax;
+  const auto rounded = [&](double e, double max) { return e + act_u * (max + e); };
+  const double eq = rounded(2 * proj_err(projection::q, x) + 8 * u * c.qmax, c.qmax);
+  const double ek = rounded(2 * proj_err(projection::k, x) + (8 * u + storage_u) * c.kmax, c.kmax);
+  const double ev = rounded(proj_err(projection::v, x) + storage_u * c.vmax, c.vmax);
   const double ds = scale * D * (eq * c.kmax + c.qmax * ek + eq * ek);
-  const double ea =
-      2 * ds * c.vmax + ev +
-      hwtest::attention_tolerance<T>(cfg.head_dim, std::size_t(x.rows()), scale, c.qmax, c.kmax, c.vmax);
-  return proj_err(projection::o, c.a) + ea * w_abs(projection::o).rowwise().sum().maxCoeff();
+  hwtest::error_model m;
+  m.Dk = cfg.head_dim, m.Nk = std::size_t(x.rows()), m.scale = scale;
+  m.qmax = c.qmax, m.kmax = c.kmax, m.vmax = c.vmax, m.weight_u = act_u;
+  const double ea = 2 * ds * c.vmax + ev + hwtest::attention_tolerance<T>(m);
+  return rounded(proj_err(projection::o, c.a) + ea * w_abs(projection::o).rowwise().sum().maxCoeff(),
+                 c.y.cwiseAbs().maxCoeff());
 }
 
 template <class T>
@@ -424,9 +465,11 @@ TEST_P(mha, batched_prefill_and_steps_equal_batched_forward) {
 
 // ---- projections cut into column tasks: the same bits for every thread count
 
-TEST(mha_threads, projection_tasks_give_the_same_bits_for_every_thread_count) {
-  // Wq has 8·72 = 576 output columns (tasks of 512 and 64), Wo 1100 (512, 512, 76),
-  // Wk and Wv 144 (one task): more tasks than threads, fewer, and a ragged last one.
+/// Wq has 8·72 = 576 output columns (tasks of 512 and 64), Wo 1100 (512, 512, 76),
+/// Wk and Wv 144 (one task): more tasks than threads, fewer, and a ragged last one.
+/// 16-bit weights: 6 rows widen 128 weight rows per GEMM, 40 rows a task's whole block.
+template <class W>
+void check_thread_counts(Eigen::Index rows) {
   mha_config cfg;
   cfg.model_dim = 1100;
   cfg.num_heads = 8;
@@ -434,13 +477,13 @@ TEST(mha_threads, projection_tasks_give_the_same_bits_for_every_thread_count) {
   cfg.head_dim = 72;
   cfg.rope = {rope_style::neox, 10000, 1};
   cfg.bias = true;
-  const row_matrix<float> x = random_matrix<float>(6, 1100, 31);
+  const row_matrix<float> x = random_matrix<float>(rows, 1100, 31);
   row_matrix<float> y1;
   for (unsigned threads : {1u, 2u, 3u}) {
     cfg.threads = threads;
-    multi_head_attention<float> layer(cfg);
+    multi_head_attention<float, W> layer(cfg);
     randomize(layer, 100);
-    row_matrix<float> y(6, 1100);
+    row_matrix<float> y(rows, 1100);
     layer.forward(x, y);
     if (threads == 1) {
       y1 = y;
@@ -452,6 +495,14 @@ TEST(mha_threads, projection_tasks_give_the_same_bits_for_every_thread_count) {
       EXPECT_TRUE(y == y1) << threads << " threads: max |y − y(1 thread)| = " << (y - y1).cwiseAbs().maxCoeff();
     }
   }
+}
+
+TEST(mha_threads, projection_tasks_give_the_same_bits_for_every_thread_count) {
+  check_thread_counts<float>(6);
+}
+TEST(mha_threads, bfloat16_weights_give_the_same_bits_for_every_thread_count) {
+  check_thread_counts<Eigen::bfloat16>(6);
+  check_thread_counts<Eigen::bfloat16>(40);
 }
 
 // ---- RoPE against the hand-written rotation
@@ -508,6 +559,191 @@ TEST(eigen_adapters, batched_bshd_views_split_rows_into_sequences) {
   EXPECT_EQ(&v(2, 1, 1, 3), &m(5, 7));
   EXPECT_THROW(as_bshd(m, 2, 4, 4), error);  // 6 rows are not 4 equal sequences
   EXPECT_THROW(as_bshd(m, 2, 4, 0), error);
+}
+
+// ---- 16-bit activations (Eigen::bfloat16, Eigen::half); float or bfloat16 weights
+
+/// A layer with 16-bit weights W or float ones, random, optionally a rank-4 q/v adapter active.
+template <class W>
+struct layer_16 {
+  multi_head_attention<float, W> layer;
+  dense_adapter qv;
+  Eigen::Index rank = 0;
+  layer_16(const mha_case& c, bool lora) : layer(config_of(c)) {
+    randomize(layer, 100);
+    if (!lora) return;
+    const adapter_id id = layer.adapters().add("qv");
+    attach_random(layer, id, {projection::q, projection::v}, 4, 300);
+    layer.adapters().activate("qv");
+    qv = densify(layer.adapters(), id);
+    rank = 4;
+  }
+  delta_fn deltas() const { return rank ? qv.all_rows() : no_delta; }
+};
+
+/// forward() on activations A against the composition (reading W's values): within
+/// layer_bound with A's roundings (worst case: at 16 bits it only catches gross
+/// errors), and by FlashAttention's rule, within twice the error of the naive
+/// pipeline in A (compose with rounding) against the composition.
+template <class A, class W>
+void check_forward_16(const mha_case& c, bool lora) {
+  layer_16<W> l(c, lora);
+  const row_matrix<float> x = hwtest::representable<A>(random_matrix<float>(c.tokens, Eigen::Index(c.model), 7));
+  row_matrix<A> y(c.tokens, Eigen::Index(c.model));
+  l.layer.forward(x.cast<A>(), y);
+  const dmat xd = x.cast<double>();
+  const composed want = compose(l.layer, xd, l.deltas());
+  const double err = max_diff(row_matrix<float>(y.template cast<float>()), want.y),
+               tol = layer_bound(l.layer, xd, want, l.qv.abs, l.rank, 0, hwtest::unit_roundoff<storage_16<A>>());
+  EXPECT_TRUE(err <= tol) << "max |layer − composition| = " << err << ", bound " << tol;
+  const rounding to_a = [](double v) { return double(A(float(v))); };
+  const double naive = (compose(l.layer, xd, l.deltas(), to_a).y - want.y).cwiseAbs().maxCoeff();
+  EXPECT_TRUE(err <= 2 * naive) << "max |layer − composition| = " << err << ", the naive pipeline's "
+                                << naive;
+  std::printf("  %s %s: error %.3g = %.2f × naive %.3g (bound %.3g)\n", c.name,
+              std::is_same_v<A, Eigen::bfloat16> ? "bf16" : "f16", err, err / naive, naive, tol);
+}
+
+TEST_P(mha, forward_bfloat16_activations_float_weights) {
+  check_forward_16<Eigen::bfloat16, float>(GetParam(), false);
+}
+TEST_P(mha, forward_half_activations_float_weights) {
+  check_forward_16<Eigen::half, float>(GetParam(), false);
+}
+TEST_P(mha, forward_bfloat16_activations_and_weights_with_lora) {
+  check_forward_16<Eigen::bfloat16, Eigen::bfloat16>(GetParam(), true);
+}
+TEST_P(mha, forward_float_activations_bfloat16_weights) {
+  const mha_case& c = GetParam();
+  layer_16<Eigen::bfloat16> l(c, true);
+  const row_matrix<float> x = random_matrix<float>(c.tokens, Eigen::Index(c.model), 7);
+  row_matrix<float> y(x.rows(), x.cols());
+  l.layer.forward(x, y);
+  const dmat xd = x.cast<double>();
+  const composed want = compose(l.layer, xd, l.deltas());
+  EXPECT_TRUE(max_diff(y, want.y) <= layer_bound(l.layer, xd, want, l.qv.abs, l.rank));
+}
+
+// Per-row adapters on bfloat16 activations: the float layer's per-row path on the
+// widened x, by FlashAttention's rule against the composition with each row's delta.
+TEST_P(mha, bfloat16_per_row_adapters_within_twice_the_naive_error) {
+  const mha_case& c = GetParam();
+  multi_head_attention<float> layer(config_of(c));
+  randomize(layer, 400);
+  const auto a = layer.adapters().add("a"), b = layer.adapters().add("b");
+  attach_random(layer, a, {projection::q, projection::k, projection::v, projection::o}, 3, 500);
+  attach_random(layer, b, {projection::v, projection::o}, 5, 600);
+  std::vector<adapter_id> ids(std::size_t(c.tokens));
+  for (std::size_t t = 0; t < ids.size(); ++t)
+    ids[t] = std::array{a, b, lora_adapter_set<float>::none}[t % 3];
+  const row_matrix<float> x =
+      hwtest::representable<Eigen::bfloat16>(random_matrix<float>(c.tokens, Eigen::Index(c.model), 9));
+  row_matrix<Eigen::bfloat16> y(x.rows(), x.cols());
+  layer.forward(x.cast<Eigen::bfloat16>(), y, ids);
+  const std::array<dense_adapter, 2> dense = {densify(layer.adapters(), a), densify(layer.adapters(), b)};
+  const delta_fn per_row = [&](projection p, Eigen::Index t) -> const dmat* {
+    const adapter_id id = ids[std::size_t(t)];
+    return id == lora_adapter_set<float>::none ? nullptr : dense[id].all_rows()(p, t);
+  };
+  const dmat xd = x.cast<double>();
+  const composed want = compose(layer, xd, per_row);
+  const rounding to_bf16 = [](double v) { return double(Eigen::bfloat16(float(v))); };
+  const double err = max_diff(row_matrix<float>(y.cast<float>()), want.y),
+               naive = (compose(layer, xd, per_row, to_bf16).y - want.y).cwiseAbs().maxCoeff();
+  EXPECT_TRUE(err <= 2 * naive) << "max |layer − composition| = " << err << ", the naive pipeline's "
+                                << naive;
+}
+
+TEST_P(mha, bfloat16_prefill_then_steps_within_the_bound) {
+  const mha_case& c = GetParam();
+  if (!c.causal) GTEST_SKIP() << "decode equals a full forward only under causal attention";
+  layer_16<Eigen::bfloat16> l(c, true);
+  const row_matrix<float> x =
+      hwtest::representable<Eigen::bfloat16>(random_matrix<float>(c.tokens, Eigen::Index(c.model), 10));
+  const row_matrix<Eigen::bfloat16> xb = x.cast<Eigen::bfloat16>();
+  row_matrix<Eigen::bfloat16> stepped(x.rows(), x.cols());
+  kv_cache<bfloat16> cache(1, c.kv_heads, std::size_t(c.tokens), c.dim);  // holds the rounded k, v exactly
+  const Eigen::Index prompt = c.tokens / 2;
+  l.layer.prefill(xb.topRows(prompt), stepped.topRows(prompt), cache);
+  for (Eigen::Index t = prompt; t < c.tokens; ++t) l.layer.step(xb.row(t), stepped.row(t), cache);
+  EXPECT_EQ(cache.size(), std::size_t(c.tokens));
+  const dmat xd = x.cast<double>();
+  const composed want = compose(l.layer, xd, l.deltas());
+  const double err = max_diff(row_matrix<float>(stepped.cast<float>()), want.y),
+               tol = layer_bound(l.layer, xd, want, l.qv.abs, l.rank, 0, hwtest::unit_roundoff<bfloat16>());
+  EXPECT_TRUE(err <= tol) << err << " > " << tol;
+  const rounding to_bf16 = [](double v) { return double(Eigen::bfloat16(float(v))); };
+  const double naive = (compose(l.layer, xd, l.deltas(), to_bf16).y - want.y).cwiseAbs().maxCoeff();
+  EXPECT_TRUE(err <= 2 * naive) << "max |layer − composition| = " << err << ", the naive pipeline's "
+                                << naive;
+}
+
+// backward() on 16-bit x and dy widens them and runs the float backward on what the
+// forward kept (q, k, v as rounded for attention): the same bits as the float call.
+TEST_P(mha, bfloat16_backward_is_the_float_backward_of_the_kept_forward) {
+  const mha_case& c = GetParam();
+  layer_16<Eigen::bfloat16> l(c, true);
+  const auto model = Eigen::Index(c.model);
+  const row_matrix<float> x = hwtest::representable<Eigen::bfloat16>(random_matrix<float>(c.tokens, model, 12)),
+                          dy = hwtest::representable<Eigen::bfloat16>(random_matrix<float>(c.tokens, model, 13));
+  row_matrix<Eigen::bfloat16> y(c.tokens, model);
+  l.layer.forward(x.cast<Eigen::bfloat16>(), y);
+  mha_gradients<float> g16 = l.layer.make_gradients(true), g32 = l.layer.make_gradients(true);
+  row_matrix<float> dx16(c.tokens, model), dx32(c.tokens, model);
+  l.layer.backward(x.cast<Eigen::bfloat16>(), dy.cast<Eigen::bfloat16>(), dx16, g16);
+  l.layer.backward(x, dy, dx32, g32);
+  EXPECT_TRUE(dx16 == dx32);
+  for (std::size_t p = 0; p < projection_count; ++p) {
+    EXPECT_TRUE(g16.weights[p] == g32.weights[p]) << p;
+    EXPECT_TRUE(g16.adapters[0][p].a == g32.adapters[0][p].a && g16.adapters[0][p].b == g32.adapters[0][p].b)
+        << p;
+  }
+  EXPECT_TRUE(dx16.cwiseAbs().maxCoeff() > 0);
+}
+
+// 16-bit weights: widened blocks of the same values give the float layer's bits when
+// the GEMMs have the float layer's shapes (more than 32 rows: one per task block).
+TEST(mha_16, bfloat16_weights_forward_and_backward_equal_float_weights_widened) {
+  const mha_case c{"gqa", 48, 6, 2, 16, {rope_style::interleaved, 500, 2}, true, true, 40};
+  layer_16<Eigen::bfloat16> b(c, true);
+  layer_16<float> f(c, true);
+  for (projection p : all_projections) f.layer.weight(p) = b.layer.weight(p).cast<float>();
+  const row_matrix<float> x = random_matrix<float>(c.tokens, 48, 14),
+                          dy = random_matrix<float>(c.tokens, 48, 15);
+  row_matrix<float> yb(c.tokens, 48), yf(c.tokens, 48), dxb(c.tokens, 48), dxf(c.tokens, 48);
+  b.layer.forward(x, yb);
+  f.layer.forward(x, yf);
+  EXPECT_TRUE(yb == yf) << (yb - yf).cwiseAbs().maxCoeff();
+  mha_gradients<float> gb = b.layer.make_gradients(true), gf = f.layer.make_gradients(true);
+  b.layer.backward(x, dy, dxb, gb);
+  f.layer.backward(x, dy, dxf, gf);
+  EXPECT_TRUE(dxb == dxf) << (dxb - dxf).cwiseAbs().maxCoeff();
+  for (std::size_t p = 0; p < projection_count; ++p) EXPECT_TRUE(gb.weights[p] == gf.weights[p]) << p;
+  const auto params = lora_parameters(b.layer, gb);  // optim.hpp takes a 16-bit-weight layer too
+  EXPECT_EQ(params.size(), 4u);
+}
+
+TEST(mha_16, bad_shapes_throw_and_write_nothing) {
+  mha_config cfg = config_of(mha_case{"", 16, 4, 2, 4, {}, true, false, 0});
+  multi_head_attention<float, Eigen::bfloat16> layer(cfg);
+  randomize(layer, 900);
+  using bmat = row_matrix<Eigen::bfloat16>;
+  const bmat x = random_matrix<float>(3, 16, 13).cast<Eigen::bfloat16>(), x_bad = bmat::Zero(3, 15);
+  bmat y = bmat::Zero(3, 16), y_bad = bmat::Zero(2, 16);
+  EXPECT_THROW(layer.forward(x_bad, y), error);
+  EXPECT_THROW(layer.forward(x, y_bad), error);
+  EXPECT_THROW(layer.forward(x, y, {}, 2), error);
+  kv_cache<bfloat16> cache(1, 2, 8, 4), wrong_heads(1, 4, 8, 4);
+  EXPECT_THROW(layer.step(x, y, cache), error);  // three rows are not one step
+  EXPECT_THROW(layer.prefill(x, y, wrong_heads), error);
+  EXPECT_TRUE(y.cast<float>().isZero(0)) << "nothing may be written before the checks pass";
+  EXPECT_EQ(cache.size(), 0u);
+  EXPECT_EQ(wrong_heads.size(), 0u);
+  mha_gradients<float> g = layer.make_gradients();
+  row_matrix<float> dx = row_matrix<float>::Zero(3, 16);
+  EXPECT_THROW(layer.backward(x, y, dx, g), error) << "no forward kept yet";
+  bmat x_empty(0, 16), y_empty(0, 16);
+  EXPECT_NO_THROW(layer.forward(x_empty, y_empty)) << "zero tokens is a valid, empty call";
 }
 
 // ---- errors

@@ -29,9 +29,22 @@
 // go to the GEMMs as they are and scattered rows are gathered in chunks, so a batch
 // costs one pair of GEMMs per adapter and chunk, never one GEMV per row.
 //
+// 16-bit activations (float factors; x, y Eigen::bfloat16 or Eigen::half, eigen.hpp):
+// apply(x, y) widens chunks of widened_rows rows of x and y to float (exact), runs
+// the float apply above on them and rounds each y once (y += s·B·A·x in fp32 from y
+// widened, then one rounding to nearest even: |error| <= u₁₆·|y| + the float bound,
+// u₁₆ = 2^-8 for bfloat16). backward(x, dy, …) takes x and dy in 16 bits and keeps
+// the gradients dA, dB, dx in float. A chunk of 128 rows of a 4096-wide x and y is
+// 4 MiB of float scratch, grow-only (bounded, unlike a whole-T copy: 64 MiB at
+// T 2048); the chunk repacks A and B for Eigen's GEMMs (2·r·4096 floats, 6 % of the
+// chunk's x and y at r 16). Time against the float apply (bench/lora_bench.cpp,
+// 4096², r 16, Zen 4, -march=native, medians of 5): 0.97× at T 2048, 1.25× at T 128
+// and 1.1× at T 1: the conversions cost about what reading half the bytes saves.
+//
 // Objects here own workspaces: one object, one thread at a time.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
@@ -59,6 +72,26 @@ enum class lora_scaling {
 };
 
 namespace detail {
+
+/// Rows per chunk when 16-bit activations are widened (header comment).
+inline constexpr Eigen::Index widened_rows = 128;
+
+/// fn(r0, n, a_f, b_f) per chunk of widened_rows rows [r0, r0 + n): a_f and b_f are
+/// those rows of the 16-bit a and b widened to float; with WriteBack, b's rows are
+/// then b_f rounded back. b may be a itself (same rows, read before written).
+template <bool WriteBack, class A, class B, class Fn>
+void on_widened_rows(matrix_scratch<float>& scratch, const A& a, B& b, Fn&& fn) {
+  for (Eigen::Index r0 = 0; r0 < a.rows(); r0 += widened_rows) {
+    const Eigen::Index n = std::min(widened_rows, a.rows() - r0);
+    matrix_map<float> buf = scratch.take(n, a.cols() + b.cols());
+    auto af = buf.leftCols(a.cols());
+    auto bf = buf.rightCols(b.cols());
+    widen(a.middleRows(r0, n), af);
+    widen(b.middleRows(r0, n), bf);
+    fn(r0, n, af, bf);
+    if constexpr (WriteBack) narrow(bf, b.middleRows(r0, n));
+  }
+}
 
 /// W += D after checking that D and W + D are finite; W is untouched on failure.
 template <class T>
@@ -111,6 +144,19 @@ class lora_delta {
     apply_unchecked(x, y, scratch_.take(x.rows(), rank()), weight);
   }
 
+  /// y += weight·s·(x·Aᵀ)·Bᵀ for 16-bit x and y (Eigen::bfloat16 or Eigen::half):
+  /// computed in float on widened chunks of rows, y rounded once (header comment).
+  template <class X, class Y, class A = detail::eigen_16_scalar<X>>
+  void apply(const X& x_in, Y&& y_in, T weight = T(1)) {
+    static_assert(std::is_same_v<T, float>, "16-bit activations go with float factors");
+    const const_matrix_ref<A> x(x_in);
+    matrix_ref<A> y(y_in);
+    detail::check_shapes("lora_delta::apply", {x_shape(x), y_shape(x, y)});
+    detail::on_widened_rows<true>(wide_, x, y, [&](Eigen::Index, Eigen::Index n, auto xf, auto yf) {
+      apply_unchecked(xf, yf, scratch_.take(n, rank()), weight);
+    });
+  }
+
   /// Gradients of apply(x, y, weight) given dy = ∂L/∂y [T × out], accumulated (+=)
   /// as in llm.c: da [r × in], db [out × r], dx [T × in] (dx usually also collects
   /// the base projection's dy·W). h = x·Aᵀ is recomputed rather than stored.
@@ -131,6 +177,19 @@ class lora_delta {
     // forward: h = x·Aᵀ
     da.noalias() += dh.transpose() * x;
     dx.noalias() += dh * a_;
+  }
+
+  /// backward() for 16-bit x and dy; the gradients stay float (header comment).
+  template <class X, class DY, class A = detail::eigen_16_scalar<X>>
+  void backward(const X& x_in, const DY& dy_in, matrix_ref<T> da, matrix_ref<T> db, matrix_ref<T> dx,
+                T weight = T(1)) {
+    static_assert(std::is_same_v<T, float>, "16-bit activations go with float factors");
+    const const_matrix_ref<A> x(x_in), dy(dy_in);
+    detail::check_shapes("lora_delta::backward",
+                         {x_shape(x), y_shape(x, dy, "dy"), {"dx", dx, x.rows(), in_features()}});
+    detail::on_widened_rows<false>(wide_, x, dy, [&](Eigen::Index r0, Eigen::Index n, auto xf, auto dyf) {
+      backward(xf, dyf, da, db, dx.middleRows(r0, n), weight);
+    });
   }
 
   /// W += weight·s·B·A in place, W [out × in]; no checks on values (see safe_merge).
@@ -170,9 +229,12 @@ class lora_delta {
 
  private:
   /// The shapes the arguments must have: x [T × in], y [T × out], W [out × in].
-  detail::matrix_shape x_shape(const const_matrix_ref<T>& x) const { return {"x", x, x.rows(), in_features()}; }
-  template <class Y>
-  detail::matrix_shape y_shape(const const_matrix_ref<T>& x, const Y& y, const char* name = "y") const {
+  template <class X>
+  detail::matrix_shape x_shape(const X& x) const {
+    return {"x", x, x.rows(), in_features()};
+  }
+  template <class X, class Y>
+  detail::matrix_shape y_shape(const X& x, const Y& y, const char* name = "y") const {
     return {name, y, x.rows(), out_features()};
   }
   detail::matrix_shape w_shape(const matrix_ref<T>& W) const { return {"W", W, out_features(), in_features()}; }
@@ -193,6 +255,7 @@ class lora_delta {
   double alpha_;
   lora_scaling scaling_;
   matrix_scratch<T> scratch_;
+  matrix_scratch<float> wide_;  // 16-bit activations widened, a chunk at a time
 };
 
 /// The four attention projections an adapter can modify.
@@ -295,6 +358,17 @@ class lora_adapter_set {
         apply_rows(*d, x, y, order_.data() + starts_[a], starts_[a + 1] - starts_[a]);
   }
 
+  /// Both apply()s for 16-bit x and y (Eigen::bfloat16 or Eigen::half): the float
+  /// apply on widened chunks of rows, y rounded once (header comment).
+  template <class X, class Y, class A = detail::eigen_16_scalar<X>>
+  void apply(projection p, const X& x, Y&& y) {
+    apply_widened<A>(p, x, y, nullptr);
+  }
+  template <class X, class Y, class A = detail::eigen_16_scalar<X>>
+  void apply(projection p, const X& x, Y&& y, span<const adapter_id> row_ids) {
+    apply_widened<A>(p, x, y, &row_ids);
+  }
+
   /// W += Σ w·s·B·A over the active mix, checked like lora_delta::safe_merge.
   void merge(projection p, matrix_ref<T> W) const { merge(p, W, active_); }
   void merge(projection p, matrix_ref<T> W, const std::vector<weighted>& mix) const {
@@ -318,14 +392,33 @@ class lora_adapter_set {
   static constexpr Eigen::Index gather_rows = 64;  // rows per gathered chunk: ~1-2 MB of scratch at 4096 wide
 
   /// The shapes the arguments of projection p must have: x [T × in], y [T × out], W [out × in].
-  detail::matrix_shape x_shape(projection p, const const_matrix_ref<T>& x) const {
+  template <class X>
+  detail::matrix_shape x_shape(projection p, const X& x) const {
     return {"x", x, x.rows(), shape(p).in};
   }
-  detail::matrix_shape y_shape(projection p, const const_matrix_ref<T>& x, const matrix_ref<T>& y) const {
+  template <class X, class Y>
+  detail::matrix_shape y_shape(projection p, const X& x, const Y& y) const {
     return {"y", y, x.rows(), shape(p).out};
   }
   detail::matrix_shape w_shape(projection p, const matrix_ref<T>& W) const {
     return {"W", W, shape(p).out, shape(p).in};
+  }
+
+  /// The 16-bit apply()s: row_ids null for the active mix.
+  template <class A, class X, class Y>
+  void apply_widened(projection p, const X& x_in, Y& y_in, const span<const adapter_id>* row_ids) {
+    static_assert(std::is_same_v<T, float>, "16-bit activations go with float factors");
+    const char* where = "lora_adapter_set::apply";
+    const const_matrix_ref<A> x(x_in);
+    matrix_ref<A> y(y_in);
+    detail::check_shapes(where, {x_shape(p, x), y_shape(p, x, y)});
+    if (row_ids) detail::check_row_adapters(where, *row_ids, x.rows(), entries_.size(), none);
+    detail::on_widened_rows<true>(wide_, x, y, [&](Eigen::Index r0, Eigen::Index n, auto xf, auto yf) {
+      if (row_ids)
+        apply(p, xf, yf, span<const adapter_id>(row_ids->data() + r0, std::size_t(n)));
+      else
+        apply(p, xf, yf);
+    });
   }
 
   row_matrix<T> combined_delta(projection p, const std::vector<weighted>& mix) const {
@@ -390,6 +483,7 @@ class lora_adapter_set {
   std::vector<entry> entries_;
   std::vector<weighted> active_;
   matrix_scratch<T> scratch_, gather_scratch_, run_scratch_;
+  matrix_scratch<float> wide_;  // 16-bit activations widened, a chunk at a time
   std::vector<Eigen::Index> order_;
   std::vector<std::size_t> starts_, cursor_;
 };

@@ -169,8 +169,8 @@ namespace detail {
 
 /// fn(factor, gradient) for A then B of every delta of the layer's active mix, in
 /// the order of lora_parameters (header comment), after checking grads.
-template <class T, class Fn>
-void for_each_lora_factor(const char* where, multi_head_attention<T>& layer, mha_gradients<T>& grads,
+template <class T, class W, class Fn>
+void for_each_lora_factor(const char* where, multi_head_attention<T, W>& layer, mha_gradients<T>& grads,
                           Fn&& fn) {
   check_adapters_merged(where, layer.adapters_merged(), false);
   lora_adapter_set<T>& set = layer.adapters();
@@ -187,8 +187,8 @@ void for_each_lora_factor(const char* where, multi_head_attention<T>& layer, mha
 
 /// {A, dA}, {B, dB} of every delta in the layer's active mix, grads as filled by
 /// layer.backward(); views into both (valid while neither is resized or destroyed).
-template <class T>
-std::vector<parameter<T>> lora_parameters(multi_head_attention<T>& layer, mha_gradients<T>& grads) {
+template <class T, class W>
+std::vector<parameter<T>> lora_parameters(multi_head_attention<T, W>& layer, mha_gradients<T>& grads) {
   std::vector<parameter<T>> out;
   detail::for_each_lora_factor("lora_parameters", layer, grads,
                                [&](matrix_ref<T> value, row_matrix<T>& grad) {
@@ -198,8 +198,8 @@ std::vector<parameter<T>> lora_parameters(multi_head_attention<T>& layer, mha_gr
 }
 
 /// dA, dB in lora_parameters' order, writable: what clip_grad_norm takes.
-template <class T>
-std::vector<matrix_ref<T>> lora_gradients(multi_head_attention<T>& layer, mha_gradients<T>& grads) {
+template <class T, class W>
+std::vector<matrix_ref<T>> lora_gradients(multi_head_attention<T, W>& layer, mha_gradients<T>& grads) {
   std::vector<matrix_ref<T>> out;
   detail::for_each_lora_factor("lora_gradients", layer, grads,
                                [&](matrix_ref<T>, row_matrix<T>& grad) { out.emplace_back(grad); });

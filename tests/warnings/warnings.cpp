@@ -9,6 +9,7 @@
 #include <headwise/safetensors.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -67,14 +68,20 @@ void look_inside(std::size_t B, std::size_t H, std::size_t N, std::size_t D) {
   rope.rotate_back(headwise::bhsd(q.data(), B, H, N, D), 3);
 }
 
-template <class T, class Cache>
-void layer(Cache& cache) {
+/// model 32, 4 heads over 2 kv heads of 8, RoPE.
+headwise::mha_config small_layer() {
   headwise::mha_config cfg;
   cfg.model_dim = 32;
   cfg.num_heads = 4;
   cfg.num_kv_heads = 2;
   cfg.head_dim = 8;
   cfg.rope.style = headwise::rope_style::neox;
+  return cfg;
+}
+
+template <class T, class Cache>
+void layer(Cache& cache) {
+  const headwise::mha_config cfg = small_layer();
   headwise::multi_head_attention<T> mha(cfg);
   const auto id = mha.adapters().add("adapter");
   mha.adapters().attach(id, headwise::projection::q,
@@ -104,6 +111,33 @@ void layer(Cache& cache) {
   x = headwise::to_matrix<T>(headwise::decode_safetensors(headwise::encode_safetensors(f)).tensors.at("x"));
 }
 
+/// 16-bit activations (Eigen::bfloat16 or Eigen::half A) on a layer with weights W,
+/// its cache of A's storage type, and LoRA on them.
+template <class A, class W>
+void layer_16() {
+  const headwise::mha_config cfg = small_layer();
+  headwise::multi_head_attention<float, W> mha(cfg);
+  const auto id = mha.adapters().add("adapter");
+  headwise::lora_delta<float> d(headwise::row_matrix<float>::Zero(2, 32),
+                                headwise::row_matrix<float>::Zero(32, 2), 4.0);
+  mha.adapters().attach(id, headwise::projection::q, d);
+  mha.adapters().activate("adapter");
+  headwise::row_matrix<A> x = headwise::row_matrix<A>::Zero(6, 32), y(6, 32);
+  headwise::kv_cache<headwise::storage_16<A>> cache(1, 2, 6, 8);
+  mha.forward(x, y);
+  mha.prefill(x.topRows(5), y.topRows(5), cache);
+  mha.step(x.row(5), y.row(5), cache);
+  auto grads = mha.make_gradients(true);
+  headwise::row_matrix<float> dx(6, 32), da(2, 32), db(32, 2);
+  mha.forward(x, y);
+  mha.backward(x, y, dx, grads);
+  mha.adapters().apply(headwise::projection::q, x, y);
+  const std::vector<std::uint32_t> ids(6, id);
+  mha.adapters().apply(headwise::projection::q, x, y, ids);
+  d.apply(x, y);
+  d.backward(x, y, da, db, dx);
+}
+
 }  // namespace
 
 int main() {
@@ -119,4 +153,7 @@ int main() {
   layer<float>(blocks);
   headwise::kv_cache<double> cache_d(1, 2, 6, 8);
   layer<double>(cache_d);
+  layer_16<Eigen::bfloat16, float>();
+  layer_16<Eigen::bfloat16, Eigen::bfloat16>();
+  layer_16<Eigen::half, float>();
 }
