@@ -179,7 +179,7 @@ std::string corrupt(byte_source& in, problem<T, S>& p, call_args<T, S>& a) {
           case 1:
             return a.opt.kernel = kernel_mode(4 + pick % 200), "kernel out of range";
           default:
-            return a.opt.isa = simd_isa(4 + pick % 200), "isa out of range";
+            return a.opt.isa = simd_isa(5 + pick % 200), "isa out of range";
         }
       case 7:  // a negative window bound
         (pick % 2 ? a.opt.window_left : a.opt.window_right) = -1 - std::int64_t(pick % 5);
@@ -254,7 +254,7 @@ std::string corrupt(byte_source& in, problem<T, S>& p, call_args<T, S>& a) {
         return "key blocks seq";
       }
       default: {  // a SIMD path this CPU lacks (only where one is missing)
-        for (simd_isa isa : {simd_isa::avx2, simd_isa::avx512}) {
+        for (simd_isa isa : {simd_isa::avx2, simd_isa::avx512, simd_isa::avx512_bf16}) {
           const auto& have = available_isas();
           if (std::find(have.begin(), have.end(), isa) == have.end()) {
             a.reference_checks = false;
