@@ -137,7 +137,7 @@ std::size_t load_rows(const detail::kernel_call<T, S, Q, O>& c, const tiling& tl
   for (std::size_t r = 0; r < t.rows; ++r) {
     const Q* q_row = c.q.row(t.b, w.active[r / t.nq], t.i0 + r % t.nq);
 #if HEADWISE_PATH_AVX512_BF16
-    if constexpr (!std::is_same_v<E, T>) bf16::load_q_row(q_row, c.q.dim(), w.q + r * Dk);
+    if constexpr (!std::is_same_v<E, T>) bf16::load_pair_row(q_row, c.q.dim(), w.q + r * Dk);
     if constexpr (std::is_same_v<E, T>)
 #endif
       for (std::size_t d = 0; d < Dk; ++d) w.q[r * Dk + d] = static_cast<T>(q_row[d]) * q_scale;

@@ -51,8 +51,8 @@ HEADWISE_ALWAYS_INLINE __m512i interleave(const bfloat16* lo, const bfloat16* hi
   return _mm512_or_si512(a, _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, hi)), 16));
 }
 
-/// Q row of Dk bf16 → dp words, zero past Dk.
-inline void load_q_row(const bfloat16* q, std::size_t Dk, word* dst) {
+/// A Q or K row of Dk bf16 → dp words, zero past Dk.
+inline void load_pair_row(const bfloat16* q, std::size_t Dk, word* dst) {
   const std::size_t dp = detail::ceil_div(Dk, std::size_t(2));
   dst[dp - 1] = 0;
   std::memcpy(dst, q, Dk * sizeof(bfloat16));
@@ -68,7 +68,7 @@ inline void pack_k_panels(const tensor_view<const bfloat16>& k, std::size_t b, s
     for (std::size_t r = 0; r < W; ++r) {
       word* row = tmp + r * dp;
       if (c0 + r < n)
-        load_q_row(k.row(b, hk, j0 + c0 + r), Dk, row);
+        load_pair_row(k.row(b, hk, j0 + c0 + r), Dk, row);
       else
         std::fill(row, row + dp, word(0));
     }

@@ -20,10 +20,7 @@ namespace headwise::HEADWISE_ISA_NS::simd {
 /// One element of storage S widened to T (the portable path, and the scalar pack's).
 template <class T, class S>
 inline T widen(const S& x) noexcept {
-  if constexpr (is_storage_16<S>)
-    return static_cast<T>(static_cast<float>(x));
-  else
-    return static_cast<T>(x);
+  return detail::convert_element<T>(x);
 }
 
 template <class P, class S>
