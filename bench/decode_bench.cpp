@@ -6,7 +6,9 @@
 //   BM_headwise_decode_f16          the same, K/V stored as headwise::half (half the bytes)
 //   BM_headwise_decode_f32_kblocks  K in key blocks (kv_cache<T, kv_layout::key_blocks>)
 //   BM_headwise_decode_f16_kblocks
-//   BM_headwise_decode_bf16         q, K/V and out all bfloat16
+//   BM_headwise_decode_bf16         q, K/V and out all bfloat16 (on avx512_bf16: vdpbf16ps)
+//   BM_headwise_decode_bf16_widened the same on the avx512 path, widening to fp32 (only
+//                                   where the CPU has avx512_bf16: the A/B of its tiles)
 //   BM_headwise_plain_f32           kernel = plain: reads K/V once per *query* head (4×
 //                                   here), the baseline; KV <= 4096 only, to stay short
 //
@@ -28,6 +30,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -56,7 +59,8 @@ std::size_t llc_bytes() {
   return l3 > 0 ? std::size_t(l3) : std::size_t(64) << 20;
 }
 
-template <class S, kv_layout Layout, kernel_mode Kernel, class Q = float>
+template <class S, kv_layout Layout, kernel_mode Kernel, class Q = float,
+          headwise::simd_isa Isa = headwise::simd_isa::automatic>
 void decode_steps(benchmark::State& state) {
   const auto B = std::size_t(state.range(0)), Hq = std::size_t(state.range(1)),
              Hkv = std::size_t(state.range(2)), N = std::size_t(state.range(3)),
@@ -87,6 +91,10 @@ void decode_steps(benchmark::State& state) {
   opt.kernel = Kernel;
   opt.threads = unsigned(state.range(5));
   opt.causal = headwise::causal_mode::bottom_right;
+  opt.isa = Isa;
+  // avx512_bf16 runs bfloat16 on its tiles and every other type on the avx512 kernels.
+  const std::string path = Isa == headwise::simd_isa::automatic ? headwise::simd_path() : headwise::isa_name(Isa);
+  state.SetLabel("path=" + (path == "avx512_bf16" && !std::is_same_v<Q, headwise::bfloat16> ? "avx512" : path));
   std::size_t c = 0;
   for (auto _ : state) {
     headwise::attention(qv, caches[c]->keys(), caches[c]->values(), ov, opt);
@@ -114,6 +122,10 @@ void BM_headwise_decode_f16_kblocks(benchmark::State& state) {
 void BM_headwise_decode_bf16(benchmark::State& state) {
   decode_steps<headwise::bfloat16, kv_layout::rows, kernel_mode::decode, headwise::bfloat16>(state);
 }
+void BM_headwise_decode_bf16_widened(benchmark::State& state) {
+  decode_steps<headwise::bfloat16, kv_layout::rows, kernel_mode::decode, headwise::bfloat16,
+               headwise::simd_isa::avx512>(state);
+}
 void BM_headwise_plain_f32(benchmark::State& state) {
   decode_steps<float, kv_layout::rows, kernel_mode::plain>(state);
 }
@@ -139,8 +151,12 @@ const bool decode_registered = [] {
       {"BM_headwise_decode_f16", BM_headwise_decode_f16},
       {"BM_headwise_decode_f32_kblocks", BM_headwise_decode_f32_kblocks},
       {"BM_headwise_decode_f16_kblocks", BM_headwise_decode_f16_kblocks},
-      {"BM_headwise_decode_bf16", BM_headwise_decode_bf16}};
+      {"BM_headwise_decode_bf16", BM_headwise_decode_bf16},
+      {"BM_headwise_decode_bf16_widened", BM_headwise_decode_bf16_widened}};
+  const std::vector<headwise::simd_isa> isas = headwise::available_isas();
+  const bool bf16_tiles = std::find(isas.begin(), isas.end(), headwise::simd_isa::avx512_bf16) != isas.end();
   for (const auto& [name, fn] : kernels) {
+    if (fn == BM_headwise_decode_bf16_widened && !bf16_tiles) continue;
     benchmark::RegisterBenchmark(name, fn)->Apply(cache_sized)->UseRealTime()->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark(name, fn)
         ->Apply(dram_sized)

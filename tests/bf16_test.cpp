@@ -53,7 +53,8 @@ std::vector<kernel_case> tile_cases() {
     std::size_t nq, nk, dk, dv;
   };
   const shape shapes[] = {{1, 33, 17, 17},     {3, 129, 64, 64},    {31, 33, 17, 9},     {127, 129, 64, 64},
-                          {128, 256, 128, 128}, {129, 255, 33, 40}, {257, 257, 64, 64}, {1, 1000, 128, 128}};
+                          {128, 256, 128, 128}, {129, 255, 33, 40}, {257, 257, 64, 64}, {1, 1000, 128, 128},
+                          {2, 1030, 100, 72},   {3, 1101, 96, 80}};
   const heads hs[] = {mha, gqa, mqa};
   const causal_mode causal[] = {causal_mode::none, causal_mode::top_left, causal_mode::bottom_right};
   std::vector<kernel_case> cases;

@@ -22,6 +22,11 @@
 //     merge_row (the arithmetic of merge_states) into the first partial, then applies
 //     head_scale and stores it in out's type; a row left with a NaN or ±inf (non-finite
 //     inputs, options.hpp) is recomputed by the plain kernel's row (finish_kernel_row).
+// bfloat16 q/k/v with K in rows run the scores and P·V on vdpbf16ps on the avx512_bf16
+// path (decode_bf16_tiles.hpp): q and P as bf16 pairs, V interleaved in registers.
+// Measured (Zen 4, one thread, B1 Hq32 Hkv8 d128): 1.33–1.37× the widened bf16 step with
+// K/V in cache (KV 512–4096); at KV 32768 both are near 1.4× fp32, bound by how little
+// of the DRAM stream the shorter arithmetic still hides (docs/decode-notes.md).
 // Bytes per step ≈ B·Hkv·Nk_visible·(Dk + Dv)·sizeof(S) + 2·B·Hq·Nq·chunks·(Dv+1)·sizeof(T):
 // the partials are 0.4% of the K/V bytes at the shape above. Measured (Zen 4, one
 // thread, KV 32768, key blocks): fp32 steps at 91% of the DRAM read bandwidth.
@@ -60,6 +65,12 @@ constexpr std::size_t block_keys(std::size_t row_bytes, bool key_blocks) {
 template <class P>
 inline constexpr std::size_t score_stride = chunk_keys + simd::ops<P>::width;
 
+/// Whether a call's K-row tasks run the vdpbf16ps tiles (decode_bf16_tiles.hpp):
+/// bfloat16 q/k/v on the avx512_bf16 path. Their sweeps hold q and P as bf16 pairs.
+/// K in key blocks is widened to fp32 as on the other paths.
+template <class S, class Q>
+inline constexpr bool pair_tiles = HEADWISE_PATH_AVX512_BF16 && std::is_same_v<S, bfloat16> && std::is_same_v<Q, bfloat16>;
+
 /// Keys [begin, end) of one chunk that at least one query row can see.
 struct chunk_span {
   std::int64_t begin, end;
@@ -92,14 +103,22 @@ struct call_plan {
   }
 };
 
+/// Words per q row of the pair tiles: whole registers of 16 pairs.
+constexpr std::size_t q_pair_words(std::size_t Dk) { return detail::round_up(detail::ceil_div(Dk, std::size_t(2)), std::size_t(16)); }
+
 /// One worker's scratch: a sweep's scaled q rows and scores, and which blocks of the
-/// chunk some row of the sweep sees.
+/// chunk some row of the sweep sees; with pair tiles, q rows and P as bf16 pairs.
 template <class T>
 struct sweep_scratch {
   T *qs, *s;
   char* visible;
-  sweep_scratch(detail::scratch_carver& c, const call_plan<T>& p, std::size_t lds)
-      : qs(c.take<T>(p.pass_rows * p.Dk)), s(c.take<T>(p.pass_rows * lds)), visible(c.take<char>(p.blocks)) {}
+  std::uint32_t *q_pairs, *p_pairs;
+  sweep_scratch(detail::scratch_carver& c, const call_plan<T>& p, std::size_t lds, bool pairs)
+      : qs(c.take<T>(p.pass_rows * p.Dk)),
+        s(c.take<T>(p.pass_rows * lds)),
+        visible(c.take<char>(p.blocks)),
+        q_pairs(c.take<std::uint32_t>(pairs ? p.pass_rows * q_pair_words(p.Dk) : 0)),
+        p_pairs(c.take<std::uint32_t>(pairs ? p.pass_rows * lds / 2 : 0)) {}
 };
 
 /// The call's plan: sizes and stream plan, then (in the shared buffer) the chunks some row
@@ -171,8 +190,9 @@ chunk_task<S> make_chunk_task(const detail::kernel_call<T, S, Q, O>& c, const ca
 }
 
 /// Step 1: the sweep's q rows, scaled (by log2 e too unless element-wise rules need
-/// natural logits first), and the blocks of the chunk that some row sees.
-template <class T, class S, class Q, class O>
+/// natural logits first; pair tiles take them unscaled, as bf16 pairs), and the blocks
+/// of the chunk that some row sees.
+template <bool Pairs, class T, class S, class Q, class O>
 void load_queries(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, const chunk_task<S>& t,
                   const std::size_t* rows, std::size_t A, sweep_scratch<T>& w) {
   const std::size_t Nq = c.q.seq();
@@ -181,7 +201,15 @@ void load_queries(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& 
   for (std::size_t a = 0; a < A; ++a) {
     const std::size_t g = rows[a];
     const Q* q_row = c.q.row(t.b, t.hk * p.group + g / Nq, g % Nq);
-    for (std::size_t d = 0; d < p.Dk; ++d) w.qs[a * p.Dk + d] = static_cast<T>(q_row[d]) * p.q_scale;
+#if HEADWISE_PATH_AVX512_BF16
+    if constexpr (Pairs) {
+      std::uint32_t* pairs = w.q_pairs + a * q_pair_words(p.Dk);
+      std::fill(pairs, pairs + q_pair_words(p.Dk), 0u);
+      bf16::load_pair_row(q_row, p.Dk, pairs);
+    }
+    if constexpr (!Pairs)
+#endif
+      for (std::size_t d = 0; d < p.Dk; ++d) w.qs[a * p.Dk + d] = static_cast<T>(q_row[d]) * p.q_scale;
     const detail::row_ranges rr = c.rules.ranges(std::int64_t(g % Nq));
     for (const detail::key_range& r : {rr.sinks, rr.band}) {
       const std::int64_t lo = std::max(r.begin, t.begin) - t.begin, hi = std::min(r.end, end) - t.begin;
@@ -195,7 +223,7 @@ void load_queries(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& 
 /// rows over a block before the next (K leaves DRAM once). Each block touches a line
 /// per page `touch` rows on, and its first row tile requests the stream `ahead` rows
 /// on. Blocks no row sees are skipped and their scores hidden.
-template <class P, bool Blocked, class T, class S>
+template <class P, bool Blocked, bool Pairs, class T, class S>
 void score_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, sweep_scratch<T>& w) {
   constexpr T neg_inf = -std::numeric_limits<T>::infinity();
   constexpr std::size_t lds = score_stride<P>;
@@ -224,20 +252,27 @@ void score_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, s
         auto pf = [&](std::size_t j, std::size_t j_end) {
           if (a == 0) t.stream.request(j0 + j + p.ahead, j0 + j_end + p.ahead);
         };
-        score_rows<P, R, decode_score_keys<R>>(w.qs + a * Dk, Dk, kb, t.stream.k_stride, nb, Dk,
-                                               w.s + a * lds + j0, lds, pf);
+#if HEADWISE_PATH_AVX512_BF16
+        if constexpr (Pairs)
+          bf16::decode_scores<R, decode_score_keys<R>>(w.q_pairs + a * q_pair_words(Dk), q_pair_words(Dk), kb,
+                                                       t.stream.k_stride, nb, Dk, p.q_scale, w.s + a * lds + j0, lds,
+                                                       pf);
+        if constexpr (!Pairs)
+#endif
+          score_rows<P, R, decode_score_keys<R>>(w.qs + a * Dk, Dk, kb, t.stream.k_stride, nb, Dk,
+                                                 w.s + a * lds + j0, lds, pf);
       });
     }
   }
 }
 
 /// Step 3: masks, then one softmax step per row over the whole chunk; the scores
-/// become probabilities.
-template <class P, class T, class S, class Q, class O>
+/// become probabilities (with pair tiles also rounded to bf16 pairs for P·V).
+template <class P, bool Pairs, class T, class S, class Q, class O>
 void softmax_chunk(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, const chunk_task<S>& t,
                    const std::size_t* rows, std::size_t A, sweep_scratch<T>& w, softmax_row<T>* state) {
   constexpr std::size_t W = simd::ops<P>::width;
-  const std::size_t Nq = c.q.seq(), npad = detail::round_up(t.n, W);
+  const std::size_t Nq = c.q.seq(), npad = detail::round_up(t.n, Pairs ? 2 * W : W);
   const bool elementwise = c.rules.has_elementwise();
   for (std::size_t a = 0; a < A; ++a) {
     const std::size_t g = rows[a], h = t.hk * p.group + g / Nq;
@@ -251,12 +286,15 @@ void softmax_chunk(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>&
     std::fill(s_row + t.n, s_row + npad, -std::numeric_limits<T>::infinity());
     state[a] = softmax_row<T>{};
     state[a].template absorb<P>(s_row, npad);
+#if HEADWISE_PATH_AVX512_BF16
+    if constexpr (Pairs) bf16::round_row(s_row, npad, w.p_pairs + a * score_stride<P> / 2);
+#endif
   }
 }
 
 /// Step 4: o = P·V for the sweep's rows, block by block like step 2 (V's stream
 /// positions follow K's: n + j).
-template <class P, class T, class S>
+template <class P, bool Pairs, class T, class S>
 void pv_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, const sweep_scratch<T>& w, T* o) {
   const std::ptrdiff_t vs = t.stream.v_stride;
   std::fill(o, o + A * p.Dv, T(0));
@@ -269,14 +307,20 @@ void pv_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, cons
       auto pf = [&](std::size_t j, std::size_t j_end) {
         if (a == 0) t.stream.request(t.n + j0 + j + p.ahead, t.n + j0 + j_end + p.ahead);
       };
-      pv_rows<P, decltype(rows_c)::value>(w.s + a * score_stride<P> + j0, score_stride<P>, vb, vs, nb, p.Dv,
-                                          o + a * p.Dv, p.Dv, pf);
+#if HEADWISE_PATH_AVX512_BF16
+      if constexpr (Pairs)
+        bf16::decode_pv<decltype(rows_c)::value>(w.p_pairs + (a * score_stride<P> + j0) / 2, score_stride<P> / 2, vb,
+                                                 vs, nb, p.Dv, o + a * p.Dv, p.Dv, pf);
+      if constexpr (!Pairs)
+#endif
+        pv_rows<P, decltype(rows_c)::value>(w.s + a * score_stride<P> + j0, score_stride<P>, vb, vs, nb, p.Dv,
+                                            o + a * p.Dv, p.Dv, pf);
     });
   }
 }
 
 /// One task: steps 1–5 for each sweep of at most rows_per_sweep active rows.
-template <class P, bool Blocked, class T, class S, class Q, class O>
+template <class P, bool Blocked, bool Pairs, class T, class S, class Q, class O>
 void chunk_partial(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, std::size_t task, sweep_scratch<T>& w) {
   const chunk_task<S> t = make_chunk_task(c, p, task);
   const std::size_t* rows = p.active + t.hk * p.G;
@@ -285,10 +329,10 @@ void chunk_partial(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>&
     T* o = p.part_o + (task * p.G + a0) * p.Dv;
     T* lse = p.part_lse + task * p.G + a0;
     softmax_row<T> state[rows_per_sweep];
-    load_queries(c, p, t, rows + a0, A, w);
-    score_chunk<P, Blocked>(p, t, A, w);
-    softmax_chunk<P>(c, p, t, rows + a0, A, w, state);
-    pv_chunk<P>(p, t, A, w, o);
+    load_queries<Pairs>(c, p, t, rows + a0, A, w);
+    score_chunk<P, Blocked, Pairs>(p, t, A, w);
+    softmax_chunk<P, Pairs>(c, p, t, rows + a0, A, w, state);
+    pv_chunk<P, Pairs>(p, t, A, w, o);
     for (std::size_t a = 0; a < A; ++a) {  // step 5: the normalised partial and its natural-log LSE
       const T scale = state[a].out_scale(T(1));
       for (std::size_t d = 0; d < p.Dv; ++d) o[a * p.Dv + d] *= scale;
@@ -330,16 +374,17 @@ void run(const detail::kernel_call<T, S, Q, O>& c) {
   const call_plan<T> p = make_plan(c);
   const std::size_t B = c.q.batch(), Hkv = c.k.heads(), tasks = B * Hkv * p.chunks;
   const unsigned workers = detail::resolve_threads(c.threads, tasks);
+  constexpr bool pairs = pair_tiles<S, Q> && !std::is_arithmetic_v<P>;
   detail::scratch_carver count;
-  sweep_scratch<T>(count, p, score_stride<P>);
+  sweep_scratch<T>(count, p, score_stride<P>, pairs);
   detail::workspace_access::reserve_workers(c.scratch, workers, count.bytes());
   detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned worker) {
     detail::scratch_carver carver(detail::workspace_access::worker(c.scratch, worker));
-    sweep_scratch<T> w(carver, p, score_stride<P>);
+    sweep_scratch<T> w(carver, p, score_stride<P>, pairs);
     if (p.blocked)
-      chunk_partial<P, true>(c, p, task, w);
+      chunk_partial<P, true, false>(c, p, task, w);
     else
-      chunk_partial<P, false>(c, p, task, w);
+      chunk_partial<P, false, pairs>(c, p, task, w);
   });
   detail::parallel_for(B * Hkv, detail::resolve_threads(c.threads, B * Hkv),
                        [&](std::size_t task, unsigned) { merge_partials(c, p, task / Hkv, task % Hkv); });

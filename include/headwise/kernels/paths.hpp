@@ -26,6 +26,7 @@
 #include "headwise/kernels/flash_backward.hpp"
 #include "headwise/kernels/decode_stream.hpp"
 #include "headwise/kernels/decode_tiles.hpp"
+#include "headwise/kernels/decode_bf16_tiles.hpp"
 #include "headwise/kernels/decode.hpp"
 
 namespace headwise::HEADWISE_ISA_NS {
@@ -55,11 +56,7 @@ void kernel_path::flash(const detail::kernel_call<T, S, Q, O>& call) {
 
 template <class P, class T, class S, class Q, class O>
 void kernel_path::decode(const detail::kernel_call<T, S, Q, O>& call) {
-#if HEADWISE_PATH_AVX512_BF16  // memory-bound: the avx512 path's decode, not a copy of it
-  isa_avx512::kernel_path::decode<isa_avx512::simd::vector_pack<T>>(call);
-#else
   kernels::decode::run<P>(call);
-#endif
 }
 
 template <class P, class T>
