@@ -128,7 +128,9 @@ void selects() {
 /// the reduction r = x − round(x) is exact and the degree-n Taylor tail is < 0.1 ulp;
 /// Horner's rounding error is at most γ_2n · Σ|c_k||r|^k / |p(r)| ≤ γ_2n · 2^½ / 2^−½
 /// = 2·γ_2n (|r| ≤ ½), γ_m = m·u / (1 − m·u); scaling by 2^n is exact. Below the
-/// normal range (x < lo2) the result is exactly 0, as for −inf.
+/// normal range (x < lo2) the result is exactly 0, as for −inf; NaN stays NaN. Every
+/// path gives the bits of the 1-wide code (AVX-512 rounds and scales with vrndscale and
+/// vscalef instead of the magic addend and the exponent add).
 template <class T>
 void exp2_against_libm() {
   using O = simd::ops<simd::vector_pack<T>>;
@@ -140,11 +142,23 @@ void exp2_against_libm() {
   for (int i = -3000; i <= 0; ++i) x.push_back(T(i) * T(0.0473));
   x.push_back(-std::numeric_limits<T>::infinity());
   x.push_back(T(-0.0));
+  x.push_back(C::lo2);
+  x.push_back(std::nextafter(C::lo2, T(-1000)));
+  x.push_back(T(-0.5));
+  x.push_back(T(-1.5));
+  x.push_back(std::numeric_limits<T>::quiet_NaN());
   while (x.size() % W) x.push_back(T(0));
   for (std::size_t i = 0; i < x.size(); i += W) {
     T got[W];
     O::store(got, simd::exp2_nonpositive(O::load(x.data() + i)));
     for (std::size_t l = 0; l < W; ++l) {
+      const T one_wide = simd::exp2_nonpositive(x[i + l]);
+      EXPECT_EQ(std::memcmp(&got[l], &one_wide, sizeof(T)) == 0 || (std::isnan(got[l]) && std::isnan(one_wide)), true)
+          << "exp2(" << x[i + l] << ") = " << got[l] << ", 1-wide " << one_wide;
+      if (std::isnan(x[i + l])) {
+        EXPECT_TRUE(std::isnan(got[l])) << "exp2(NaN) = " << got[l];
+        continue;
+      }
       const double want = x[i + l] < C::lo2 ? 0.0 : std::exp2(double(x[i + l]));
       EXPECT_FALSE(!(std::abs(double(got[l]) - want) <= bound * want)) << "exp2(" << x[i + l] << ") = " << got[l];
     }

@@ -4,7 +4,8 @@
 //                                 (scores pre-multiplied by log2 e, minus the max)
 //
 // Softmax evaluates one exponential per visible score, so this sits in the inner
-// loop next to the Q·Kᵀ and P·V FMAs: 13 vector ops per pack, 7 of them FMAs,
+// loop next to the Q·Kᵀ and P·V FMAs: 14 vector ops per pack (11 with AVX-512's
+// vrndscale/vscalef, same bits), 7 of them FMAs,
 // against Dk + Dv = 128 matmul FMAs per pack of scores at d = 64.
 // Method (no table):
 //   n = round(x)                   via the 1.5·2^(mantissa bits) "magic" addend, so
@@ -65,16 +66,24 @@ struct taylor_table {
   }();
 };
 
+/// The Taylor polynomial of 2^r, in Horner form.
+template <class P>
+HEADWISE_ALWAYS_INLINE P exp2_polynomial(const P& r) {
+  using O = ops<P>;
+  using table = taylor_table<typename O::value_type>;
+  P poly(table::c[table::size - 1]);
+  HEADWISE_UNROLL
+  for (int k = int(table::size) - 2; k >= 0; --k) poly = O::fma(poly, r, P(table::c[std::size_t(k)]));
+  return poly;
+}
+
 /// poly(r)·2^n, where t = magic + n: Horner, then n added to the exponent field.
 template <class P>
 HEADWISE_ALWAYS_INLINE P scaled_polynomial(const P& r, const P& t) {
   using O = ops<P>;
   using T = typename O::value_type;
   using C = exp_constants<T>;
-  using table = taylor_table<T>;
-  P poly(table::c[table::size - 1]);
-  HEADWISE_UNROLL
-  for (int k = C::degree - 1; k >= 0; --k) poly = O::fma(poly, r, P(table::c[std::size_t(k)]));
+  const P poly = exp2_polynomial(r);
   // bits(t) = bits(magic) + n; shifting out the magic's own exponent leaves
   // n·2^mantissa, which added to poly's bits adds n to its exponent: poly·2^n
   // with an integer add instead of an FMA-port multiply.
@@ -89,6 +98,26 @@ HEADWISE_ALWAYS_INLINE P exp2_nonpositive(const P& x) {
   using O = ops<P>;
   using T = typename O::value_type;
   using C = exp_constants<T>;
+#if HEADWISE_PATH_AVX512
+  // The same n, r and polynomial in 11 instructions instead of 14: vrndscale rounds
+  // (to nearest even, as the magic addend does), vscalef multiplies by 2^n exactly
+  // (the results are normal, so the bits are those of the exponent add), and its
+  // zeroing mask is the range test; NaN stays NaN (unordered compares keep the lane).
+  if constexpr (!std::is_arithmetic_v<P> && O::width * sizeof(T) == 64) {
+    constexpr int nearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    if constexpr (std::is_same_v<T, float>) {
+      const __m512 xv = x;
+      const __mmask16 live = _mm512_cmp_ps_mask(xv, _mm512_set1_ps(C::lo2), _CMP_NLT_UQ);
+      const __m512 n = _mm512_roundscale_ps(xv, nearest);
+      return P(_mm512_maskz_scalef_ps(live, exp2_polynomial(P(_mm512_sub_ps(xv, n))), n));
+    } else {
+      const __m512d xv = x;
+      const __mmask8 live = _mm512_cmp_pd_mask(xv, _mm512_set1_pd(C::lo2), _CMP_NLT_UQ);
+      const __m512d n = _mm512_roundscale_pd(xv, nearest);
+      return P(_mm512_maskz_scalef_pd(live, exp2_polynomial(P(_mm512_sub_pd(xv, n))), n));
+    }
+  }
+#endif
   const P t = x + P(C::magic);  // magic + round(x)
   const P r = x - (t - P(C::magic));
   return O::select_less(x, P(C::lo2), P(T(0)), scaled_polynomial(r, t));
