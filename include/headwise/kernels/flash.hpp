@@ -228,16 +228,34 @@ void key_tile(const key_view<const S>& k, const tensor_view<const S>& v, const d
   }
 }
 
-/// Pass 3: out = O · head_scale / l and the LSE of each row of the tall tile.
-template <class T, class S, class Q, class O, class E>
+/// Pass 3: out = O · head_scale / l and the LSE of each row of the tall tile. A row
+/// is scaled in packs while o·0 sums to NaN if a value is not finite; a finite row of
+/// out's own type is copied out, any other goes through finish_kernel_row (which
+/// converts it, or recomputes a non-finite row). With the scalar test and copy of
+/// finish_kernel_row for every row, the pass took 5% of GQA causal N512 d128 (Zen 4).
+template <class P, class T, class S, class Q, class O, class E>
 void store_rows(const detail::kernel_call<T, S, Q, O>& c, const tiling& tl, const task_rows& t, scratch<T, E>& w) {
+  using Ops = simd::ops<P>;
+  constexpr std::size_t W = Ops::width;
+  const std::size_t Dv = c.out.dim();
   for (std::size_t r = 0; r < t.rows; ++r) {
     const std::size_t h = w.active[r / t.nq], i = t.i0 + r % t.nq;
-    const T f = w.state[r].out_scale(c.rules.head_multiplier(h));
+    const P f(w.state[r].out_scale(c.rules.head_multiplier(h)));
     T* o = w.o + r * tl.dv_pad;
-    for (std::size_t d = 0; d < c.out.dim(); ++d) o[d] *= f;
+    P poison(T(0));
+    for (std::size_t d = 0; d < tl.dv_pad; d += W) {  // columns past Dv are zeros
+      const P x = Ops::load(o + d) * f;
+      Ops::store(o + d, x);
+      poison = Ops::fma(x, P(T(0)), poison);
+    }
     if (c.lse.is_set()) c.lse(t.b, h, i, 0) = w.state[r].lse();
-    headwise::kernels::plain::finish_kernel_row(c, t.b, h, i, o);  // a NaN or ±inf: options.hpp's rules
+    if constexpr (std::is_same_v<O, T>) {
+      if (!std::isnan(Ops::reduce_add(poison))) {
+        std::memcpy(c.out.row(t.b, h, i), o, Dv * sizeof(T));
+        continue;
+      }
+    }
+    headwise::kernels::plain::finish_kernel_row(c, t.b, h, i, o);  // converts; a NaN or ±inf: options.hpp's rules
   }
 }
 
@@ -271,7 +289,7 @@ void run(const detail::kernel_call<T, S, Q, O>& c) {
     for (std::int64_t j0 = hull.begin; j0 < hull.end; j0 += std::int64_t(tl.bc))
       key_tile<P>(c.k, c.v, c.rules, tl, t, j0, std::size_t(std::min<std::int64_t>(std::int64_t(tl.bc), hull.end - j0)),
                   q_scale, w);
-    store_rows(c, tl, t, w);
+    store_rows<P>(c, tl, t, w);
   });
 }
 
