@@ -45,7 +45,7 @@ TEST(sixteen_bit_paths, amx_is_not_built) {
 class sixteen_bit : public kernel_test {};
 TEST_P(sixteen_bit, every_variant_matches_the_oracle) { check_kernel_case(GetParam()); }
 
-/// Around the tiles (query tiles of 128 rows, key tiles of 128 keys, K panels of 32
+/// Around the tiles (query tiles of 128 and 256 rows, key tiles of 128 keys, K panels of 32
 /// keys, key pairs), head dims odd (a half-filled pair), one pair of registers, and
 /// 128; one query row and a few (decode); K in rows and in key blocks.
 std::vector<kernel_case> tile_cases() {

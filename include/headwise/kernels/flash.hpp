@@ -21,8 +21,11 @@
 // with AVX-512's 64-byte packs), so each micro-tile streams it from L2 at ~16% of L2
 // bandwidth when the FMAs run at peak. FLOPs: 4·Nq·Nk_visible·d per head, all in the
 // two register tiles; the softmax adds ~20 vector ops per W scores, exp dominating.
-// Measured (Zen 4, one thread, docs/benchmarks.md): 72–82% of the FMA peak on the
-// README's shapes, causal ones on their visible FLOPs.
+// Measured (Zen 4, one thread, docs/benchmarks.md): 72–85% of the FMA peak on the
+// README's shapes, causal ones on their visible FLOPs. Where the time goes (perf
+// record, Zen 4, one thread, kernel samples): H8 N1024 d128 — Q·Kᵀ tile 45%, P·V tile
+// 44%, softmax and masks 6%, K/V packing 5%; causal H1 N16384 d64 — 42%, 40%, 11%, 7%;
+// the tiles themselves run at ~94% of the FMA peak.
 // bfloat16 q/k/v on the avx512_bf16 path run the same passes on vdpbf16ps tiles
 // (flash_bf16_tiles.hpp): Q, K and V held as bf16 pairs, S scaled in fp32, P rounded to
 // bf16 for P·V. Measured (Zen 4, one thread, one run): 1.79× the fp32 kernel on H8 N1024
@@ -52,8 +55,11 @@ struct tiling {
   std::size_t rows() const { return bq * heads; }
 };
 
-/// Tile sizes for elements of elem_bytes and pack width W: bq 128 rows per head (64
-/// doubled the per-row packing cost), at most 256 rows per task (bounds O for MQA);
+/// Tile sizes for elements of elem_bytes and pack width W: 256 rows per task (bounds
+/// O for MQA), as bq 256 of one head or 128 of each of two or more heads of a GQA
+/// group. Each K/V tile is packed once per task: at bq 128 for one head the packing
+/// took ~10% of causal H1 N16384 d64, and bq 256 ran 2–6% faster there and on H8 N1024
+/// d64 (Zen 4, AVX-512 and AVX2, A/B in one process);
 /// the K and V tile within 64 KiB and bc 64 keys for 32-byte packs, both doubled for
 /// 64-byte ones (kb = 32 there: 64 keys were two panels; 128 keys ran ~3% faster).
 inline tiling make_tiling(std::size_t elem_bytes, std::size_t W, std::size_t Nq, std::size_t group,
@@ -62,7 +68,8 @@ inline tiling make_tiling(std::size_t elem_bytes, std::size_t W, std::size_t Nq,
   constexpr std::size_t max_rows = 256;
   const std::size_t kv_tile_bytes = scale * 64 * 1024;
   tiling t;
-  t.bq = std::max<std::size_t>(1, std::min<std::size_t>(128, Nq));
+  const std::size_t heads = std::max<std::size_t>(1, std::min<std::size_t>(group, 2));
+  t.bq = std::max<std::size_t>(1, std::min(max_rows / heads, Nq));
   t.heads = std::max<std::size_t>(1, std::min(group, max_rows / t.bq));
   t.kb = tile_vectors * W;
   t.dk = Dk;
