@@ -65,12 +65,6 @@ constexpr std::size_t block_keys(std::size_t row_bytes, bool key_blocks) {
 template <class P>
 inline constexpr std::size_t score_stride = chunk_keys + simd::ops<P>::width;
 
-/// Whether a call's K-row tasks run the vdpbf16ps tiles (decode_bf16_tiles.hpp):
-/// bfloat16 q/k/v on the avx512_bf16 path. Their sweeps hold q and P as bf16 pairs.
-/// K in key blocks is widened to fp32 as on the other paths.
-template <class S, class Q>
-inline constexpr bool pair_tiles = HEADWISE_PATH_AVX512_BF16 && std::is_same_v<S, bfloat16> && std::is_same_v<Q, bfloat16>;
-
 /// Keys [begin, end) of one chunk that at least one query row can see.
 struct chunk_span {
   std::int64_t begin, end;
@@ -374,7 +368,8 @@ void run(const detail::kernel_call<T, S, Q, O>& c) {
   const call_plan<T> p = make_plan(c);
   const std::size_t B = c.q.batch(), Hkv = c.k.heads(), tasks = B * Hkv * p.chunks;
   const unsigned workers = detail::resolve_threads(c.threads, tasks);
-  constexpr bool pairs = pair_tiles<S, Q> && !std::is_arithmetic_v<P>;
+  // With bf16 tiles, K-row tasks hold q and P as bf16 pairs; key blocks widen to fp32.
+  constexpr bool pairs = bf16_tiles<P, Q>;
   detail::scratch_carver count;
   sweep_scratch<T>(count, p, score_stride<P>, pairs);
   detail::workspace_access::reserve_workers(c.scratch, workers, count.bytes());

@@ -79,12 +79,6 @@ inline tiling make_tiling(std::size_t elem_bytes, std::size_t W, std::size_t Nq,
   return t;
 }
 
-/// Whether calls with q of type Q run on the vdpbf16ps tiles (flash_bf16_tiles.hpp):
-/// bfloat16 q/k/v on the avx512_bf16 path. Their Q, K and V buffers then hold bf16
-/// pairs (E = bf16::word) and tiling::dk counts pairs.
-template <class P, class Q>
-inline constexpr bool bf16_tiles = HEADWISE_PATH_AVX512_BF16 && std::is_same_v<Q, bfloat16> && !std::is_arithmetic_v<P>;
-
 /// One worker's scratch, carved from its workspace buffer; E is the element of the
 /// Q, K and V buffers (T, or bf16 pairs).
 template <class T, class E = T>
@@ -269,7 +263,7 @@ void store_rows(const detail::kernel_call<T, S, Q, O>& c, const tiling& tl, cons
 template <class P, class T, class S, class Q, class O>
 void run(const detail::kernel_call<T, S, Q, O>& c) {
   constexpr std::size_t W = simd::ops<P>::width;
-  constexpr bool pairs = bf16_tiles<P, Q>;
+  constexpr bool pairs = bf16_tiles<P, Q>;  // Q, K and V buffers of bf16 pairs; tiling::dk counts pairs
   using E = std::conditional_t<pairs, std::uint32_t, T>;
   const std::size_t B = c.q.batch(), Hkv = c.k.heads(), Nq = c.q.seq(), group = c.group();
   tiling tl = make_tiling(sizeof(T), W, Nq, group, c.q.dim(), c.v.dim());

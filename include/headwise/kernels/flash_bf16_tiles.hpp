@@ -27,6 +27,16 @@
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
 #endif
 
+namespace headwise::HEADWISE_ISA_NS::kernels {
+
+/// Whether calls with q of type Q (q, k and v share it) and pack P run the vdpbf16ps
+/// tiles, this header's in flash and decode_bf16_tiles.hpp's in decode: bfloat16 on the
+/// avx512_bf16 path, vector packs only (the scalar build widens, as elsewhere).
+template <class P, class Q>
+inline constexpr bool bf16_tiles = HEADWISE_PATH_AVX512_BF16 && std::is_same_v<Q, bfloat16> && !std::is_arithmetic_v<P>;
+
+}  // namespace headwise::HEADWISE_ISA_NS::kernels
+
 #if HEADWISE_PATH_AVX512_BF16
 
 namespace headwise::HEADWISE_ISA_NS::kernels::bf16 {

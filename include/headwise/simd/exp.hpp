@@ -116,11 +116,13 @@ HEADWISE_ALWAYS_INLINE P exp2_nonpositive(const P& x) {
       const __m512d n = _mm512_roundscale_pd(xv, nearest);
       return P(_mm512_maskz_scalef_pd(live, exp2_polynomial(P(_mm512_sub_pd(xv, n))), n));
     }
-  }
+  } else
 #endif
-  const P t = x + P(C::magic);  // magic + round(x)
-  const P r = x - (t - P(C::magic));
-  return O::select_less(x, P(C::lo2), P(T(0)), scaled_polynomial(r, t));
+  {
+    const P t = x + P(C::magic);  // magic + round(x)
+    const P r = x - (t - P(C::magic));
+    return O::select_less(x, P(C::lo2), P(T(0)), scaled_polynomial(r, t));
+  }
 }
 
 }  // namespace headwise::HEADWISE_ISA_NS::simd
