@@ -94,19 +94,22 @@ inline bool runs_decode(const attention_options& opt, std::size_t nq, std::size_
          (opt.kernel == kernel_mode::automatic && (nq == 1 || nq * group <= 32));
 }
 
-/// Runs the kernel the options and shapes choose, on the chosen path.
+/// Runs the kernels the options and shapes choose, on the chosen path: the first
+/// `decodes` calls run decode (runs_decode holds for each), the others flash (or
+/// plain); each group runs as one kernel run over all its calls.
 template <class T, class S, class Q, class O>
-void run_kernel(const kernel_call<T, S, Q, O>& call, const attention_options& opt) {
+void run_kernels(kernel_calls<T, S, Q, O> calls, std::size_t decodes, const attention_options& opt) {
   const simd_isa isa = resolve_isa(opt.isa, "attention");
-  const bool decode = runs_decode(opt, call.q.seq(), call.group());
-  if (!decode && opt.kernel == kernel_mode::plain) return kernels::plain::run(call);
+  const kernel_calls<T, S, Q, O> decode(calls.data(), decodes), rest(calls.data() + decodes, calls.size() - decodes);
+  const bool plain = opt.kernel == kernel_mode::plain;
+  if (plain)
+    for (const auto& c : rest) kernels::plain::run(c);
+  if (decode.empty() && (rest.empty() || plain)) return;
   with_kernel_path<T, Q>(isa, opt.force_scalar, [&](auto path, auto* pack) {
     using path_t = decltype(path);
     using P = std::remove_pointer_t<decltype(pack)>;
-    if (decode)
-      path_t::template decode<P>(call);
-    else
-      path_t::template flash<P>(call);
+    if (!decode.empty()) path_t::template decode<P>(decode);
+    if (!rest.empty() && !plain) path_t::template flash<P>(rest);
   });
 }
 
@@ -129,7 +132,8 @@ void attention(const tensor_view<TQ>& q, const K& k, const tensor_view<TV>& v, c
   const detail::score_rules<T> rules(opt, q.seq(), keys.seq(), q.dim());
   const detail::kernel_call<T, S, Q, TO> call{q, keys, v, out, opt.lse, rules, opt.threads,
                                               opt.scratch ? *opt.scratch : detail::thread_workspace()};
-  detail::run_kernel(call, opt);
+  detail::run_kernels(detail::kernel_calls<T, S, Q, TO>(&call, 1), detail::runs_decode(opt, q.seq(), call.group()),
+                      opt);
 }
 
 /// attention() on element types it does not compute with: check_attention_types

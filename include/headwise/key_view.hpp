@@ -12,7 +12,10 @@
 //                       every kernel take for K. Key j of (b, h) is key(b, h, j), its
 //                       coordinate d at key(b, h, j)[d · coordinate_stride()]
 //                       (stride 1 in rows, 16 in blocks); kernels branch on blocked()
-//                       once per tile to pick their fast path for the layout.
+//                       once per tile to pick their fast path for the layout. Inside
+//                       the kernels it may also hold rows in pages (paged_view.hpp:
+//                       attention_varlen over a paged cache builds those).
+//   value_view<T>       V as the kernels read it: rows in a tensor_view, or in pages.
 //
 // Why key blocks. A decode step's scores are dot products of a few query rows with
 // every key. With K in rows each dot product ends in a horizontal sum across a vector;
@@ -28,6 +31,7 @@
 #include "headwise/detail/internal_begin.hpp"
 
 #include "headwise/detail/integer.hpp"
+#include "headwise/paged_view.hpp"
 #include "headwise/tensor.hpp"
 
 #include "headwise/detail/internal_end.hpp"
@@ -102,7 +106,8 @@ constexpr key_blocks_view<T> key_blocks_bhsd(T* data, std::size_t batch, std::si
   return key_blocks_view<T>(data, batch, heads, seq, dim, static_cast<index>(heads) * per_head, per_head);
 }
 
-/// K in rows or in key blocks: a tensor_view or a key_blocks_view, converted implicitly.
+/// K in rows, in key blocks or (inside the kernels) in pages: a tensor_view, a
+/// key_blocks_view or a paged_rows_view, converted implicitly.
 template <class T>
 class key_view {
  public:
@@ -114,35 +119,85 @@ class key_view {
   template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*>>>
   constexpr key_view(const tensor_view<U>& rows) noexcept : rows_(rows) {}
   template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*>>>
-  constexpr key_view(const key_blocks_view<U>& blocks) noexcept : blocks_(blocks), blocked_(true) {}
+  constexpr key_view(const key_blocks_view<U>& blocks) noexcept : blocks_(blocks), layout_(layout::blocks) {}
+  template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*>>>
+  constexpr key_view(const paged_rows_view<U>& pages) noexcept : pages_(pages), layout_(layout::pages) {}
   template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*> && !std::is_same_v<U, T>>>
   constexpr key_view(const key_view<U>& other) noexcept
-      : rows_(other.rows()), blocks_(other.blocks()), blocked_(other.blocked()) {}
+      : rows_(other.rows()), blocks_(other.blocks()), pages_(other.pages()), layout_(layout(other.layout_index())) {}
 
-  /// Whether K is in key blocks (blocks() holds it) or in rows (rows() holds it).
-  constexpr bool blocked() const noexcept { return blocked_; }
+  /// Whether K is in key blocks (blocks() holds it), in pages (pages() holds it) or
+  /// in rows (rows() holds it).
+  constexpr bool blocked() const noexcept { return layout_ == layout::blocks; }
+  constexpr bool paged() const noexcept { return layout_ == layout::pages; }
   constexpr const tensor_view<T>& rows() const noexcept { return rows_; }
   constexpr const key_blocks_view<T>& blocks() const noexcept { return blocks_; }
+  constexpr const paged_rows_view<T>& pages() const noexcept { return pages_; }
+  constexpr int layout_index() const noexcept { return int(layout_); }
 
-  constexpr T* data() const noexcept { return blocked_ ? blocks_.data() : rows_.data(); }
-  constexpr std::size_t batch() const noexcept { return blocked_ ? blocks_.batch() : rows_.batch(); }
-  constexpr std::size_t heads() const noexcept { return blocked_ ? blocks_.heads() : rows_.heads(); }
-  constexpr std::size_t seq() const noexcept { return blocked_ ? blocks_.seq() : rows_.seq(); }
-  constexpr std::size_t dim() const noexcept { return blocked_ ? blocks_.dim() : rows_.dim(); }
+  constexpr std::size_t batch() const noexcept { return pick(&tensor_view<T>::batch, &key_blocks_view<T>::batch, &paged_rows_view<T>::batch); }
+  constexpr std::size_t heads() const noexcept { return pick(&tensor_view<T>::heads, &key_blocks_view<T>::heads, &paged_rows_view<T>::heads); }
+  constexpr std::size_t seq() const noexcept { return pick(&tensor_view<T>::seq, &key_blocks_view<T>::seq, &paged_rows_view<T>::seq); }
+  constexpr std::size_t dim() const noexcept { return pick(&tensor_view<T>::dim, &key_blocks_view<T>::dim, &paged_rows_view<T>::dim); }
 
   /// Coordinate 0 of key s of (b, h); coordinate d is at key(b, h, s)[d · coordinate_stride()].
   constexpr T* key(std::size_t b, std::size_t h, std::size_t s) const noexcept {
-    return blocked_ ? blocks_.block(b, h, s / key_block_keys) + s % key_block_keys : rows_.row(b, h, s);
+    if (layout_ == layout::blocks) return blocks_.block(b, h, s / key_block_keys) + s % key_block_keys;
+    return layout_ == layout::pages ? pages_.row(b, h, s) : rows_.row(b, h, s);
   }
-  constexpr index coordinate_stride() const noexcept { return blocked_ ? index(key_block_keys) : 1; }
+  constexpr index coordinate_stride() const noexcept { return blocked() ? index(key_block_keys) : 1; }
   constexpr T& operator()(std::size_t b, std::size_t h, std::size_t s, std::size_t d) const noexcept {
     return key(b, h, s)[index(d) * coordinate_stride()];
   }
 
  private:
+  enum class layout { rows, blocks, pages };
+  template <class R, class B, class G>
+  constexpr std::size_t pick(R r, B b, G g) const noexcept {
+    if (layout_ == layout::blocks) return (blocks_.*b)();
+    return layout_ == layout::pages ? (pages_.*g)() : (rows_.*r)();
+  }
+
   tensor_view<T> rows_;
   key_blocks_view<T> blocks_;
-  bool blocked_ = false;
+  paged_rows_view<T> pages_;
+  layout layout_ = layout::rows;
+};
+
+/// V as the kernels read it: rows in a tensor_view, or in pages; converted implicitly.
+template <class T>
+class value_view {
+ public:
+  using element_type = T;
+  using value_type = std::remove_cv_t<T>;
+  using index = std::ptrdiff_t;
+
+  constexpr value_view() noexcept = default;
+  template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*>>>
+  constexpr value_view(const tensor_view<U>& rows) noexcept : rows_(rows) {}
+  template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*>>>
+  constexpr value_view(const paged_rows_view<U>& pages) noexcept : pages_(pages), paged_(true) {}
+
+  constexpr bool paged() const noexcept { return paged_; }
+  constexpr const tensor_view<T>& rows() const noexcept { return rows_; }
+  constexpr const paged_rows_view<T>& pages() const noexcept { return pages_; }
+  constexpr std::size_t batch() const noexcept { return paged_ ? pages_.batch() : rows_.batch(); }
+  constexpr std::size_t heads() const noexcept { return paged_ ? pages_.heads() : rows_.heads(); }
+  constexpr std::size_t seq() const noexcept { return paged_ ? pages_.seq() : rows_.seq(); }
+  constexpr std::size_t dim() const noexcept { return paged_ ? pages_.dim() : rows_.dim(); }
+  /// Elements between consecutive rows of one run (a page, or the whole sequence).
+  constexpr index seq_stride() const noexcept { return paged_ ? pages_.seq_stride() : rows_.seq_stride(); }
+  constexpr T* row(std::size_t b, std::size_t h, std::size_t s) const noexcept {
+    return paged_ ? pages_.row(b, h, s) : rows_.row(b, h, s);
+  }
+  constexpr T& operator()(std::size_t b, std::size_t h, std::size_t s, std::size_t d) const noexcept {
+    return row(b, h, s)[d];
+  }
+
+ private:
+  tensor_view<T> rows_;
+  paged_rows_view<T> pages_;
+  bool paged_ = false;
 };
 
 namespace detail {

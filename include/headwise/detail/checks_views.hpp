@@ -75,8 +75,10 @@ template <class T>
 extent check_view(const char* where, const char* name, const key_blocks_view<T>& k) {
   return check_view(where, name, k.storage());
 }
+/// Pages are checked by attention_varlen (varlen.hpp), the one entry that builds them.
 template <class T>
 extent check_view(const char* where, const char* name, const key_view<T>& k) {
+  if (k.paged()) fail(where, name, ": K in pages is read through attention_varlen with a paged_kv_view");
   return k.blocked() ? check_view(where, name, k.blocks()) : check_view(where, name, k.rows());
 }
 

@@ -3,6 +3,9 @@
 // attention() checks its arguments, resolves the options into score_rules, and hands
 // each kernel (kernels/plain.hpp, flash.hpp, decode.hpp) one kernel_call: the views,
 // the rules, the thread count and the workspace its scratch comes from.
+// attention_varlen (varlen.hpp) hands a kernel one kernel_call per sequence (batch-1
+// views, each sequence's own rules) and the kernel runs all their tasks in one
+// parallel_for: kernel_calls below.
 #pragma once
 
 #ifndef HEADWISE_INTERNAL
@@ -22,8 +25,8 @@ namespace headwise::detail {
 template <class T, class S, class Q = T, class O = T>
 struct kernel_call {
   tensor_view<const Q> q;    // [B, Hq, Nq, Dk]
-  key_view<const S> k;       // [B, Hkv, Nk, Dk], rows or key blocks
-  tensor_view<const S> v;    // [B, Hkv, Nk, Dv]
+  key_view<const S> k;       // [B, Hkv, Nk, Dk], rows, key blocks or pages
+  value_view<const S> v;     // [B, Hkv, Nk, Dv], rows or pages
   tensor_view<O> out;        // [B, Hq, Nq, Dv]
   tensor_view<float> lse;    // [B, Hq, Nq, 1], or unset
   const score_rules<T>& rules;
@@ -32,6 +35,11 @@ struct kernel_call {
 
   std::size_t group() const noexcept { return q.heads() / k.heads(); }
 };
+
+/// The calls one kernel run serves: one for attention(), one per sequence for
+/// attention_varlen. Every call shares calls[0]'s threads and workspace.
+template <class T, class S, class Q = T, class O = T>
+using kernel_calls = span<const kernel_call<T, S, Q, O>>;
 
 /// The arguments of the backward kernel (kernels/flash_backward.hpp): the forward's
 /// inputs and results, the output gradient, and the three gradients it writes.

@@ -77,7 +77,7 @@ struct call_plan {
   std::size_t G = 0, group = 0, Dk = 0, Dv = 0, block = 0, blocks = 0, pass_rows = 0;
   std::size_t ahead = 0, touch = 0, chunks = 0;
   stream_plan stream{};
-  bool blocked = false;
+  bool blocked = false, paged = false;
   T q_scale = 1;
   chunk_span* chunk = nullptr;  // [ceil(Nk / chunk_keys)]: the visible chunks, `chunks` of them
   std::size_t* active = nullptr;    // [Hkv][G]: row g = hh·Nq + i of each unpruned head hh
@@ -115,30 +115,43 @@ struct sweep_scratch {
         p_pairs(c.take<std::uint32_t>(pairs ? p.pass_rows * lds / 2 : 0)) {}
 };
 
-/// The call's plan: sizes and stream plan, then (in the shared buffer) the chunks some row
-/// sees and each kv head's unpruned rows.
+/// The call's sizes and stream plan (carve() then takes its shared arrays). With K/V
+/// in pages, a block is the largest power of two that divides the page (so no block
+/// crosses one, and chunk starts, multiples of 1024, stay block starts), and the
+/// stream is requested block by block (no page touches: a page of the cache is not
+/// a page of memory).
 template <class T, class S, class Q, class O>
 call_plan<T> make_plan(const detail::kernel_call<T, S, Q, O>& c) {
-  const detail::score_rules<T>& rules = c.rules;
   call_plan<T> p;
   p.group = c.group();
   p.G = p.group * c.q.seq();
   p.Dk = c.q.dim();
   p.Dv = c.v.dim();
   p.blocked = c.k.blocked();
+  p.paged = c.k.paged();
   p.block = block_keys(std::max(p.Dk, p.Dv) * sizeof(S), p.blocked);
+  p.stream = decode_stream_plan(detail::this_cpu_core());
+  if (p.paged) {
+    const std::size_t page = c.k.pages().page_size();
+    std::size_t pow2 = 1;
+    while (2 * pow2 <= p.block) pow2 *= 2;
+    p.block = std::min(pow2, page & (~page + 1));
+    p.stream.touch_pages = false;
+  }
   p.blocks = detail::ceil_div(chunk_keys, p.block);
   p.pass_rows = std::min(p.G, rows_per_sweep);
-  p.stream = decode_stream_plan(detail::this_cpu_core());
   p.ahead = p.stream.ahead_rows(std::max(p.Dk, p.Dv) * sizeof(S));
   p.touch = p.ahead + decode_touch_rows;
-  p.q_scale = softmax_row<T>::q_scale(rules.scale, rules.has_elementwise());
+  p.q_scale = softmax_row<T>::q_scale(c.rules.scale, c.rules.has_elementwise());
+  return p;
+}
 
-  detail::scratch_carver count;
-  p.carve(count, c);
-  detail::scratch_carver shared(detail::workspace_access::shared(c.scratch, count.bytes()));
-  p.carve(shared, c);
+/// After carve(): the chunks some row sees, and each kv head's unpruned rows.
+template <class T, class S, class Q, class O>
+void find_chunks(const detail::kernel_call<T, S, Q, O>& c, call_plan<T>& p) {
+  const detail::score_rules<T>& rules = c.rules;
   const auto C = std::int64_t(chunk_keys);
+  p.chunks = 0;
   for (std::int64_t c0 = 0; c0 < rules.Nk; c0 += C) {
     const std::int64_t c1 = std::min(rules.Nk, c0 + C);
     chunk_span s{c1, c0};
@@ -156,31 +169,47 @@ call_plan<T> make_plan(const detail::kernel_call<T, S, Q, O>& c) {
     for (std::size_t g = 0; g < p.G; ++g)
       if (rules.head_multiplier(hk * p.group + g / c.q.seq()) != T(0)) p.active[hk * p.G + p.n_active[hk]++] = g;
   }
-  return p;
 }
 
-/// One task's chunk: its key span (starting on a key block when K is blocked: keys
-/// before the first visible one are hidden like any other) and its K/V stream.
+/// One task's chunk: its key span (starting on a key block when K is blocked, on a
+/// block of the plan when paged: keys before the first visible one are hidden like
+/// any other) and its K/V stream; k_at/v_at give the rows of a block that starts j
+/// keys in (a block never crosses a page).
 template <class S>
 struct chunk_task {
   std::size_t b, hk, n;
   std::int64_t begin;
   chunk_stream<S> stream;
+  const key_view<const S>* paged_k;    // null unless K/V are in pages
+  const value_view<const S>* paged_v;
+
+  const S* k_at(std::size_t j) const {
+    return paged_k ? paged_k->pages().row(b, hk, std::size_t(begin) + j) : stream.k + std::ptrdiff_t(j) * stream.k_stride;
+  }
+  const S* v_at(std::size_t j) const {
+    return paged_v ? paged_v->pages().row(b, hk, std::size_t(begin) + j) : stream.v + std::ptrdiff_t(j) * stream.v_stride;
+  }
 };
 
 template <class T, class S, class Q, class O>
 chunk_task<S> make_chunk_task(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, std::size_t task) {
   const std::size_t ci = task % p.chunks, hk = task / p.chunks % c.k.heads(), b = task / (p.chunks * c.k.heads());
-  constexpr auto kb = std::int64_t(key_block_keys);
-  const std::int64_t begin = p.blocked ? p.chunk[ci].begin / kb * kb : p.chunk[ci].begin;
+  const auto align = std::int64_t(p.blocked ? key_block_keys : p.paged ? p.block : 1);
+  const std::int64_t begin = p.chunk[ci].begin / align * align;
   const std::size_t n = std::size_t(p.chunk[ci].end - begin);
+  if (p.paged)
+    return {b, hk, n, begin,
+            chunk_stream<S>{nullptr, nullptr, c.k.pages().seq_stride(), c.v.seq_stride(), n, p.Dk * sizeof(S),
+                            p.Dv * sizeof(S)},
+            &c.k, &c.v};
   // K elements per key in the stream: the rows, or the keys of contiguous blocks.
   const std::ptrdiff_t ks = p.blocked ? std::ptrdiff_t(p.Dk) : c.k.rows().seq_stride();
   const S* k0 = p.blocked ? c.k.blocks().block(b, hk, std::size_t(begin) / key_block_keys)
                           : c.k.rows().row(b, hk, std::size_t(begin));
   return {b, hk, n, begin,
           chunk_stream<S>{k0, c.v.row(b, hk, std::size_t(begin)), ks, c.v.seq_stride(), n, p.Dk * sizeof(S),
-                          p.Dv * sizeof(S)}};
+                          p.Dv * sizeof(S)},
+          nullptr, nullptr};
 }
 
 /// Step 1: the sweep's q rows, scaled (by log2 e too unless element-wise rules need
@@ -222,7 +251,6 @@ void score_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, s
   constexpr T neg_inf = -std::numeric_limits<T>::infinity();
   constexpr std::size_t lds = score_stride<P>;
   const std::size_t Dk = p.Dk;
-  const S* k0 = t.stream.k;
   for (std::size_t j0 = 0; j0 < t.n; j0 += p.block) {
     const std::size_t nb = std::min(p.block, t.n - j0);
     if (!w.visible[j0 / p.block]) {
@@ -230,7 +258,7 @@ void score_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, s
       continue;
     }
     if (p.stream.touch_pages) t.stream.touch_pages(j0 + p.touch, j0 + p.touch + nb);
-    const S* kb = k0 + std::ptrdiff_t(j0) * t.stream.k_stride;
+    const S* kb = t.k_at(j0);
     if constexpr (Blocked) {
       // Read front to back, key blocks need no requests of their own (on Zen 4 they
       // made steps 1.25-1.4× slower); a plan's look-ahead still runs.
@@ -244,7 +272,12 @@ void score_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, s
       for_row_tiles<4>(A, [&](auto rows_c, std::size_t a) {
         constexpr std::size_t R = decltype(rows_c)::value;
         auto pf = [&](std::size_t j, std::size_t j_end) {
-          if (a == 0) t.stream.request(j0 + j + p.ahead, j0 + j_end + p.ahead);
+          if (a != 0) return;
+          if (t.paged_k)  // within the block: the next one may sit on another page
+            t.stream.rows(kb, t.stream.k_stride, t.stream.k_bytes, std::min(j + p.ahead, nb),
+                          std::min(j_end + p.ahead, nb));
+          else
+            t.stream.request(j0 + j + p.ahead, j0 + j_end + p.ahead);
         };
 #if HEADWISE_PATH_AVX512_BF16
         if constexpr (Pairs)
@@ -296,10 +329,14 @@ void pv_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, cons
     const std::size_t nb = std::min(p.block, t.n - j0);
     if (!w.visible[j0 / p.block]) continue;
     if (p.stream.touch_pages) t.stream.touch_pages(t.n + j0 + p.touch, t.n + j0 + p.touch + nb);
-    const S* vb = t.stream.v + std::ptrdiff_t(j0) * vs;
+    const S* vb = t.v_at(j0);
     for_row_tiles<4>(A, [&](auto rows_c, std::size_t a) {
       auto pf = [&](std::size_t j, std::size_t j_end) {
-        if (a == 0) t.stream.request(t.n + j0 + j + p.ahead, t.n + j0 + j_end + p.ahead);
+        if (a != 0) return;
+        if (t.paged_v)
+          t.stream.rows(vb, vs, t.stream.v_bytes, std::min(j + p.ahead, nb), std::min(j_end + p.ahead, nb));
+        else
+          t.stream.request(t.n + j0 + j + p.ahead, t.n + j0 + j_end + p.ahead);
       };
 #if HEADWISE_PATH_AVX512_BF16
       if constexpr (Pairs)
@@ -363,26 +400,66 @@ void merge_partials(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>
   }
 }
 
+/// Every chunk task of every call in one parallel_for, then every (sequence, kv head)
+/// merge in a second: a long sequence's chunks spread over all workers while the
+/// short ones fill in, and each task's arithmetic is fixed by its call alone, so the
+/// bits do not depend on the thread count. The plans, their chunk lists and
+/// partials, and the task offsets sit in the workspace's shared buffer.
 template <class P, class T, class S, class Q, class O>
-void run(const detail::kernel_call<T, S, Q, O>& c) {
-  const call_plan<T> p = make_plan(c);
-  const std::size_t B = c.q.batch(), Hkv = c.k.heads(), tasks = B * Hkv * p.chunks;
-  const unsigned workers = detail::resolve_threads(c.threads, tasks);
+void run(detail::kernel_calls<T, S, Q, O> calls) {
+  if (calls.empty()) return;
+  const detail::kernel_call<T, S, Q, O>& c0 = calls[0];
+  const std::size_t n = calls.size();
   // With bf16 tiles, K-row tasks hold q and P as bf16 pairs; key blocks widen to fp32.
   constexpr bool pairs = bf16_tiles<P, Q>;
+  call_plan<T>* plans;
+  std::size_t *first, *first_merge;
+  auto carve = [&](detail::scratch_carver& c, bool fill) {
+    plans = c.take<call_plan<T>>(n);
+    first = c.take<std::size_t>(n + 1);
+    first_merge = c.take<std::size_t>(n + 1);
+    for (std::size_t i = 0; i < n; ++i) {
+      call_plan<T> p = make_plan(calls[i]);
+      p.carve(c, calls[i]);
+      if (fill) plans[i] = p;
+    }
+  };
   detail::scratch_carver count;
-  sweep_scratch<T>(count, p, score_stride<P>, pairs);
-  detail::workspace_access::reserve_workers(c.scratch, workers, count.bytes());
-  detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned worker) {
-    detail::scratch_carver carver(detail::workspace_access::worker(c.scratch, worker));
-    sweep_scratch<T> w(carver, p, score_stride<P>, pairs);
-    if (p.blocked)
-      chunk_partial<P, true, false>(c, p, task, w);
+  carve(count, false);
+  detail::scratch_carver shared(detail::workspace_access::shared(c0.scratch, count.bytes()));
+  carve(shared, true);
+  std::size_t bytes = 0;
+  first[0] = first_merge[0] = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const detail::kernel_call<T, S, Q, O>& c = calls[i];
+    find_chunks(c, plans[i]);
+    const std::size_t kv_rows = c.q.batch() * c.k.heads();
+    first[i + 1] = first[i] + kv_rows * plans[i].chunks;
+    first_merge[i + 1] = first_merge[i] + kv_rows;
+    detail::scratch_carver w;
+    sweep_scratch<T>(w, plans[i], score_stride<P>, pairs);
+    bytes = std::max(bytes, w.bytes());
+  }
+  auto call_of = [n](const std::size_t* offsets, std::size_t task) {
+    return std::size_t(std::upper_bound(offsets, offsets + n + 1, task) - offsets) - 1;
+  };
+  const unsigned workers = detail::resolve_threads(c0.threads, first[n]);
+  detail::workspace_access::reserve_workers(c0.scratch, workers, bytes);
+  detail::parallel_for(first[n], workers, [&](std::size_t task, unsigned worker) {
+    const std::size_t i = call_of(first, task);
+    detail::scratch_carver carver(detail::workspace_access::worker(c0.scratch, worker));
+    sweep_scratch<T> w(carver, plans[i], score_stride<P>, pairs);
+    if (plans[i].blocked)
+      chunk_partial<P, true, false>(calls[i], plans[i], task - first[i], w);
     else
-      chunk_partial<P, false, pairs>(c, p, task, w);
+      chunk_partial<P, false, pairs>(calls[i], plans[i], task - first[i], w);
   });
-  detail::parallel_for(B * Hkv, detail::resolve_threads(c.threads, B * Hkv),
-                       [&](std::size_t task, unsigned) { merge_partials(c, p, task / Hkv, task % Hkv); });
+  detail::parallel_for(first_merge[n], detail::resolve_threads(c0.threads, first_merge[n]),
+                       [&](std::size_t task, unsigned) {
+                         const std::size_t i = call_of(first_merge, task), local = task - first_merge[i];
+                         const std::size_t Hkv = calls[i].k.heads();
+                         merge_partials(calls[i], plans[i], local / Hkv, local % Hkv);
+                       });
 }
 
 }  // namespace headwise::HEADWISE_ISA_NS::kernels::decode

@@ -151,7 +151,7 @@ std::size_t load_rows(const detail::kernel_call<T, S, Q, O>& c, const tiling& tl
 /// Pass 2 for one key tile [j0, j0 + n): which rows see which of its keys (w.extent),
 /// then packing and the micro-tiles. Returns at once if no row sees a key.
 template <class P, class T, class S, class E>
-void key_tile(const key_view<const S>& k, const tensor_view<const S>& v, const detail::score_rules<T>& rules,
+void key_tile(const key_view<const S>& k, const value_view<const S>& v, const detail::score_rules<T>& rules,
               const tiling& tl, const task_rows& t, std::int64_t j0, std::size_t n, [[maybe_unused]] T q_scale,
               scratch<T, E>& w) {
   [[maybe_unused]] constexpr bool pairs = !std::is_same_v<E, T>;  // bf16 pairs on vdpbf16ps
@@ -260,37 +260,88 @@ void store_rows(const detail::kernel_call<T, S, Q, O>& c, const tiling& tl, cons
   }
 }
 
-template <class P, class T, class S, class Q, class O>
-void run(const detail::kernel_call<T, S, Q, O>& c) {
-  constexpr std::size_t W = simd::ops<P>::width;
-  constexpr bool pairs = bf16_tiles<P, Q>;  // Q, K and V buffers of bf16 pairs; tiling::dk counts pairs
-  using E = std::conditional_t<pairs, std::uint32_t, T>;
-  const std::size_t B = c.q.batch(), Hkv = c.k.heads(), Nq = c.q.seq(), group = c.group();
-  tiling tl = make_tiling(sizeof(T), W, Nq, group, c.q.dim(), c.v.dim());
-  if (pairs) tl.dk = detail::ceil_div(tl.dk, std::size_t(2));
-  const std::size_t n_qt = detail::ceil_div(Nq, tl.bq), n_hc = detail::ceil_div(group, tl.heads);
-  const std::size_t tasks = B * Hkv * n_hc * n_qt;
-  const unsigned workers = detail::resolve_threads(c.threads, tasks);
-  detail::workspace_access::reserve_workers(c.scratch, workers, scratch_bytes<T, E>(tl));
-  const T q_scale = softmax_row<T>::q_scale(c.rules.scale, c.rules.has_elementwise());
+/// One call's tiles and tasks, planned before any task runs.
+template <class T>
+struct call_plan {
+  tiling tl;
+  std::size_t n_qt = 0, n_hc = 0, tasks = 0;
+  T q_scale = 1;
+};
 
-  detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned worker) {
-    const std::size_t qt = n_qt - 1 - task % n_qt, hc = task / n_qt % n_hc;
-    task_rows t;
-    t.hk = task / (n_qt * n_hc) % Hkv;
-    t.b = task / (n_qt * n_hc * Hkv);
-    t.i0 = qt * tl.bq;
-    t.i1 = std::min(Nq, t.i0 + tl.bq);
-    t.nq = t.i1 - t.i0;
-    detail::scratch_carver carver(detail::workspace_access::worker(c.scratch, worker));
-    scratch<T, E> w(carver, tl);
-    const std::size_t h_begin = t.hk * group + hc * tl.heads, h_end = std::min((t.hk + 1) * group, h_begin + tl.heads);
-    if (load_rows(c, tl, t, h_begin, h_end, q_scale, w) == 0) return;
-    const detail::key_range hull = c.rules.tile_hull(std::int64_t(t.i0), std::int64_t(t.i1));
-    for (std::int64_t j0 = hull.begin; j0 < hull.end; j0 += std::int64_t(tl.bc))
-      key_tile<P>(c.k, c.v, c.rules, tl, t, j0, std::size_t(std::min<std::int64_t>(std::int64_t(tl.bc), hull.end - j0)),
-                  q_scale, w);
-    store_rows<P>(c, tl, t, w);
+template <class P, class T, class S, class Q, class O>
+call_plan<T> plan_call(const detail::kernel_call<T, S, Q, O>& c) {
+  constexpr std::size_t W = simd::ops<P>::width;
+  call_plan<T> p;
+  p.tl = make_tiling(sizeof(T), W, c.q.seq(), c.group(), c.q.dim(), c.v.dim());
+  if (bf16_tiles<P, Q>) p.tl.dk = detail::ceil_div(p.tl.dk, std::size_t(2));  // tiling::dk counts pairs
+  p.n_qt = detail::ceil_div(c.q.seq(), p.tl.bq);
+  p.n_hc = detail::ceil_div(c.group(), p.tl.heads);
+  p.tasks = c.q.batch() * c.k.heads() * p.n_hc * p.n_qt;
+  p.q_scale = softmax_row<T>::q_scale(c.rules.scale, c.rules.has_elementwise());
+  return p;
+}
+
+/// Task `task` of a call: its last query tile first (under a causal mask those cost
+/// most, so dynamic scheduling ends on short tasks).
+template <class P, class T, class S, class Q, class O>
+void run_task(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, std::size_t task, unsigned worker) {
+  constexpr bool pairs = bf16_tiles<P, Q>;  // Q, K and V buffers of bf16 pairs
+  using E = std::conditional_t<pairs, std::uint32_t, T>;
+  const tiling& tl = p.tl;
+  const std::size_t Nq = c.q.seq(), group = c.group();
+  const std::size_t qt = p.n_qt - 1 - task % p.n_qt, hc = task / p.n_qt % p.n_hc;
+  task_rows t;
+  t.hk = task / (p.n_qt * p.n_hc) % c.k.heads();
+  t.b = task / (p.n_qt * p.n_hc * c.k.heads());
+  t.i0 = qt * tl.bq;
+  t.i1 = std::min(Nq, t.i0 + tl.bq);
+  t.nq = t.i1 - t.i0;
+  detail::scratch_carver carver(detail::workspace_access::worker(c.scratch, worker));
+  scratch<T, E> w(carver, tl);
+  const std::size_t h_begin = t.hk * group + hc * tl.heads, h_end = std::min((t.hk + 1) * group, h_begin + tl.heads);
+  if (load_rows(c, tl, t, h_begin, h_end, p.q_scale, w) == 0) return;
+  const detail::key_range hull = c.rules.tile_hull(std::int64_t(t.i0), std::int64_t(t.i1));
+  for (std::int64_t j0 = hull.begin; j0 < hull.end; j0 += std::int64_t(tl.bc))
+    key_tile<P>(c.k, c.v, c.rules, tl, t, j0, std::size_t(std::min<std::int64_t>(std::int64_t(tl.bc), hull.end - j0)),
+                p.q_scale, w);
+  store_rows<P>(c, tl, t, w);
+}
+
+/// Every task of every call in one parallel_for: the calls' plans and task offsets
+/// sit in the workspace's shared buffer, the calls with most query rows first, so a
+/// long sequence's tasks start early and the short ones fill in at the end.
+template <class P, class T, class S, class Q, class O>
+void run(detail::kernel_calls<T, S, Q, O> calls) {
+  if (calls.empty()) return;
+  constexpr bool pairs = bf16_tiles<P, Q>;
+  using E = std::conditional_t<pairs, std::uint32_t, T>;
+  const detail::kernel_call<T, S, Q, O>& c0 = calls[0];
+  const std::size_t n = calls.size();
+  auto carve = [&](detail::scratch_carver& c, call_plan<T>*& plans, std::size_t*& order, std::size_t*& first) {
+    plans = c.take<call_plan<T>>(n);
+    order = c.take<std::size_t>(n);
+    first = c.take<std::size_t>(n + 1);
+  };
+  call_plan<T>* plans;
+  std::size_t *order, *first;
+  detail::scratch_carver count;
+  carve(count, plans, order, first);
+  detail::scratch_carver shared(detail::workspace_access::shared(c0.scratch, count.bytes()));
+  carve(shared, plans, order, first);
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    plans[i] = plan_call<P>(calls[i]);
+    bytes = std::max(bytes, scratch_bytes<T, E>(plans[i].tl));
+    order[i] = i;
+  }
+  std::stable_sort(order, order + n, [&](std::size_t a, std::size_t b) { return calls[a].q.seq() > calls[b].q.seq(); });
+  first[0] = 0;
+  for (std::size_t i = 0; i < n; ++i) first[i + 1] = first[i] + plans[order[i]].tasks;
+  const unsigned workers = detail::resolve_threads(c0.threads, first[n]);
+  detail::workspace_access::reserve_workers(c0.scratch, workers, bytes);
+  detail::parallel_for(first[n], workers, [&](std::size_t task, unsigned worker) {
+    const std::size_t i = std::size_t(std::upper_bound(first, first + n + 1, task) - first) - 1;
+    run_task<P>(calls[order[i]], plans[order[i]], task - first[i], worker);
   });
 }
 

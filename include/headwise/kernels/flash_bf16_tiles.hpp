@@ -70,8 +70,9 @@ inline void load_pair_row(const bfloat16* q, std::size_t Dk, word* dst) {
 
 /// K rows [j0, j0 + n) → panels (file comment); keys n..n_pad zero. Rows go W at a
 /// time into tmp (W·dp words), then through 16×16 word transposes.
-inline void pack_k_panels(const tensor_view<const bfloat16>& k, std::size_t b, std::size_t hk, std::size_t j0,
-                          std::size_t n, std::size_t n_pad, word* dst, word* tmp) {
+template <class Rows>  // tensor_view or paged_rows_view of bfloat16
+void pack_k_panels(const Rows& k, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n, std::size_t n_pad,
+                   word* dst, word* tmp) {
   using F = simd::vector_pack<float>;
   const std::size_t Dk = k.dim(), dp = detail::ceil_div(Dk, std::size_t(2));
   for (std::size_t c0 = 0; c0 < n_pad; c0 += W) {
@@ -124,11 +125,12 @@ inline void pack_k_panels(const key_blocks_view<const bfloat16>& k, std::size_t 
 inline void pack_k_panels(const key_view<const bfloat16>& k, std::size_t b, std::size_t hk, std::size_t j0,
                           std::size_t n, std::size_t n_pad, word* dst, word* tmp) {
   if (k.blocked()) return pack_k_panels(k.blocks(), b, hk, j0, n, n_pad, dst);
+  if (k.paged()) return pack_k_panels(k.pages(), b, hk, j0, n, n_pad, dst, tmp);
   pack_k_panels(k.rows(), b, hk, j0, n, n_pad, dst, tmp);
 }
 
 /// V rows [j0, j0 + n) → ⌈n/2⌉ rows of key pairs, dv_pad words each, zero past Dv.
-inline void pack_v_pairs(const tensor_view<const bfloat16>& v, std::size_t b, std::size_t hk, std::size_t j0,
+inline void pack_v_pairs(const value_view<const bfloat16>& v, std::size_t b, std::size_t hk, std::size_t j0,
                          std::size_t n, std::size_t dv_pad, word* dst) {
   const std::size_t Dv = v.dim();
   for (std::size_t j = 0; j < n; j += 2) {

@@ -63,9 +63,9 @@ void convert_row(const S* src, std::size_t n, std::size_t n_pad, T* dst) {
 /// K rows [j0, j0 + n) of (b, hk) → panels of kb keys: dst[p][d][c] = k[j0 + p·kb + c][d];
 /// keys n..n_pad are zero. Rows are converted W at a time into tmp (W·Dk
 /// elements), then moved by W×W register transposes (simd/transpose.hpp).
-template <class P, class T, class S>
-void pack_k_panels(const tensor_view<const S>& k, std::size_t b, std::size_t hk, std::size_t j0,
-                   std::size_t n, std::size_t n_pad, std::size_t kb, T* dst, T* tmp) {
+template <class P, class T, class Rows>
+void pack_k_panels(const Rows& k, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n, std::size_t n_pad,
+                   std::size_t kb, T* dst, T* tmp) {
   constexpr std::size_t W = simd::ops<P>::width;
   const std::size_t dk = k.dim();
   for (std::size_t c0 = 0; c0 < n_pad; c0 += W) {
@@ -113,12 +113,13 @@ template <class P, class T, class S>
 void pack_k_panels(const key_view<const S>& k, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n,
                    std::size_t n_pad, std::size_t kb, T* dst, T* tmp) {
   if (k.blocked()) return pack_k_panels<P>(k.blocks(), b, hk, j0, n, n_pad, kb, dst);
+  if (k.paged()) return pack_k_panels<P>(k.pages(), b, hk, j0, n, n_pad, kb, dst, tmp);
   pack_k_panels<P>(k.rows(), b, hk, j0, n, n_pad, kb, dst, tmp);
 }
 
 /// V rows [j0, j0 + n) of (b, hk) → dst[c][0..dv_pad), zero past Dv.
-template <class P, class T, class S>
-void pack_v_rows(const tensor_view<const S>& v, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n,
+template <class P, class T, class Rows>  // tensor_view or value_view
+void pack_v_rows(const Rows& v, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n,
                  std::size_t dv_pad, T* dst) {
   const std::size_t dv = v.dim();
   for (std::size_t c = 0; c < n; ++c) convert_row<P>(v.row(b, hk, j0 + c), dv, dv_pad, dst + c * dv_pad);

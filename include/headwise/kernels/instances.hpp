@@ -33,8 +33,8 @@
 #endif
 
 #define HEADWISE_KERNEL_INSTANCES(P, T, S, Q, O)                                                    \
-  HEADWISE_INSTANCE void kernel_path::flash<P, T, S, Q, O>(const detail::kernel_call<T, S, Q, O>&); \
-  HEADWISE_INSTANCE void kernel_path::decode<P, T, S, Q, O>(const detail::kernel_call<T, S, Q, O>&);
+  HEADWISE_INSTANCE void kernel_path::flash<P, T, S, Q, O>(detail::kernel_calls<T, S, Q, O>); \
+  HEADWISE_INSTANCE void kernel_path::decode<P, T, S, Q, O>(detail::kernel_calls<T, S, Q, O>);
 #define HEADWISE_BACKWARD_INSTANCE(P, T) \
   HEADWISE_INSTANCE void kernel_path::backward<P, T>(const detail::backward_call<T>&);
 #define HEADWISE_TYPE_INSTANCES(F, D)              \

@@ -31,7 +31,8 @@
 
 namespace headwise::HEADWISE_ISA_NS {
 
-/// The path's kernels, as attention() and attention_backward() call them (the plain kernel, scalar, is not
+/// The path's kernels, as attention(), attention_varlen() and attention_backward() call them
+/// (flash and decode over a list of calls: kernel_call.hpp) (the plain kernel, scalar, is not
 /// per path: kernels/plain.hpp). P is simd::vector_pack<T> (the path's vector) or T
 /// (the 1-wide scalar build of the same code). Defined out of the class, so not
 /// inline: with HEADWISE_COMPILED_KERNELS a consumer's `extern template`
@@ -42,21 +43,21 @@ struct kernel_path {
   using vector_pack = simd::vector_pack<T>;
 
   template <class P, class T, class S, class Q, class O>
-  static void flash(const detail::kernel_call<T, S, Q, O>& call);
+  static void flash(detail::kernel_calls<T, S, Q, O> calls);
   template <class P, class T, class S, class Q, class O>
-  static void decode(const detail::kernel_call<T, S, Q, O>& call);
+  static void decode(detail::kernel_calls<T, S, Q, O> calls);
   template <class P, class T>
   static void backward(const detail::backward_call<T>& call);
 };
 
 template <class P, class T, class S, class Q, class O>
-void kernel_path::flash(const detail::kernel_call<T, S, Q, O>& call) {
-  kernels::flash::run<P>(call);
+void kernel_path::flash(detail::kernel_calls<T, S, Q, O> calls) {
+  kernels::flash::run<P>(calls);
 }
 
 template <class P, class T, class S, class Q, class O>
-void kernel_path::decode(const detail::kernel_call<T, S, Q, O>& call) {
-  kernels::decode::run<P>(call);
+void kernel_path::decode(detail::kernel_calls<T, S, Q, O> calls) {
+  kernels::decode::run<P>(calls);
 }
 
 template <class P, class T>
