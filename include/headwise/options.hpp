@@ -145,4 +145,18 @@ struct attention_options {
   workspace* scratch = nullptr;
 };
 
+/// The sequences of one attention_varlen call (varlen.hpp), FlashAttention's names:
+/// offsets of each sequence in packed q and K/V, and the keys each one uses.
+struct varlen_batch {
+  /// B + 1 offsets into q's (and out's) token axis, from 0 to its length; empty when
+  /// q is [B, Hq, Nq, Dk], one batch entry per sequence.
+  span<const std::int32_t> cu_seqlens_q;
+  /// B + 1 offsets into k's and v's token axis; empty when K/V are [B, Hkv, Nk, D]
+  /// or in pages.
+  span<const std::int32_t> cu_seqlens_k;
+  /// B counts: sequence b uses the first seqused_k[b] of its keys (a cache's
+  /// filled part); empty = all of them. Required with K/V in pages.
+  span<const std::int32_t> seqused_k;
+};
+
 }  // namespace headwise

@@ -7,7 +7,8 @@
 //
 // A kernel's scratch is one buffer per worker thread (the flash kernel's Q, O, K and
 // V tiles, 0.1–0.3 MiB; a decode task's scores) and one shared buffer (the decode
-// kernel's per-chunk partials, its chunk list and its active rows). A workspace keeps
+// kernel's per-chunk partials, its chunk list and its active rows), plus, for
+// attention_varlen, the list of per-sequence calls. A workspace keeps
 // each buffer at the largest size any call asked of it, rounded up to a power of two,
 // and never shrinks: a model that runs the same shapes step after step allocates
 // only on its first step, and a decode loop whose KV grows a token a step
@@ -39,7 +40,7 @@ class workspace {
 
   /// Bytes held now, over all buffers.
   std::size_t bytes() const noexcept {
-    std::size_t n = shared_.size;
+    std::size_t n = shared_.size + calls_.size;
     for (const buffer& b : workers_) n += b.size;
     return n;
   }
@@ -47,6 +48,7 @@ class workspace {
   /// Frees every buffer; the next call allocates again.
   void release() noexcept {
     shared_ = buffer{};
+    calls_ = buffer{};
     workers_.clear();
     workers_.shrink_to_fit();
   }
@@ -78,6 +80,7 @@ class workspace {
   };
 
   buffer shared_;
+  buffer calls_;  // attention_varlen's per-sequence calls and rules
   std::vector<buffer> workers_;
 };
 
@@ -88,6 +91,10 @@ namespace detail {
 struct workspace_access {
   /// The shared buffer, at least `bytes` long.
   static std::byte* shared(workspace& ws, std::size_t bytes) { return ws.shared_.at_least(bytes); }
+
+  /// The buffer attention_varlen builds its per-sequence calls in (the kernels never
+  /// touch it), at least `bytes` long.
+  static std::byte* calls(workspace& ws, std::size_t bytes) { return ws.calls_.at_least(bytes); }
 
   /// Makes `workers` worker buffers of at least `bytes` each.
   static void reserve_workers(workspace& ws, unsigned workers, std::size_t bytes) {
