@@ -20,6 +20,7 @@
 #include "headwise/key_blocks.hpp"
 #include "headwise/workspace.hpp"
 #include "headwise/kv_cache.hpp"
+#include "headwise/paged_kv_cache.hpp"
 #include "headwise/rope.hpp"
 
 #include "headwise/detail/internal_end.hpp"
