@@ -3,7 +3,8 @@
 // counting ones, warms a call up once, then counts the allocations of the calls that
 // follow. A decode loop (append one token to a kv_cache, attend over it) runs 100
 // steps after the first on every kernel, K layout, K/V type and thread count; the
-// count must be zero. Also: a caller's workspace holds the scratch, release() frees it.
+// count must be zero. Also: a caller's workspace holds the scratch, release() frees it;
+// paged_kv_cache's operations after its constructor allocate nothing.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -169,6 +170,32 @@ TEST(allocations, repeated_backward_allocates_nothing) {
               0)
         << threads << " threads";
   }
+}
+
+// paged_kv_cache (paged_kv_cache.hpp) allocates everything in its constructor: slots,
+// multi-sequence appends across pages, fork, copy-on-write, truncate and free
+// allocate nothing.
+TEST(allocations, paged_kv_cache_operations_allocate_nothing) {
+  paged_kv_cache<half> cache(16, 2, 16, 8, 4, 4, 4);
+  tensor<float> k(1, 2, 40, 8), v(1, 2, 40, 4);
+  fill_uniform(k, 10), fill_uniform(v, 11);
+  const std::vector<std::int32_t> cu{0, 17, 17, 40}, one{0, 3};
+  std::vector<std::int32_t> seqs(3), pair(1);
+  EXPECT_EQ(allocations_of([&] {
+              for (int round = 0; round < 3; ++round) {
+                for (std::int32_t& s : seqs) s = cache.add_sequence();
+                cache.append(seqs, k.cview(), v.cview(), cu);
+                pair[0] = cache.fork(seqs[0]);  // then its first append copies page 1
+                cache.append(pair, k.cview().seq_slice(0, 3), v.cview().seq_slice(0, 3), one);
+                cache.append(seqs[0], k.cview().seq_slice(3, 2), v.cview().seq_slice(3, 2));
+                cache.truncate(seqs[2], 5);
+                (void)cache.view(seqs);
+                for (std::int32_t s : seqs) cache.free(s);
+                cache.free(pair[0]);
+              }
+            }),
+            0);
+  EXPECT_EQ(cache.free_pages(), 16u);
 }
 
 // A caller's workspace holds the scratch: it grows on the first call, keeps its size

@@ -21,6 +21,7 @@
 #include "headwise/workspace.hpp"
 #include "headwise/kv_cache.hpp"
 #include "headwise/paged_view.hpp"
+#include "headwise/paged_kv_cache.hpp"
 #include "headwise/varlen.hpp"
 #include "headwise/rope.hpp"
 

@@ -107,16 +107,6 @@ class kv_cache {
   }
 
   template <class U>
-  static T convert(const U& x) {
-    if constexpr (std::is_same_v<std::remove_const_t<U>, T>)
-      return x;
-    else if constexpr (is_storage_16<std::remove_const_t<U>>)
-      return static_cast<T>(static_cast<float>(x));
-    else
-      return static_cast<T>(x);
-  }
-
-  template <class U>
   void copy_key_blocks(const tensor_view<U>& src) {
     const std::size_t B = key_block_keys;
     for (std::size_t b = 0; b < batch_; ++b)
@@ -126,7 +116,7 @@ class kv_cache {
           const U* from = src.row(b, h, s);
           const std::size_t p = size_ + s;
           T* to = head + p / B * B * dk_ + p % B;
-          for (std::size_t d = 0; d < dk_; ++d) to[d * B] = convert(from[d]);
+          for (std::size_t d = 0; d < dk_; ++d) to[d * B] = detail::kv_element<T>(from[d]);
         }
       }
   }
@@ -143,7 +133,7 @@ class kv_cache {
         for (std::size_t s = 0; s < src.seq(); ++s) {
           const U* from = src.row(b, h, s);
           T* to = dst + ((b * heads_ + h) * capacity_ + size_ + s) * dim;
-          for (std::size_t d = 0; d < dim; ++d) to[d] = convert(from[d]);
+          for (std::size_t d = 0; d < dim; ++d) to[d] = detail::kv_element<T>(from[d]);
         }
   }
 

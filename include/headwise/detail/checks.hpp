@@ -196,6 +196,57 @@ void check_kv_append(const tensor_view<K>& k, const tensor_view<V>& v, std::size
     fail(where, "appending ", k.seq(), " tokens exceeds the capacity (size ", size, ", capacity ", capacity, ")");
 }
 
+/// paged_kv_cache's constructor: every size >= 1, page_size a multiple of
+/// key_block_keys, and page numbers, slot ids and lengths that fit the int32 of the
+/// block table and of lengths().
+inline void check_paged_kv_cache_shape(std::size_t num_pages, std::size_t kv_heads, std::size_t page_size,
+                                       std::size_t key_dim, std::size_t value_dim, std::size_t max_sequences,
+                                       std::size_t max_pages_per_seq) {
+  constexpr const char* where = "paged_kv_cache";
+  constexpr std::size_t int32_max = std::size_t(std::numeric_limits<std::int32_t>::max());
+  const std::pair<const char*, std::size_t> sizes[] = {
+      {"num_pages", num_pages}, {"kv_heads", kv_heads},           {"key_dim", key_dim},
+      {"value_dim", value_dim}, {"max_sequences", max_sequences}, {"max_pages_per_seq", max_pages_per_seq}};
+  for (const auto& [name, size] : sizes)
+    if (size == 0) fail(where, name, " must be >= 1 (got 0)");
+  if (page_size == 0 || page_size % key_block_keys != 0)
+    fail(where, "page_size must be a positive multiple of key_block_keys (", key_block_keys, ") (got ",
+         page_size, ")");
+  if (num_pages > int32_max)
+    fail(where, "num_pages must be <= ", int32_max, " (int32 page numbers; got ", num_pages, ")");
+  if (max_sequences > int32_max)
+    fail(where, "max_sequences must be <= ", int32_max, " (int32 slot ids; got ", max_sequences, ")");
+  std::size_t tokens = 0;
+  if (__builtin_mul_overflow(page_size, max_pages_per_seq, &tokens) || tokens > int32_max)
+    fail(where, "page_size · max_pages_per_seq must be <= ", int32_max, " (int32 lengths; got ", page_size,
+         " · ", max_pages_per_seq, ")");
+}
+
+/// paged_kv_cache::append, the arguments alone: k [1, Hkv, total, Dk] and
+/// v [1, Hkv, total, Dv] valid views, and cu_tokens one longer than seqs, from 0 to
+/// total, non-decreasing. The ids and the pages are checked against the cache's state.
+template <class K, class V>
+void check_paged_append(const tensor_view<K>& k, const tensor_view<V>& v, std::size_t heads, std::size_t dk,
+                        std::size_t dv, span<const std::int32_t> seqs, span<const std::int32_t> cu_tokens) {
+  constexpr const char* where = "paged_kv_cache::append";
+  check_view(where, "k", k);
+  check_view(where, "v", v);
+  check_broadcast(where, "k", k, 1, heads, k.seq(), dk, false, {"B", "Hkv", "N", "Dk"});
+  check_broadcast(where, "v", v, 1, heads, k.seq(), dv, false, {"B", "Hkv", "N", "Dv"});
+  if (!seqs.empty() && seqs.data() == nullptr) fail(where, "seqs: data is null");
+  expect_equal(where, "cu_tokens.size() must equal seqs.size() + 1", seqs.size() + 1, cu_tokens.size());
+  if (cu_tokens.data() == nullptr) fail(where, "cu_tokens: data is null");
+  if (cu_tokens[0] != 0) fail(where, "cu_tokens[0] must be 0 (got ", cu_tokens[0], ")");
+  for (std::size_t i = 1; i < cu_tokens.size(); ++i)
+    if (cu_tokens[i] < cu_tokens[i - 1])
+      fail(where, "cu_tokens must be non-decreasing (cu_tokens[", i - 1, "] = ", cu_tokens[i - 1],
+           ", cu_tokens[", i, "] = ", cu_tokens[i], ")");
+  const std::int32_t total = cu_tokens[seqs.size()];
+  if (std::size_t(total) != k.seq())
+    fail(where, "cu_tokens[seqs.size()] must equal k.seq(), the tokens given (expected ", k.seq(), ", got ",
+         total, ")");
+}
+
 /// One candidate (heads, seq) of a pair of views (q and out, or k and v) against
 /// the rest of a call: the rules it breaks, and the sizes it shares with the
 /// other pair (only a hint: Hq = Hkv in MHA, Nq = Nk in self-attention).

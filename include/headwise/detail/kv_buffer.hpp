@@ -1,5 +1,6 @@
-// headwise/detail/kv_buffer.hpp — kv_cache's K/V storage: a vector on cache lines,
-// and on huge pages from 2 MiB on.
+// headwise/detail/kv_buffer.hpp — kv_cache's and paged_kv_cache's K/V storage: a
+// vector on cache lines, and on huge pages from 2 MiB on; and the conversion of an
+// appended element to the stored type.
 //
 // Cache lines: a plain large std::vector starts 16 bytes past a page boundary, so
 // every 512-byte K/V row then spans 9 cache lines instead of 8 and every other
@@ -24,11 +25,14 @@
 
 #include <cstddef>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+
+#include "headwise/storage.hpp"
 
 namespace headwise::detail {
 
@@ -73,5 +77,18 @@ struct kv_allocator {
 /// The K/V buffer type: kv_cache's storage.
 template <class T>
 using kv_buffer = std::vector<T, kv_allocator<T>>;
+
+/// An appended K/V element as the cache's T (kv_cache, paged_kv_cache): T itself
+/// copied, a 16-bit type through float, anything else by static_cast (float → half
+/// rounds to nearest even, as half(float) does).
+template <class T, class U>
+T kv_element(const U& x) noexcept {
+  if constexpr (std::is_same_v<std::remove_const_t<U>, T>)
+    return x;
+  else if constexpr (is_storage_16<std::remove_const_t<U>>)
+    return static_cast<T>(static_cast<float>(x));
+  else
+    return static_cast<T>(x);
+}
 
 }  // namespace headwise::detail
