@@ -198,6 +198,33 @@ TEST(allocations, paged_kv_cache_operations_allocate_nothing) {
   EXPECT_EQ(cache.free_pages(), 16u);
 }
 
+// attention_varlen builds its per-sequence calls in the workspace: a serving loop of
+// decode steps over a paged cache (one token appended to each sequence a step) and of
+// mixed prefill allocates nothing after its first steps, on 1 and 2 threads.
+TEST(allocations, varlen_serving_steps_allocate_nothing) {
+  for (unsigned threads : {1u, 2u}) {
+    paged_kv_cache<float> cache(64, 2, 16, 8, 8, 4, 16);
+    tensor<float> k(1, 2, 40, 8), v(1, 2, 40, 8), q(4, 4, 1, 8), out(4, 4, 1, 8);
+    fill_uniform(k, 1), fill_uniform(v, 2), fill_uniform(q, 3);
+    std::vector<std::int32_t> seqs(4), cu{0, 3, 9, 10, 40}, step{0, 1, 2, 3, 4};
+    for (std::int32_t& s : seqs) s = cache.add_sequence();
+    cache.append(seqs, k.cview(), v.cview(), cu);
+    attention_options opt;
+    opt.causal = causal_mode::bottom_right;
+    opt.threads = threads;
+    auto one_step = [&] {
+      cache.append(seqs, k.cview().seq_slice(0, 4), v.cview().seq_slice(0, 4), step);
+      attention_varlen(q.cview(), cache.view(seqs), out.view, varlen_batch{{}, {}, cache.lengths()}, opt);
+    };
+    for (int warm = 0; warm < 40; ++warm) one_step();  // the workspace reaches its size
+    EXPECT_EQ(allocations_of([&] {
+                for (int i = 0; i < 20; ++i) one_step();
+              }),
+              0)
+        << threads << " threads";
+  }
+}
+
 // A caller's workspace holds the scratch: it grows on the first call, keeps its size
 // on a smaller call of the same kernel, and release() gives it back.
 TEST(allocations, a_callers_workspace_holds_the_scratch_until_released) {

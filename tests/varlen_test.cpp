@@ -330,6 +330,65 @@ TEST(Varlen, SixteenBitAndDouble) {
   check_varlen<double, double, double>(c, {kv_form::padded, kv_form::paged16});
 }
 
+// A serving loop on paged_kv_cache: three prompts appended in one call (pages of 16),
+// a fork of one, different tokens appended to parent and child (copy-on-write of a
+// shared last page), a rollback by truncate, then one decode step for every live
+// sequence through cache.view(seqs) and cache.lengths(): each row against the oracle
+// on that sequence's own K/V, kept here as dense rows.
+TEST(Varlen, PagedCacheForkTruncateDecode) {
+  constexpr std::size_t Hq = 4, Hkv = 2, D = 16;
+  paged_kv_cache<float> cache(32, Hkv, 16, D, D, 8, 8);
+  tensor<float> k(1, Hkv, 120, D), v(1, Hkv, 120, D);
+  fill_uniform(k, 1), fill_uniform(v, 2);
+  std::vector<std::vector<std::size_t>> rows(8);  // token rows of k/v each slot holds
+  std::vector<std::int32_t> seqs = {cache.add_sequence(), cache.add_sequence(), cache.add_sequence()};
+  const std::vector<std::int32_t> cu = {0, 20, 37, 70};
+  cache.append(seqs, k.cview().seq_slice(0, 70), v.cview().seq_slice(0, 70), cu);
+  for (std::size_t i = 0; i < 3; ++i)
+    for (auto t = std::size_t(cu[i]); t < std::size_t(cu[i + 1]); ++t) rows[std::size_t(seqs[i])].push_back(t);
+  const std::int32_t child = cache.fork(seqs[1]);  // 17 tokens: a shared, partly filled page
+  rows[std::size_t(child)] = rows[std::size_t(seqs[1])];
+  const std::size_t free_before = cache.free_pages();
+  cache.append(child, k.cview().seq_slice(70, 5), v.cview().seq_slice(70, 5));
+  EXPECT_EQ(cache.free_pages(), free_before - 1) << "the child's append copies the shared page";
+  cache.append(seqs[1], k.cview().seq_slice(75, 2), v.cview().seq_slice(75, 2));
+  for (std::size_t t = 70; t < 75; ++t) rows[std::size_t(child)].push_back(t);
+  for (std::size_t t = 75; t < 77; ++t) rows[std::size_t(seqs[1])].push_back(t);
+  cache.truncate(seqs[2], 18);  // a rejected speculation: 33 → 18 tokens
+  rows[std::size_t(seqs[2])].resize(18);
+  cache.append(seqs[2], k.cview().seq_slice(80, 3), v.cview().seq_slice(80, 3));
+  for (std::size_t t = 80; t < 83; ++t) rows[std::size_t(seqs[2])].push_back(t);
+
+  const std::vector<std::int32_t> live = {seqs[0], seqs[1], seqs[2], child};
+  std::vector<std::int32_t> used;
+  for (std::int32_t s : live) used.push_back(std::int32_t(cache.length(s)));
+  tensor<float> q(live.size(), Hq, 1, D), out(live.size(), Hq, 1, D);
+  fill_uniform(q, 3);
+  attention_options opt;
+  opt.causal = causal_mode::bottom_right;
+  for (unsigned threads : {1u, 2u}) {
+    opt.threads = threads;
+    attention_varlen(q.cview(), cache.view(live), out.view, varlen_batch{{}, {}, used}, opt);
+    for (std::size_t b = 0; b < live.size(); ++b) {
+      const std::vector<std::size_t>& r = rows[std::size_t(live[b])];
+      ASSERT_EQ(r.size(), cache.length(live[b]));
+      tensor<float> kb(1, Hkv, r.size(), D), vb(1, Hkv, r.size(), D), qb(1, Hq, 1, D), want(1, Hq, 1, D);
+      for (std::size_t h = 0; h < Hkv; ++h)
+        for (std::size_t j = 0; j < r.size(); ++j)
+          for (std::size_t d = 0; d < D; ++d) kb(0, h, j, d) = k(0, h, r[j], d), vb(0, h, j, d) = v(0, h, r[j], d);
+      for (std::size_t h = 0; h < Hq; ++h)
+        for (std::size_t d = 0; d < D; ++d) qb(0, h, 0, d) = q(b, h, 0, d);
+      reference::attention(qb.cview(), kb.cview(), vb.cview(), want.view, opt);
+      error_model m;
+      m.Dk = D, m.Nk = r.size(), m.scale = 1 / std::sqrt(double(D));
+      for (std::size_t h = 0; h < Hq; ++h)
+        for (std::size_t d = 0; d < D; ++d)
+          EXPECT_NEAR(out(b, h, 0, d), want(0, h, 0, d), attention_tolerance<float>(m))
+              << "slot " << live[b] << " head " << h << ", " << threads << " threads";
+    }
+  }
+}
+
 // ---- bad arguments: a clear error, nothing written --------------------------------
 
 struct bad_fixture {

@@ -334,7 +334,9 @@ void run(detail::kernel_calls<T, S, Q, O> calls) {
     bytes = std::max(bytes, scratch_bytes<T, E>(plans[i].tl));
     order[i] = i;
   }
-  std::stable_sort(order, order + n, [&](std::size_t a, std::size_t b) { return calls[a].q.seq() > calls[b].q.seq(); });
+  std::sort(order, order + n, [&](std::size_t a, std::size_t b) {  // not stable_sort: it allocates
+    return calls[a].q.seq() != calls[b].q.seq() ? calls[a].q.seq() > calls[b].q.seq() : a < b;
+  });
   first[0] = 0;
   for (std::size_t i = 0; i < n; ++i) first[i + 1] = first[i] + plans[order[i]].tasks;
   const unsigned workers = detail::resolve_threads(c0.threads, first[n]);
