@@ -10,8 +10,14 @@
 //                                d 128, K/V fp16: layout 0 contiguous (packed one after
 //                                another, cu_seqlens_k), 16 and 128 pages of that many keys
 //                                handed out in a shuffled order (a pool after churn)
+//   BM_dram_read_runs            the bound of a paged step: 400 MiB read as runs of 4 KiB
+//                                (a 16-key page of one kv head, fp16 d 128), 32 KiB (the
+//                                8 heads of such a page, or one head of a 128-key page)
+//                                and 256 KiB (a 128-key page) in a shuffled order, and
+//                                in address order (run 0)
 // Counters: GFLOPs (visible FLOPs, 4·d per query-key pair) per second for prefill;
-// bytes_per_second (K+V bytes, once) for decode, a share of BM_dram_read.
+// bytes_per_second (K+V bytes, once) for decode, a share of BM_dram_read_runs with
+// the runs its layout reads.
 #include <headwise/headwise.hpp>
 
 #include <benchmark/benchmark.h>
@@ -21,6 +27,7 @@
 #include <cstdint>
 #include <numeric>
 #include <random>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -183,6 +190,41 @@ void BM_batched_decode(benchmark::State& state) {
   state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(bytes));
   state.counters["KV_MiB"] = double(bytes) / (1 << 20);
 }
+
+/// Sums every 64-byte line of `bytes` of memory read as runs of `run` bytes in a
+/// shuffled order, on the bench's threads (run 0: 2 MiB runs in address order).
+void BM_dram_read_runs(benchmark::State& state) {
+  const std::size_t bytes = std::size_t(400) << 20, run = state.range(0) ? std::size_t(state.range(0)) : 2 << 20;
+  const auto threads = unsigned(state.range(1));
+  headwise::detail::kv_buffer<float> data(bytes / sizeof(float), 1.0f);
+  std::vector<std::size_t> order(bytes / run);
+  std::iota(order.begin(), order.end(), std::size_t(0));
+  if (state.range(0)) std::shuffle(order.begin(), order.end(), std::mt19937(3));
+  std::vector<float> sums(threads * 16);
+  for (auto _ : state) {
+    std::vector<std::thread> others;
+    auto part = [&](unsigned t) {
+      float acc[16] = {};
+      for (std::size_t i = t; i < order.size(); i += threads) {
+        const float* x = data.data() + order[i] * (run / sizeof(float));
+        for (std::size_t e = 0; e < run / sizeof(float); e += 16)
+          for (std::size_t l = 0; l < 16; ++l) acc[l] += x[e + l];
+      }
+      std::copy(acc, acc + 16, sums.begin() + t * 16);
+    };
+    for (unsigned t = 1; t < threads; ++t) others.emplace_back(part, t);
+    part(0);
+    for (std::thread& th : others) th.join();
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(bytes));
+}
+BENCHMARK(BM_dram_read_runs)
+    ->ArgNames({"run", "threads"})
+    ->ArgsProduct({{0, 4096, 32768, 262144}, {1, 2}})
+    ->Repetitions(3)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 void prefill_threads(benchmark::internal::Benchmark* b) {
   b->ArgNames({"threads"})->Args({1})->Args({2})->UseRealTime()->Unit(benchmark::kMillisecond);

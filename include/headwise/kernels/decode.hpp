@@ -30,6 +30,13 @@
 // Bytes per step ≈ B·Hkv·Nk_visible·(Dk + Dv)·sizeof(S) + 2·B·Hq·Nq·chunks·(Dv+1)·sizeof(T):
 // the partials are 0.4% of the K/V bytes at the shape above. Measured (Zen 4, one
 // thread, KV 32768, key blocks): fp32 steps at 91% of the DRAM read bandwidth.
+// K/V in pages (paged_view.hpp; attention_varlen) are read in place: a block is the
+// largest power of two dividing the page, so none crosses one, and a task takes a
+// chunk of all kv heads (up to 32 rows) and reads each page head by head, front to
+// back (chunk_partial_wide). Measured (Zen 4, 16 sequences of 128–32768 keys, fp16,
+// pages shuffled in the pool): 0.82× the contiguous step with 128-key pages, 0.55×
+// with 16-key ones, where a bare read of 32 KiB runs in random order runs at 0.57× a
+// sequential one (serving_bench.cpp's BM_dram_read_runs).
 // Scratch (workspace.hpp): per worker the sweep's q rows and scores (at most 32 rows ×
 // 1024 keys, 128 KiB, in L2); shared the partials and the chunk list.
 // Why each choice, with the measurements and the alternatives that lost:
