@@ -205,7 +205,8 @@ void BM_dram_read_runs(benchmark::State& state) {
     std::vector<std::thread> others;
     auto part = [&](unsigned t) {
       float acc[16] = {};
-      for (std::size_t i = t; i < order.size(); i += threads) {
+      const std::size_t n = order.size();  // thread t: the t-th slice of the order
+      for (std::size_t i = n * t / threads; i < n * (t + 1) / threads; ++i) {
         const float* x = data.data() + order[i] * (run / sizeof(float));
         for (std::size_t e = 0; e < run / sizeof(float); e += 16)
           for (std::size_t l = 0; l < 16; ++l) acc[l] += x[e + l];
