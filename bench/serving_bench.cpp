@@ -15,7 +15,7 @@
 //                                8 heads of such a page, or one head of a 128-key page)
 //                                and 256 KiB (a 128-key page) in a shuffled order, and
 //                                in address order (run 0)
-// Counters: GFLOPs (visible FLOPs, 4·d per query-key pair) per second for prefill;
+// Counters: FLOPS (visible FLOPs, 4·d per query-key pair, per second) for prefill;
 // bytes_per_second (K+V bytes, once) for decode, a share of BM_dram_read_runs with
 // the runs its layout reads.
 #include <headwise/headwise.hpp>
@@ -84,7 +84,7 @@ void BM_varlen_prefill(benchmark::State& state) {
                                p.view(p.out.data(), pf_hq, 0, p.total), batch, opt);
     benchmark::ClobberMemory();
   }
-  state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_varlen_prefill_separate(benchmark::State& state) {
@@ -100,7 +100,7 @@ void BM_varlen_prefill_separate(benchmark::State& state) {
     }
     benchmark::ClobberMemory();
   }
-  state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_varlen_prefill_one_prompt(benchmark::State& state) {
@@ -113,8 +113,7 @@ void BM_varlen_prefill_one_prompt(benchmark::State& state) {
                         opt);
     benchmark::ClobberMemory();
   }
-  state.counters["GFLOPs"] =
-      benchmark::Counter(causal_flops(p.total) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["FLOPS"] = benchmark::Counter(causal_flops(p.total), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // ---- batched decode ------------------------------------------------------------
