@@ -68,14 +68,15 @@ tensor_view<T> query_rows(const tensor_view<T>& t, const varlen_batch& batch, st
 /// workspace's call buffer, and runs them. keys_of(b, nk) gives sequence b's
 /// key_view and value_view.
 template <class TQ, class S, class TO, class KeysOf>
-void run_varlen(const tensor_view<TQ>& q, const tensor_view<TO>& out, const varlen_batch& batch,
-                std::size_t B, const varlen_lengths& lengths, std::size_t kv_heads, KeysOf&& keys_of,
-                const attention_options& opt) {
+void run_varlen(const tensor_view<TQ>& q, const tensor_view<TO>& out, const varlen_lengths& lengths,
+                std::size_t kv_heads, KeysOf&& keys_of, const attention_options& opt) {
   using Q = std::remove_const_t<TQ>;
   using T = compute_type<Q>;
   using call_t = kernel_call<T, S, Q, TO>;
   static_assert(std::is_trivially_destructible_v<call_t> && std::is_trivially_destructible_v<score_rules<T>>);
   workspace& ws = opt.scratch ? *opt.scratch : thread_workspace();
+  const varlen_batch& batch = lengths.lens;
+  const std::size_t B = lengths.batch;
   const std::size_t group = q.heads() / kv_heads;
   std::size_t n = 0, decodes = 0;
   for (std::size_t b = 0; b < B; ++b) {
@@ -114,7 +115,7 @@ void attention_varlen(const tensor_view<TQ>& q, const tensor_view<TK>& k, const 
   using S = std::remove_const_t<TV>;
   const detail::varlen_lengths lengths = detail::check_varlen("attention_varlen", q, k, v, out, batch, opt);
   const tensor_view<const S> ks(k), vs(v);
-  detail::run_varlen<TQ, S>(q, out, batch, lengths.batch, lengths, k.heads(),
+  detail::run_varlen<TQ, S>(q, out, lengths, k.heads(),
                             [&](std::size_t b, std::size_t nk) {
                               if (batch.cu_seqlens_k.empty())
                                 return std::pair{key_view<const S>(detail::batch_entry(ks, b, nk)),
@@ -133,7 +134,7 @@ void attention_varlen(const tensor_view<TQ>& q, const paged_kv_view<TS>& kv, con
   using S = std::remove_const_t<TS>;
   const detail::varlen_lengths lengths = detail::check_varlen_paged("attention_varlen", q, kv, out, batch, opt);
   const tensor_view<const S> kp(kv.k_pages), vp(kv.v_pages);
-  detail::run_varlen<TQ, S>(q, out, batch, lengths.batch, lengths, kv.heads(),
+  detail::run_varlen<TQ, S>(q, out, lengths, kv.heads(),
                             [&](std::size_t b, std::size_t nk) {
                               const std::int32_t* table = kv.pages_of(b);
                               return std::pair{key_view<const S>(paged_rows_view<const S>(kp, table, 1, 0, nk)),

@@ -107,8 +107,8 @@ void check_varlen_aliasing(const char* where, score_extents& e, extent ek, exten
                            const varlen_batch& batch, span<const std::int32_t> table,
                            span<const std::int32_t> seq_ids) {
   e.k = ek;
-  check_value_rules(where, e, {ev, check_view(where, "out", out)}, out);
   const extent eo = check_view(where, "out", out);
+  check_value_rules(where, e, {ev, eo}, out);
   for (const auto& [s, name] :
        {std::pair{batch.cu_seqlens_q, "batch.cu_seqlens_q"}, std::pair{batch.cu_seqlens_k, "batch.cu_seqlens_k"},
         std::pair{batch.seqused_k, "batch.seqused_k"}, std::pair{table, "the block table"},
