@@ -9,6 +9,7 @@
 #include "headwise/tensor.hpp"
 #include "headwise/options.hpp"
 #include "headwise/storage.hpp"
+#include "headwise/quantize.hpp"
 #include "headwise/reference.hpp"
 #include "headwise/attention.hpp"
 #include "headwise/backward.hpp"

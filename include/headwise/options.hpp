@@ -126,6 +126,12 @@ struct attention_options {
   /// Optional output: natural-log LSE per query row, [B, Hq, Nq, 1]. Unset = none.
   tensor_view<float> lse;
 
+  /// int8 K/V only (quantize.hpp): the fp32 dequantization scale of each (token, kv
+  /// head), [B, Hkv, Nk, 1]; key s of head h is k_scale(b, h, s, 0) · k(b, h, s, ·).
+  /// Required with int8 K/V, an error with any other storage.
+  tensor_view<const float> k_scale;
+  tensor_view<const float> v_scale;
+
   /// Worker threads; 0 = std::thread::hardware_concurrency().
   unsigned threads = 0;
 

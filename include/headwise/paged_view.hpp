@@ -36,6 +36,10 @@ struct paged_kv_view {
   span<const std::int32_t> block_table;   ///< [rows][pages_per_seq], row-major
   std::size_t pages_per_seq = 0;          ///< the table's row length
   span<const std::int32_t> seq_ids;       ///< batch entry b reads table row seq_ids[b]; empty = row b
+  /// int8 K/V only (quantize.hpp): each row's fp32 scale, [num_pages, Hkv, page_size, 1],
+  /// paged as the rows are. Unset for any other storage.
+  tensor_view<const float> k_scale_pages;
+  tensor_view<const float> v_scale_pages;
 
   std::size_t page_size() const noexcept { return k_pages.seq(); }
   std::size_t heads() const noexcept { return k_pages.heads(); }

@@ -125,6 +125,10 @@ static_assert(sizeof(bfloat16) == 2 && std::is_trivially_copyable_v<bfloat16> &&
 template <class T>
 inline constexpr bool is_storage_16 = std::is_same_v<T, half> || std::is_same_v<T, bfloat16>;
 
+/// True for int8 K/V storage (quantize.hpp): std::int8_t with one fp32 scale per row.
+template <class T>
+inline constexpr bool is_storage_int8 = std::is_same_v<T, std::int8_t>;
+
 namespace detail {
 
 /// x as element type E: to a 16-bit type through float (one rounding, to nearest
