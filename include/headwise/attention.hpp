@@ -4,8 +4,9 @@
 //   q [B, Hq, Nq, Dk]  k [B, Hkv, Nk, Dk]  v [B, Hkv, Nk, Dv]  out [B, Hq, Nq, Dv]
 //   k: a tensor_view (rows), a key_blocks_view or a key_view (key_view.hpp); every
 //   kernel reads either layout in place.
-//   Types: q/out float (K/V float, half or bfloat16) or double; or q/K/V all half or
-//   all bfloat16 with out of that type or float, computed in float.
+//   Types: q/out float (K/V float, half, bfloat16 or std::int8_t with
+//   options.k_scale/v_scale: quantize.hpp) or double; or q/K/V all half or all
+//   bfloat16 with out of that type or float, computed in float.
 //
 // Flow: validate every argument (nothing is written before this passes) →
 // resolve options into score_rules → choose a kernel (runs_decode below) and a SIMD
@@ -38,8 +39,8 @@ namespace headwise {
 namespace detail {
 
 /// Whether attention() takes these element types: q float or double (the compute
-/// type) with out the same, k and v one storage type: q's, or half/bfloat16 when q is
-/// float; or q, k and v one 16-bit type with out of that type or float (computed in
+/// type) with out the same, k and v one storage type: q's, or half/bfloat16/int8 when
+/// q is float; or q, k and v one 16-bit type with out of that type or float (computed in
 /// float, the softmax and the sums in float).
 template <class TQ, class TK, class TV, class TO>
 inline constexpr bool attention_types_ok = [] {
@@ -48,7 +49,7 @@ inline constexpr bool attention_types_ok = [] {
   if (!std::is_same_v<S, std::remove_const_t<TV>> || std::is_const_v<TO>) return false;
   if (is_storage_16<Q>) return std::is_same_v<S, Q> && (std::is_same_v<TO, Q> || std::is_same_v<TO, float>);
   return (std::is_same_v<Q, float> || std::is_same_v<Q, double>) && std::is_same_v<TO, Q> &&
-         (std::is_same_v<S, Q> || (std::is_same_v<Q, float> && is_storage_16<S>));
+         (std::is_same_v<S, Q> || (std::is_same_v<Q, float> && (is_storage_16<S> || is_storage_int8<S>)));
 }();
 
 /// attention_types_ok as one static_assert per rule, so the error names the rule
@@ -68,8 +69,8 @@ constexpr void check_attention_types() {
     static_assert(std::is_same_v<TO, Q> || std::is_same_v<TO, float>, "with 16-bit q, out must hold q's type or float");
   } else {
     static_assert(std::is_same_v<TO, Q>, "out must be a mutable view of q's element type");
-    static_assert(std::is_same_v<S, Q> || (std::is_same_v<Q, float> && is_storage_16<S>),
-                  "k/v must hold q's type, or half/bfloat16 when q is float");
+    static_assert(std::is_same_v<S, Q> || (std::is_same_v<Q, float> && (is_storage_16<S> || is_storage_int8<S>)),
+                  "k/v must hold q's type, or half/bfloat16/std::int8_t when q is float");
   }
 }
 
@@ -130,8 +131,9 @@ void attention(const tensor_view<TQ>& q, const K& k, const tensor_view<TV>& v, c
   detail::check_attention("attention", q, keys, v, out, opt);
   if (q.batch() == 0 || q.seq() == 0) return;
   const detail::score_rules<T> rules(opt, q.seq(), keys.seq(), q.dim());
-  const detail::kernel_call<T, S, Q, TO> call{q, keys, v, out, opt.lse, rules, opt.threads,
-                                              opt.scratch ? *opt.scratch : detail::thread_workspace()};
+  const detail::kernel_call<T, S, Q, TO> call{q,           keys,     v,         out,        opt.lse, rules,
+                                              opt.threads, opt.scratch ? *opt.scratch : detail::thread_workspace(),
+                                              opt.k_scale, opt.v_scale};
   detail::run_kernels(detail::kernel_calls<T, S, Q, TO>(&call, 1), detail::runs_decode(opt, q.seq(), call.group()),
                       opt);
 }

@@ -43,6 +43,7 @@
 #include "headwise/detail/checks_views.hpp"
 #include "headwise/isa.hpp"
 #include "headwise/options.hpp"
+#include "headwise/storage.hpp"
 #include "headwise/key_view.hpp"
 #include "headwise/tensor.hpp"
 
@@ -51,8 +52,24 @@ namespace headwise::detail {
 /// Memory a call reads (q, k, masks, per-head parameters) and the LSE it writes,
 /// for alias checks.
 struct score_extents {
-  extent q, k, additive, boolean, alibi_slopes, head_scale, lse;
+  extent q, k, additive, boolean, alibi_slopes, head_scale, lse, k_scale, v_scale;
 };
+
+/// options.k_scale or v_scale against int8 storage: required, [B, Hkv, Nk, 1], when
+/// the storage is int8; unset otherwise. Returns its extent.
+template <class S>
+extent check_kv_scale(const char* where, const char* name, const tensor_view<const float>& scale, std::size_t B,
+                      std::size_t Hkv, std::size_t Nk) {
+  if constexpr (!is_storage_int8<std::remove_const_t<S>>) {
+    if (scale.is_set()) fail(where, name, " is for int8 K/V only; leave it unset");
+    return {};
+  } else {
+    if (!scale.is_set()) fail(where, "int8 K/V need ", name, ": one fp32 scale per (token, kv head), [B, Hkv, Nk, 1]");
+    const extent e = check_view(where, name, scale);
+    check_broadcast(where, name, scale, B, Hkv, Nk, 1, false, kv_scale_axes);
+    return e;
+  }
+}
 
 /// An option of enum type E must hold one of its values first..last: a cast integer
 /// (causal_mode(220)) is an error, not a mode.
@@ -127,6 +144,7 @@ void check_score_rules(const char* where, const tensor_view<TQ>& q, const K& k,
     check_broadcast(where, "options.lse", opt.lse, B, Hq, Nq, 1, false, lse_axes);
     check_no_self_overlap(where, "options.lse", opt.lse);
   }
+  e.k_scale = check_kv_scale<typename K::element_type>(where, "options.k_scale", opt.k_scale, B, k.heads(), Nk);
 }
 
 /// The rules of options.hpp that concern the scores: q and k shapes, every
@@ -365,7 +383,9 @@ void check_value_rules(const char* where, const score_extents& e, const std::pai
                                                    {e.additive, "options.additive_mask"},
                                                    {e.boolean, "options.boolean_mask"},
                                                    {e.alibi_slopes, "options.alibi_slopes"},
-                                                   {e.head_scale, "options.head_scale"}};
+                                                   {e.head_scale, "options.head_scale"},
+                                                   {e.k_scale, "options.k_scale"},
+                                                   {e.v_scale, "options.v_scale"}};
   for (const auto& [output, output_name] : {std::pair{eo, "out"}, std::pair{e.lse, "options.lse"}})
     for (const auto& [in, name] : inputs)
       if (output.overlaps(in))
@@ -401,6 +421,7 @@ void check_attention(const char* where, const tensor_view<TQ>& q, const K& k,
   expect_equal(where, "k.dim() must equal q.dim() (Dk)", q.dim(), k.dim());
   expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
   check_score_rules(where, q, k, opt, e);
+  e.v_scale = check_kv_scale<TV>(where, "options.v_scale", opt.v_scale, v.batch(), v.heads(), v.seq());
   check_value_rules(where, e, value_extents, out);
   check_isa_available(where, opt.isa);  // empty calls too: attention() returns before its kernel
 }

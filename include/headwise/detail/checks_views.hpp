@@ -173,6 +173,7 @@ struct axis_names {
 
 inline constexpr axis_names mask_axes{"B", "Hq", "Nq", "Nk"};
 inline constexpr axis_names lse_axes{"B", "Hq", "Nq", nullptr};
+inline constexpr axis_names kv_scale_axes{"B", "Hkv", "Nk", nullptr};
 
 /// A view must be [batch, heads, rows, cols]; with allow_broadcast its batch and
 /// heads may also be 1 (masks: [B or 1, Hq or 1, Nq, Nk]; LSE: [B, Hq, Nq, 1]).

@@ -19,9 +19,11 @@
 
 namespace headwise::detail {
 
-/// T: the compute type; S: K/V storage (T, or half/bfloat16 under float); Q: q's
-/// type (T, or S when S is 16-bit); O: out's (T, or Q when Q is 16-bit). Kernels
+/// T: the compute type; S: K/V storage (T, or half/bfloat16/int8 under float); Q:
+/// q's type (T, or S when S is 16-bit); O: out's (T, or Q when Q is 16-bit). Kernels
 /// widen q rows on load and narrow output rows on store (simd/convert.hpp, narrow).
+/// int8 K/V come with k_scale and v_scale (one fp32 per key, dim 1, laid out as the
+/// rows are); every other storage leaves them unset.
 template <class T, class S, class Q = T, class O = T>
 struct kernel_call {
   tensor_view<const Q> q;    // [B, Hq, Nq, Dk]
@@ -32,6 +34,8 @@ struct kernel_call {
   const score_rules<T>& rules;
   unsigned threads;          // as the caller asked (0 = hardware)
   workspace& scratch;
+  value_view<const float> k_scale = {};  // [B, Hkv, Nk, 1], int8 K only
+  value_view<const float> v_scale = {};  // [B, Hkv, Nk, 1], int8 V only
 
   std::size_t group() const noexcept { return q.heads() / k.heads(); }
 };

@@ -1,7 +1,7 @@
 // headwise/kernels/decode.hpp — split-KV decode: few query rows against a long KV cache.
 //
-//   q [B, Hq, Nq, Dk] (float|double)  k [B, Hkv, Nk, Dk] (rows or key blocks)
-//   v [B, Hkv, Nk, Dv] (S = T, half, bfloat16)  out [B, Hq, Nq, Dv]  lse [B, Hq, Nq, 1]
+//   q [B, Hq, Nq, Dk] (float|double)  k [B, Hkv, Nk, Dk] (rows, key blocks or pages)
+//   v [B, Hkv, Nk, Dv] (S = T, half, bfloat16, int8)  out [B, Hq, Nq, Dv]  lse [B, Hq, Nq, 1]
 //
 // A decode step does ~2 FLOPs per byte of K/V it streams from DRAM (Hq 32, Hkv 8, d 128,
 // Nk 32768: 256 MiB of fp32 K/V against 537 MFLOP), so it is bound by memory and by
@@ -115,13 +115,16 @@ struct sweep_scratch {
   T *qs = nullptr, *s = nullptr;
   char* visible = nullptr;
   std::uint32_t *q_pairs = nullptr, *p_pairs = nullptr;
+  T *k_scale = nullptr, *v_scale = nullptr;  // int8 K/V: the chunk's scales of one kv head
   sweep_scratch() = default;
-  sweep_scratch(detail::scratch_carver& c, const call_plan<T>& p, std::size_t lds, bool pairs)
+  sweep_scratch(detail::scratch_carver& c, const call_plan<T>& p, std::size_t lds, bool pairs, bool int8)
       : qs(c.take<T>(p.pass_rows * p.Dk)),
         s(c.take<T>(p.pass_rows * lds)),
         visible(c.take<char>(p.blocks)),
         q_pairs(c.take<std::uint32_t>(pairs ? p.pass_rows * q_pair_words(p.Dk) : 0)),
-        p_pairs(c.take<std::uint32_t>(pairs ? p.pass_rows * lds / 2 : 0)) {}
+        p_pairs(c.take<std::uint32_t>(pairs ? p.pass_rows * lds / 2 : 0)),
+        k_scale(c.take<T>(int8 ? chunk_keys : 0)),
+        v_scale(c.take<T>(int8 ? chunk_keys : 0)) {}
 
   /// The same scratch seen from sweep row a on (one kv head's rows of a wide task);
   /// `visible` is shared.
@@ -324,17 +327,26 @@ void score_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, s
 }
 
 /// Step 3: masks, then one softmax step per row over the whole chunk; the scores
-/// become probabilities (with pair tiles also rounded to bf16 pairs for P·V).
+/// become probabilities (with pair tiles also rounded to bf16 pairs for P·V). int8
+/// K/V: each score is first multiplied by its key's K scale, and each probability,
+/// after the softmax sums took it, by its V scale, so P·V sums p·scale·v_int.
 template <class P, bool Pairs, class T, class S, class Q, class O>
 void softmax_chunk(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, const chunk_task<S>& t,
                    const std::size_t* rows, std::size_t A, sweep_scratch<T>& w, softmax_row<T>* state) {
   constexpr std::size_t W = simd::ops<P>::width;
   const std::size_t Nq = c.q.seq(), npad = detail::round_up(t.n, Pairs ? 2 * W : W);
   const bool elementwise = c.rules.has_elementwise();
+  if constexpr (is_storage_int8<S>)
+    for (std::size_t j = 0; j < t.n; ++j) {
+      w.k_scale[j] = T(c.k_scale(t.b, t.hk, std::size_t(t.begin) + j, 0));
+      w.v_scale[j] = T(c.v_scale(t.b, t.hk, std::size_t(t.begin) + j, 0));
+    }
   for (std::size_t a = 0; a < A; ++a) {
     const std::size_t g = rows[a], h = t.hk * p.group + g / Nq;
     const auto i = std::int64_t(g % Nq);
     T* s_row = w.s + a * score_stride<P>;
+    if constexpr (is_storage_int8<S>)
+      for (std::size_t j = 0; j < t.n; ++j) s_row[j] *= w.k_scale[j];
     if (elementwise) {
       c.rules.apply_elementwise(t.b, h, i, t.begin, t.n, s_row);
       softmax_row<T>::to_log2(s_row, t.n);
@@ -343,6 +355,8 @@ void softmax_chunk(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>&
     std::fill(s_row + t.n, s_row + npad, -std::numeric_limits<T>::infinity());
     state[a] = softmax_row<T>{};
     state[a].template absorb<P>(s_row, npad);
+    if constexpr (is_storage_int8<S>)
+      for (std::size_t j = 0; j < t.n; ++j) s_row[j] *= w.v_scale[j];
 #if HEADWISE_PATH_AVX512_BF16
     if constexpr (Pairs) bf16::round_row(s_row, npad, w.p_pairs + a * score_stride<P> / 2);
 #endif
@@ -529,7 +543,7 @@ void run(detail::kernel_calls<T, S, Q, O> calls) {
     first[i + 1] = first[i] + task_heads * plans[i].chunks;
     first_merge[i + 1] = first_merge[i] + kv_rows;
     detail::scratch_carver w;
-    sweep_scratch<T>(w, plans[i], score_stride<P>, pairs);
+    sweep_scratch<T>(w, plans[i], score_stride<P>, pairs, is_storage_int8<S>);
     bytes = std::max(bytes, w.bytes());
   }
   auto call_of = [n](const std::size_t* offsets, std::size_t task) {
@@ -540,7 +554,7 @@ void run(detail::kernel_calls<T, S, Q, O> calls) {
   detail::parallel_for(first[n], workers, [&](std::size_t task, unsigned worker) {
     const std::size_t i = call_of(first, task);
     detail::scratch_carver carver(detail::workspace_access::worker(c0.scratch, worker));
-    sweep_scratch<T> w(carver, plans[i], score_stride<P>, pairs);
+    sweep_scratch<T> w(carver, plans[i], score_stride<P>, pairs, is_storage_int8<S>);
     if (plans[i].blocked)
       chunk_partial<P, true, false>(calls[i], plans[i], task - first[i], w);
     else if (plans[i].wide_heads)

@@ -150,10 +150,12 @@ std::size_t load_rows(const detail::kernel_call<T, S, Q, O>& c, const tiling& tl
 
 /// Pass 2 for one key tile [j0, j0 + n): which rows see which of its keys (w.extent),
 /// then packing and the micro-tiles. Returns at once if no row sees a key.
-template <class P, class T, class S, class E>
-void key_tile(const key_view<const S>& k, const value_view<const S>& v, const detail::score_rules<T>& rules,
-              const tiling& tl, const task_rows& t, std::int64_t j0, std::size_t n, [[maybe_unused]] T q_scale,
-              scratch<T, E>& w) {
+template <class P, class T, class S, class Q, class O, class E>
+void key_tile(const detail::kernel_call<T, S, Q, O>& c, const tiling& tl, const task_rows& t, std::int64_t j0,
+              std::size_t n, [[maybe_unused]] T q_scale, scratch<T, E>& w) {
+  const key_view<const S>& k = c.k;
+  const value_view<const S>& v = c.v;
+  const detail::score_rules<T>& rules = c.rules;
   [[maybe_unused]] constexpr bool pairs = !std::is_same_v<E, T>;  // bf16 pairs on vdpbf16ps
   constexpr std::size_t MR = tile_rows;
   const detail::key_range tile{j0, j0 + std::int64_t(n)};
@@ -174,8 +176,8 @@ void key_tile(const key_view<const S>& k, const value_view<const S>& v, const de
   if constexpr (!pairs)
 #endif
   {
-    pack_k_panels<P>(k, t.b, t.hk, std::size_t(j0), n, detail::round_up(n, tl.kb), tl.kb, w.k, w.tmp);
-    pack_v_rows<P>(v, t.b, t.hk, std::size_t(j0), n, tl.dv_pad, w.v);
+    pack_k_panels<P>(k, t.b, t.hk, std::size_t(j0), n, detail::round_up(n, tl.kb), tl.kb, w.k, w.tmp, c.k_scale);
+    pack_v_rows<P>(v, t.b, t.hk, std::size_t(j0), n, tl.dv_pad, w.v, c.v_scale);
   }
 
   const bool elementwise = rules.has_elementwise();
@@ -302,8 +304,7 @@ void run_task(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>& p, s
   if (load_rows(c, tl, t, h_begin, h_end, p.q_scale, w) == 0) return;
   const detail::key_range hull = c.rules.tile_hull(std::int64_t(t.i0), std::int64_t(t.i1));
   for (std::int64_t j0 = hull.begin; j0 < hull.end; j0 += std::int64_t(tl.bc))
-    key_tile<P>(c.k, c.v, c.rules, tl, t, j0, std::size_t(std::min<std::int64_t>(std::int64_t(tl.bc), hull.end - j0)),
-                p.q_scale, w);
+    key_tile<P>(c, tl, t, j0, std::size_t(std::min<std::int64_t>(std::int64_t(tl.bc), hull.end - j0)), p.q_scale, w);
   store_rows<P>(c, tl, t, w);
 }
 

@@ -29,7 +29,8 @@
 // tile), so transposing it once into contiguous KB-wide panels turns every read
 // into a streaming vector load; V rows are copied into a dense buffer for the
 // same reason. Packing is where the storage type S is converted to the
-// compute type (convert_row: vector widening of half/bfloat16 via simd/convert.hpp).
+// compute type (convert_row: vector widening of half/bfloat16/int8 via
+// simd/convert.hpp, int8 rows times their scale).
 #ifndef HEADWISE_ISA_NS
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
 #endif
@@ -44,11 +45,17 @@ inline constexpr std::size_t tile_vectors = 2;  // NR: packs per micro-tile row
 /// dst[n..n_pad): W at a time with the widening loads of simd/convert.hpp (F16C
 /// for half); for same-type rows one masked tail load writes the tail and the
 /// padding together when the padding has room for a whole pack.
+/// An int8 row (quantize.hpp) is also multiplied by its scale: dequantized here, once.
 template <class P, class T, class S>
-void convert_row(const S* src, std::size_t n, std::size_t n_pad, T* dst) {
+void convert_row(const S* src, std::size_t n, std::size_t n_pad, T* dst, [[maybe_unused]] T scale = T(1)) {
   using O = simd::ops<P>;
   constexpr std::size_t W = O::width;
   std::size_t i = 0;
+  if constexpr (is_storage_int8<S>) {
+    const P sv(scale);
+    for (; i + W <= n; i += W) O::store(dst + i, simd::load_as<P>(src + i) * sv);
+    for (; i < n; ++i) dst[i] = simd::widen<T>(src[i]) * scale;
+  }
   for (; i + W <= n; i += W) O::store(dst + i, simd::load_as<P>(src + i));
   if constexpr (std::is_same_v<S, T>) {
     if (i < n && i + W <= n_pad) {
@@ -60,19 +67,30 @@ void convert_row(const S* src, std::size_t n, std::size_t n_pad, T* dst) {
   for (; i < n_pad; ++i) dst[i] = T(0);
 }
 
+/// The scale of row j of (b, hk) in an int8 call's scale view; 1 for other storage.
+template <class T, class S>
+HEADWISE_ALWAYS_INLINE T row_scale(const value_view<const float>& scale, std::size_t b, std::size_t hk,
+                                   std::size_t j) {
+  if constexpr (is_storage_int8<S>)
+    return T(scale(b, hk, j, 0));
+  else
+    return T(1);
+}
+
 /// K rows [j0, j0 + n) of (b, hk) → panels of kb keys: dst[p][d][c] = k[j0 + p·kb + c][d];
 /// keys n..n_pad are zero. Rows are converted W at a time into tmp (W·Dk
 /// elements), then moved by W×W register transposes (simd/transpose.hpp).
 template <class P, class T, class Rows>
 void pack_k_panels(const Rows& k, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n, std::size_t n_pad,
-                   std::size_t kb, T* dst, T* tmp) {
+                   std::size_t kb, T* dst, T* tmp, const value_view<const float>& scale = {}) {
+  using S = typename Rows::value_type;
   constexpr std::size_t W = simd::ops<P>::width;
   const std::size_t dk = k.dim();
   for (std::size_t c0 = 0; c0 < n_pad; c0 += W) {
     for (std::size_t r = 0; r < W; ++r) {
       T* row = tmp + r * dk;
       if (c0 + r < n)
-        convert_row<P>(k.row(b, hk, j0 + c0 + r), dk, dk, row);
+        convert_row<P>(k.row(b, hk, j0 + c0 + r), dk, dk, row, row_scale<T, S>(scale, b, hk, j0 + c0 + r));
       else
         std::fill(row, row + dk, T(0));
     }
@@ -90,7 +108,7 @@ void pack_k_panels(const Rows& k, std::size_t b, std::size_t hk, std::size_t j0,
 /// element by element.
 template <class P, class T, class S>
 void pack_k_panels(const key_blocks_view<const S>& k, std::size_t b, std::size_t hk, std::size_t j0,
-                   std::size_t n, std::size_t n_pad, std::size_t kb, T* dst) {
+                   std::size_t n, std::size_t n_pad, std::size_t kb, T* dst, const value_view<const float>& scale) {
   using O = simd::ops<P>;
   constexpr std::size_t W = O::width, KB = key_block_keys;
   const std::size_t dk = k.dim();
@@ -98,31 +116,42 @@ void pack_k_panels(const key_blocks_view<const S>& k, std::size_t b, std::size_t
     T* panel = dst + (c0 / kb) * dk * kb + c0 % kb;
     const std::size_t j = j0 + c0, lane = j % KB;
     const S* block = k.block(b, hk, j / KB) + lane;
+    alignas(64) T scales[W];  // each key's (int8), else ones
+    for (std::size_t r = 0; r < W; ++r) scales[r] = c0 + r < n ? row_scale<T, S>(scale, b, hk, j + r) : T(0);
     if (c0 + W <= n && lane + W <= KB) {
-      for (std::size_t d = 0; d < dk; ++d) O::store(panel + d * kb, simd::load_as<P>(block + d * KB));
+      if constexpr (is_storage_int8<S>) {
+        const P sv = O::load(scales);
+        for (std::size_t d = 0; d < dk; ++d) O::store(panel + d * kb, simd::load_as<P>(block + d * KB) * sv);
+      } else {
+        for (std::size_t d = 0; d < dk; ++d) O::store(panel + d * kb, simd::load_as<P>(block + d * KB));
+      }
       continue;
     }
     for (std::size_t d = 0; d < dk; ++d)
       for (std::size_t r = 0; r < W; ++r)
-        panel[d * kb + r] = c0 + r < n ? simd::widen<T>(k(b, hk, j + r, d)) : T(0);
+        panel[d * kb + r] = c0 + r < n ? simd::widen<T>(k(b, hk, j + r, d)) * scales[r] : T(0);
   }
 }
 
 /// K keys [j0, j0 + n) in either layout → panels (above).
+/// scale: each key's, for int8 K (unset otherwise).
 template <class P, class T, class S>
 void pack_k_panels(const key_view<const S>& k, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n,
-                   std::size_t n_pad, std::size_t kb, T* dst, T* tmp) {
-  if (k.blocked()) return pack_k_panels<P>(k.blocks(), b, hk, j0, n, n_pad, kb, dst);
-  if (k.paged()) return pack_k_panels<P>(k.pages(), b, hk, j0, n, n_pad, kb, dst, tmp);
-  pack_k_panels<P>(k.rows(), b, hk, j0, n, n_pad, kb, dst, tmp);
+                   std::size_t n_pad, std::size_t kb, T* dst, T* tmp, const value_view<const float>& scale = {}) {
+  if (k.blocked()) return pack_k_panels<P>(k.blocks(), b, hk, j0, n, n_pad, kb, dst, scale);
+  if (k.paged()) return pack_k_panels<P>(k.pages(), b, hk, j0, n, n_pad, kb, dst, tmp, scale);
+  pack_k_panels<P>(k.rows(), b, hk, j0, n, n_pad, kb, dst, tmp, scale);
 }
 
-/// V rows [j0, j0 + n) of (b, hk) → dst[c][0..dv_pad), zero past Dv.
+/// V rows [j0, j0 + n) of (b, hk) → dst[c][0..dv_pad), zero past Dv; int8 rows times
+/// their scale.
 template <class P, class T, class Rows>  // tensor_view or value_view
 void pack_v_rows(const Rows& v, std::size_t b, std::size_t hk, std::size_t j0, std::size_t n,
-                 std::size_t dv_pad, T* dst) {
+                 std::size_t dv_pad, T* dst, const value_view<const float>& scale = {}) {
+  using S = typename Rows::value_type;
   const std::size_t dv = v.dim();
-  for (std::size_t c = 0; c < n; ++c) convert_row<P>(v.row(b, hk, j0 + c), dv, dv_pad, dst + c * dv_pad);
+  for (std::size_t c = 0; c < n; ++c)
+    convert_row<P>(v.row(b, hk, j0 + c), dv, dv_pad, dst + c * dv_pad, row_scale<T, S>(scale, b, hk, j0 + c));
 }
 
 /// s[r][0..n_pad) = Σ_d q[r][d] · K[d][·] for MR query rows (row stride q_stride >= dk)

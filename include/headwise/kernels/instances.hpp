@@ -9,7 +9,7 @@
 // translation units: the baseline vector and scalar instances together took ~110 s
 // under ASan, twice any other path.
 //
-// The set: q/out float with K/V float, half or bfloat16; q/K/V half or bfloat16 with
+// The set: q/out float with K/V float, half, bfloat16 or int8; q/K/V half or bfloat16 with
 // out of that type or float; double with double (K in rows or key blocks: the kernels
 // take either through key_view); the path's
 // vector, and on the baseline path the 1-wide scalar build (force_scalar); the
@@ -43,6 +43,7 @@
   HEADWISE_KERNEL_INSTANCES(F, float, float, float, float)          \
   HEADWISE_KERNEL_INSTANCES(F, float, half, float, float)           \
   HEADWISE_KERNEL_INSTANCES(F, float, bfloat16, float, float)       \
+  HEADWISE_KERNEL_INSTANCES(F, float, std::int8_t, float, float)    \
   HEADWISE_KERNEL_INSTANCES(F, float, half, half, half)             \
   HEADWISE_KERNEL_INSTANCES(F, float, half, half, float)            \
   HEADWISE_KERNEL_INSTANCES(F, float, bfloat16, bfloat16, bfloat16) \

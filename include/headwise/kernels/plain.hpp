@@ -46,18 +46,29 @@ T dot_key(const Q* q_row, const S* k_row, std::size_t Dk, std::ptrdiff_t stride)
   return dot;
 }
 
+/// q_row · key j of (b, hk): dot_key, times the key's scale when K is int8 (k_scale,
+/// quantize.hpp; unset for other storage).
+template <class T, class Q, class S>
+T key_dot(const Q* q_row, const key_view<const S>& k, const value_view<const float>& k_scale, std::size_t b,
+          std::size_t hk, std::size_t j) {
+  const T dot = dot_key<T>(q_row, k.key(b, hk, j), k.dim(), k.coordinate_stride());
+  if constexpr (is_storage_int8<S>)
+    return dot * T(k_scale(b, hk, j, 0));
+  else
+    return dot;
+}
+
 /// s[j] = the logit of query row (b, h, i) and key j, for every key it sees (others
 /// are left as they are).
 template <class T, class Q, class S>
-void row_logits(const tensor_view<const Q>& q, const key_view<const S>& k,
-                const detail::score_rules<T>& rules, std::size_t b, std::size_t h, std::size_t i, T* s) {
+void row_logits(const tensor_view<const Q>& q, const key_view<const S>& k, const detail::score_rules<T>& rules,
+                std::size_t b, std::size_t h, std::size_t i, T* s, const value_view<const float>& k_scale = {}) {
   const detail::row_ranges rr = rules.ranges(std::int64_t(i));
   const std::size_t hk = h / (q.heads() / k.heads());
   const Q* q_row = q.row(b, h, i);
   for (const detail::key_range& r : {rr.sinks, rr.band})
     for (std::int64_t j = r.begin; j < r.end; ++j)
-      s[j] = rules.logit(b, h, std::int64_t(i), j,
-                         dot_key<T>(q_row, k.key(b, hk, std::size_t(j)), q.dim(), k.coordinate_stride()));
+      s[j] = rules.logit(b, h, std::int64_t(i), j, key_dot<T>(q_row, k, k_scale, b, hk, std::size_t(j)));
 }
 
 /// Step 2 for one row, the rules of options.hpp for every kind of value: logit(j)
@@ -95,11 +106,16 @@ void finish_row(const detail::kernel_call<T, S, Q, O>& c, std::size_t b, std::si
         const T p = std::exp(s - m);
         l += p;
         const S* v_row = c.v.row(b, hk, std::size_t(j));
+        // int8: v = scale · v_row, the scale folded into the weight
+        const T v_scale = is_storage_int8<S> ? T(c.v_scale(b, hk, std::size_t(j), 0)) : T(1);
         if (p > T(0)) {
-          for (std::size_t d = 0; d < Dv; ++d) acc[d] += p * static_cast<T>(v_row[d]);
+          const T w = is_storage_int8<S> ? p * v_scale : p;
+          for (std::size_t d = 0; d < Dv; ++d) acc[d] += w * static_cast<T>(v_row[d]);
         } else {
-          for (std::size_t d = 0; d < Dv; ++d)
-            if (!std::isfinite(static_cast<T>(v_row[d]))) acc[d] += static_cast<T>(v_row[d]);
+          for (std::size_t d = 0; d < Dv; ++d) {
+            const T x = is_storage_int8<S> ? v_scale * static_cast<T>(v_row[d]) : static_cast<T>(v_row[d]);
+            if (!std::isfinite(x)) acc[d] += x;
+          }
         }
       }
     }
@@ -122,8 +138,7 @@ __attribute__((noinline, cold)) void recompute_row(const detail::kernel_call<T, 
   finish_row(
       c, b, h, i,
       [&](std::int64_t j) {
-        return c.rules.logit(b, h, std::int64_t(i), j,
-                             dot_key<T>(q_row, c.k.key(b, hk, std::size_t(j)), c.q.dim(), c.k.coordinate_stride()));
+        return c.rules.logit(b, h, std::int64_t(i), j, key_dot<T>(q_row, c.k, c.k_scale, b, hk, std::size_t(j)));
       },
       acc);
 }
@@ -157,7 +172,7 @@ void run(const detail::kernel_call<T, S, Q, O>& c) {
     const std::size_t b = task / (Hq * blocks), h = task / blocks % Hq, blk = task % blocks;
     T* s = reinterpret_cast<T*>(detail::workspace_access::worker(c.scratch, w));
     for (std::size_t i = blk * rows_per_task; i < std::min(Nq, (blk + 1) * rows_per_task); ++i) {
-      plain::row_logits(c.q, c.k, c.rules, b, h, i, s);
+      plain::row_logits(c.q, c.k, c.rules, b, h, i, s, c.k_scale);
       finish_row(c, b, h, i, [s](std::int64_t j) { return s[j]; }, s + Nk);
     }
   });

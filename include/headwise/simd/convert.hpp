@@ -7,6 +7,9 @@
 //                      the portable bit converter of storage.hpp per lane
 //     S = bfloat16     zero-extend 16 → 32 bits and shift left by 16 (exact; AVX-512,
 //                      AVX2 or SSE2 integer ops), else the portable converter per lane
+//     S = int8_t       sign-extend to 32 bits and convert (vpmovsxbd + vcvtdq2ps, or
+//                      SSE2 unpacks and an arithmetic shift; exact); the row's scale
+//                      is the kernel's to apply (quantize.hpp)
 // Decode streams K and V through this once per step, so the widening must cost less
 // than the memory it saves: vcvtph2ps reads 16 bytes and issues one uop where the
 // fp32 load would read 32; the bf16 path is two integer uops. Both are exact, so the
@@ -32,7 +35,24 @@ HEADWISE_ALWAYS_INLINE P load_as(const S* p) noexcept {
   } else if constexpr (O::width == 1) {
     return widen<T>(*p);
   } else {
-    static_assert(std::is_same_v<T, float> && is_storage_16<S>, "16-bit K/V storage widens to float only");
+    static_assert(std::is_same_v<T, float> && (is_storage_16<S> || is_storage_int8<S>),
+                  "16-bit and int8 K/V storage widen to float only");
+#if HEADWISE_PATH_AVX512
+    if constexpr (is_storage_int8<S> && O::width == 16)
+      return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#endif
+#if HEADWISE_PATH_AVX2
+    if constexpr (is_storage_int8<S> && O::width == 8)
+      return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#endif
+#if defined(__SSE2__)
+    if constexpr (is_storage_int8<S> && O::width == 4) {  // each byte to the top of its lane, then shift down
+      std::int32_t four;
+      std::memcpy(&four, p, sizeof four);
+      const __m128i b = _mm_cvtsi32_si128(four), w = _mm_unpacklo_epi8(b, b);
+      return _mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpacklo_epi16(w, w), 24));
+    }
+#endif
 #if HEADWISE_PATH_AVX512
     if constexpr (std::is_same_v<S, half> && O::width == 16)
       return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
