@@ -78,7 +78,9 @@ struct kernel_problem {
   tensor<Q> q;
   tensor<T> k_drawn, v_drawn;  // K/V as drawn, before their rounding to S
   tensor<S> k, v;
-  std::vector<S> kb_storage;  // K in key blocks; padding keys NaN: they must never reach a result
+  tensor<float> k_scale, v_scale;  // int8 K/V: one scale per row, [B, Hkv, Nk, 1]
+  tensor<T> k_stored, v_stored;    // int8 K/V: the stored values, dequantized (the oracle's input)
+  std::vector<S> kb_storage;  // K in key blocks; padding keys NaN (int8: 127): they must never reach a result
   key_blocks_view<S> kb;
   masked_options masks;
   tensor<T> ref;
@@ -96,15 +98,27 @@ struct kernel_problem {
         model(masks.model(c.Dk, c.Nk)) {
     fill_uniform(k_drawn, seed + 1);
     fill_uniform(v_drawn, seed + 2);
-    k = converted<S>(k_drawn, c.lay);
-    v = converted<S>(v_drawn, c.lay);
+    if constexpr (is_storage_int8<S>) {
+      k = quantized(k_drawn, c.lay, k_scale);
+      v = quantized(v_drawn, c.lay, v_scale);
+    } else {
+      k = converted<S>(k_drawn, c.lay);
+      v = converted<S>(v_drawn, c.lay);
+    }
     if (c.key_blocks) {
-      kb_storage.assign(key_blocks_elements(c.B, c.h.Hkv, c.Nk, c.Dk),
-                        S(std::numeric_limits<float>::quiet_NaN()));
+      kb_storage.assign(key_blocks_elements(c.B, c.h.Hkv, c.Nk, c.Dk), padding_key());
       kb = key_blocks_bhsd(kb_storage.data(), c.B, c.h.Hkv, c.Nk, c.Dk);
     }
     sync_key_blocks();
     compute_oracle();
+  }
+
+  /// What key-block padding holds: NaN, or for int8 the largest code.
+  static S padding_key() {
+    if constexpr (is_storage_int8<S>)
+      return S(127);
+    else
+      return S(std::numeric_limits<float>::quiet_NaN());
   }
 
   /// q drawn uniform in [-1, 1] (then rounded to Q).
@@ -138,11 +152,24 @@ struct kernel_problem {
   void compute_oracle(bool before_rounding = false) {
     attention_options opt = masks.opt;
     opt.lse = lse(ref_lse);
-    if (before_rounding)
+    if (before_rounding) {
       reference::attention(q.cview(), k_drawn.cview(), v_drawn.cview(), ref.view, opt);
-    else
+    } else if constexpr (is_storage_int8<S>) {
+      k_stored = dequantized<T>(k, k_scale, c.lay);
+      v_stored = dequantized<T>(v, v_scale, c.lay);
+      reference::attention(q.cview(), k_stored.cview(), v_stored.cview(), ref.view, opt);
+    } else {
       reference::attention(q.cview(), k.cview(), v.cview(), ref.view, opt);
+    }
     model.storage_u = before_rounding && !std::is_same_v<S, T> ? unit_roundoff<S>() : 0;
+    // int8: the oracle read scale·q rounded to T; the kernels use it unrounded
+    // (decode scales the dot product), within T's unit roundoff of each element.
+    if (is_storage_int8<S> && !before_rounding) model.storage_u = unit_roundoff<T>();
+  }
+
+  /// The options every run of this problem needs: int8's scales.
+  void set_scales(attention_options& opt) const {
+    if constexpr (is_storage_int8<S>) opt.k_scale = k_scale.cview(), opt.v_scale = v_scale.cview();
   }
 
   tensor_view<float> lse(std::vector<float>& l) const { return lse_view(l.data(), c.B, c.h.Hq, c.Nq); }
@@ -152,6 +179,7 @@ struct kernel_problem {
     attention_options opt = masks.opt;
     var.apply(opt);
     opt.lse = lse(out_lse);
+    set_scales(opt);
     if (c.key_blocks)
       attention(q.cview(), key_blocks_view<const S>(kb), v.cview(), out.view, opt);
     else
@@ -227,6 +255,8 @@ void with_problem(const kernel_case& c, Fn&& fn) {
       return fn(kernel_problem<float, half>(c));
     case kv_type::bf16:
       return fn(kernel_problem<float, bfloat16>(c));
+    case kv_type::i8:
+      return fn(kernel_problem<float, std::int8_t>(c));
     case kv_type::f16_qkv:
     case kv_type::bf16_qkv:
       break;

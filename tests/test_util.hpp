@@ -81,10 +81,35 @@ tensor<S> converted(const tensor<T>& t, layout lay) {
   return r;
 }
 
+/// t quantized to int8 (quantize_int8) in the given layout; its scales into `scale`.
+template <class T>
+tensor<std::int8_t> quantized(const tensor<T>& t, layout lay, tensor<float>& scale) {
+  const tensor_view<T>& v = t.view;
+  tensor<std::int8_t> r(v.batch(), v.heads(), v.seq(), v.dim(), lay);
+  scale = tensor<float>(v.batch(), v.heads(), v.seq(), 1, lay);
+  quantize_int8(t.cview(), r.view, scale.view);
+  return r;
+}
+
+/// scale · q, element by element, as T in the given layout.
+template <class T>
+tensor<T> dequantized(const tensor<std::int8_t>& q, const tensor<float>& scale, layout lay) {
+  const tensor_view<std::int8_t>& v = q.view;
+  tensor<T> r(v.batch(), v.heads(), v.seq(), v.dim(), lay);
+  dequantize_int8(q.cview(), scale.cview(), r.view);
+  return r;
+}
+
 /// Unit roundoff of T: 2^-digits (half, bfloat16: of their 11- and 8-bit significands).
+/// int8 (quantize.hpp): its error relative to the row's max, the unit of error_model's
+/// kmax and vmax: an element is within s/2 of x, s = fl(max|x| / 127) <= max|x|/127·(1 + u),
+/// or, where round(x / s) passed 127 and was clamped, within max|x|·u of it; and
+/// dequantizing s·q rounds once more: 1/254·(1 + u) + 2u.
 template <class T>
 constexpr double unit_roundoff() {
-  if constexpr (is_storage_16<T>)
+  if constexpr (is_storage_int8<T>)
+    return (1 + unit_roundoff<float>()) / 254 + 2 * unit_roundoff<float>();
+  else if constexpr (is_storage_16<T>)
     return 1.0 / double(std::uint64_t(1) << T::format::digits);
   else
     return std::numeric_limits<T>::epsilon() / 2;

@@ -14,12 +14,13 @@ namespace hwtest {
 
 using namespace headwise;
 
-/// K/V storage: q is double for f64, float for f32, f16, bf16; f16_qkv and bf16_qkv
-/// hold q in that 16-bit type too (out float).
-enum class kv_type { f32, f64, f16, bf16, f16_qkv, bf16_qkv };
+/// K/V storage: q is double for f64, float for f32, f16, bf16 and i8 (int8 with one
+/// scale per row, quantize.hpp); f16_qkv and bf16_qkv hold q in that 16-bit type too
+/// (out float).
+enum class kv_type { f32, f64, f16, bf16, f16_qkv, bf16_qkv, i8 };
 
 inline const char* kv_name(kv_type t) {
-  static const char* names[] = {"f32", "f64", "f16", "bf16", "f16qkv", "bf16qkv"};
+  static const char* names[] = {"f32", "f64", "f16", "bf16", "f16qkv", "bf16qkv", "i8"};
   return names[int(t)];
 }
 

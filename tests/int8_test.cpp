@@ -1,0 +1,200 @@
+// Tests of int8 K/V (quantize.hpp): q and out float, K and V std::int8_t with one fp32
+// scale per (token, kv head) in options.k_scale / v_scale. Checked on every path this
+// CPU runs (the scalar build and each SIMD path widen int8 on load):
+//   1. the kernel harness (kernel_harness.hpp) on the stored values: every mode, path
+//      and thread count against the oracle on scale·q, with the tolerance derived for
+//      fp32 (the kernels use scale·q unrounded, the oracle rounded: test_util.hpp),
+//      over shapes around the pack widths, tiles and decode chunks, MHA/GQA/MQA, K in
+//      rows and key blocks, and every mask kind;
+//   2. the quantization bound: against the oracle on the values before quantization,
+//      every variant within the tolerance whose storage error is the int8 step,
+//      max|row|/254 (test_util.hpp's unit_roundoff<std::int8_t>);
+//   3. FlashAttention's accuracy rule: against fp64 on the unquantized values, the
+//      error is at most 2× that of a naive int8 pipeline (the same quantization, then
+//      dequantized fp32 K/V, fp32 logits, softmax and sums);
+//   4. the scale options' errors: missing, misshapen, given for other storage, or
+//      overlapping out; nothing is written.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kernel_harness.hpp"
+
+namespace {
+
+using namespace hwtest;
+
+/// Shapes around every pack width (d 1–17, 64, 128), the flash tiles and the decode
+/// chunk (Nk 1023–1025 and 2100), with heads, layout, causal and key blocks rotating.
+std::vector<kernel_case> shape_cases() {
+  const std::pair<std::size_t, std::size_t> seqs[] = {{1, 1}, {1, 33}, {17, 3}, {113, 203}, {3, 1025}, {1, 2100}};
+  const std::size_t dims[] = {1, 4, 7, 8, 9, 15, 16, 17, 64, 128};
+  const heads hs[] = {mha, gqa, mqa};
+  std::vector<kernel_case> cases;
+  for (std::size_t s = 0; s < 6; ++s)
+    for (std::size_t d = 0; d < 10; ++d) {
+      if (dims[d] >= 64 && seqs[s].second > 1000 && s % 2) continue;  // keep the suite short
+      kernel_case c(seqs[s].first, seqs[s].second, dims[d], (s + d) % 2 ? dims[d] : dims[(d + 3) % 10],
+                    hs[(s + d) % 3], kv_type::i8, (s + d / 2) % 2 ? layout::bshd : layout::bhsd);
+      if ((s + d / 3) % 2) c.mask.causal = causal_mode::bottom_right;
+      c.key_blocks = (s + d / 4) % 2;
+      c.B = 1 + d % 2;
+      cases.push_back(c);
+    }
+  return cases;
+}
+
+/// Every mask kind on a decode shape and a prefill shape, K in rows and blocks.
+std::vector<kernel_case> mask_cases() {
+  const kernel_case shapes[] = {{1, 37, 9, 5, gqa, kv_type::i8, layout::bshd}, {40, 70, 16, 16, mqa, kv_type::i8}};
+  const std::vector<mask_spec> masks = every_mask_kind();
+  std::vector<kernel_case> cases;
+  for (std::size_t m = 0; m < masks.size(); ++m)
+    for (std::size_t s = 0; s < 2; ++s) {
+      kernel_case c = shapes[s];
+      c.mask = masks[m];
+      c.B = 2;
+      c.key_blocks = (m + s) % 2;
+      cases.push_back(c);
+    }
+  return cases;
+}
+
+class int8_kv : public kernel_test {};
+
+TEST_P(int8_kv, every_variant_matches_the_oracle_on_the_stored_values) { check_kernel_case(GetParam()); }
+
+TEST_P(int8_kv, every_variant_is_within_the_quantization_bound) {
+  kernel_problem<float, std::int8_t> p(GetParam());
+  p.compute_oracle(true);
+  check_variants(p, every_variant(every_kernel_mode(), {1, 2}));
+}
+
+INSTANTIATE_TEST_SUITE_P(shapes, int8_kv, ::testing::ValuesIn(shape_cases()), param_name);
+INSTANTIATE_TEST_SUITE_P(every_mask_kind, int8_kv, ::testing::ValuesIn(mask_cases()), param_name);
+
+/// The naive int8 pipeline: K/V as stored, dequantized to fp32 (scale·q rounded),
+/// then per row fp32 logits times the scale, exact max, exp and sum in fp32, p / l,
+/// o = Σ p·v in fp32.
+void naive_attention(const tensor<float>& q, const tensor<float>& k, const tensor<float>& v, tensor<float>& out,
+                     bool causal) {
+  const std::size_t Hq = q.view.heads(), Nq = q.view.seq(), Dk = q.view.dim();
+  const std::size_t Hkv = k.view.heads(), Nk = k.view.seq(), Dv = v.view.dim();
+  const float scale = 1.0f / std::sqrt(float(Dk));
+  std::vector<float> s(Nk), o(Dv);
+  for (std::size_t h = 0; h < Hq; ++h)
+    for (std::size_t i = 0; i < Nq; ++i) {
+      const std::size_t hk = h / (Hq / Hkv), visible = causal ? i + Nk - Nq + 1 : Nk;
+      float m = -INFINITY, l = 0;
+      for (std::size_t j = 0; j < visible; ++j) {
+        float dot = 0;
+        for (std::size_t d = 0; d < Dk; ++d) dot += q.view(0, h, i, d) * k.view(0, hk, j, d);
+        s[j] = dot * scale;
+        m = std::max(m, s[j]);
+      }
+      for (std::size_t j = 0; j < visible; ++j) l += (s[j] = std::exp(s[j] - m));
+      std::fill(o.begin(), o.end(), 0.0f);
+      for (std::size_t j = 0; j < visible; ++j)
+        for (std::size_t d = 0; d < Dv; ++d) o[d] += s[j] / l * v.view(0, hk, j, d);
+      for (std::size_t d = 0; d < Dv; ++d) out.view(0, h, i, d) = o[d];
+    }
+}
+
+template <class A, class B>
+double max_error(const tensor<A>& a, const tensor<B>& b) {
+  double e = 0;
+  for (std::size_t n = 0; n < a.storage.size(); ++n)
+    e = std::max(e, std::fabs(double(a.storage[n]) - double(b.storage[n])));
+  return e;
+}
+
+struct accuracy_shape {
+  std::size_t Hq, Hkv, Nq, Nk, D;
+  bool causal;
+};
+
+class int8_accuracy : public ::testing::TestWithParam<accuracy_shape> {};
+
+TEST_P(int8_accuracy, within_twice_the_naive_int8_pipeline) {
+  const accuracy_shape a = GetParam();
+  tensor<float> q(1, a.Hq, a.Nq, a.D), drawn_k(1, a.Hkv, a.Nk, a.D), drawn_v(1, a.Hkv, a.Nk, a.D);
+  fill_uniform(q, 21), fill_uniform(drawn_k, 22), fill_uniform(drawn_v, 23);
+  tensor<float> k_scale, v_scale;
+  const tensor<std::int8_t> k = quantized(drawn_k, layout::bhsd, k_scale), v = quantized(drawn_v, layout::bhsd, v_scale);
+  attention_options opt;
+  opt.causal = a.causal ? causal_mode::bottom_right : causal_mode::none;
+  tensor<double> exact(1, a.Hq, a.Nq, a.D);
+  reference::attention(q.cview(), drawn_k.cview(), drawn_v.cview(), exact.view, opt);
+  tensor<float> naive(1, a.Hq, a.Nq, a.D);
+  naive_attention(q, dequantized<float>(k, k_scale, layout::bhsd), dequantized<float>(v, v_scale, layout::bhsd),
+                  naive, a.causal);
+  const double naive_error = max_error(naive, exact);
+  ASSERT_GT(naive_error, 0.0);
+  opt.k_scale = k_scale.cview(), opt.v_scale = v_scale.cview();
+  for (const variant& var : every_variant(every_kernel_mode(), {1})) {
+    tensor<float> out(1, a.Hq, a.Nq, a.D);
+    attention_options run = opt;
+    var.apply(run);
+    attention(q.cview(), k.cview(), v.cview(), out.view, run);
+    const double error = max_error(out, exact);
+    EXPECT_LE(error, 2 * naive_error) << var.name() << ": max |out − fp64| = " << error << ", the naive pipeline's "
+                                      << naive_error;
+    std::printf("  i8 Hq %zu Hkv %zu Nq %4zu Nk %4zu d %3zu %-6s %-26s error %.3g = %.2f × naive %.3g\n", a.Hq, a.Hkv,
+                a.Nq, a.Nk, a.D, a.causal ? "causal" : "", var.name().c_str(), error, error / naive_error,
+                naive_error);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(shapes, int8_accuracy,
+                         ::testing::Values(accuracy_shape{8, 2, 1, 4096, 128, true},
+                                           accuracy_shape{4, 4, 256, 256, 64, true},
+                                           accuracy_shape{4, 1, 100, 700, 80, false}));
+
+/// The scale options' errors, each leaving out as it was.
+TEST(int8_kv_errors, scales_missing_misshapen_misplaced_or_overlapping_out) {
+  const std::size_t Hq = 4, Hkv = 2, Nq = 3, Nk = 40, D = 16;
+  tensor<float> q(1, Hq, Nq, D), drawn(1, Hkv, Nk, D);
+  fill_uniform(q, 1), fill_uniform(drawn, 2);
+  tensor<float> scale;
+  const tensor<std::int8_t> k = quantized(drawn, layout::bhsd, scale);
+  tensor<float> wrong(1, Hkv, Nk + 1, 1), out(1, Hq, Nq, D);
+  std::vector<float> shared(Hq * Nq * D + Hkv * Nk);  // out and a scale view over one buffer
+  const tensor_view<float> shared_out = bhsd(shared.data(), 1, Hq, Nq, D);
+  const tensor_view<const float> shared_scale = bhsd(static_cast<const float*>(shared.data()), 1, Hkv, Nk, 1);
+  auto expect_error = [&](const attention_options& opt, const tensor_view<float>& o, const std::string& says) {
+    std::vector<float> before(o.data(), o.data() + Hq * Nq * D);
+    try {
+      attention(q.cview(), k.cview(), k.cview(), o, opt);
+      ADD_FAILURE() << "no error; expected one saying: " << says;
+    } catch (const headwise::error& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(0, std::memcmp(before.data(), o.data(), before.size() * sizeof(float))) << says;
+  };
+  attention_options opt;
+  expect_error(opt, out.view, "int8 K/V need options.k_scale");
+  opt.k_scale = scale.cview();
+  expect_error(opt, out.view, "int8 K/V need options.v_scale");
+  opt.v_scale = wrong.cview();
+  expect_error(opt, out.view, "options.v_scale");
+  opt.v_scale = scale.cview();
+  opt.k_scale = wrong.cview();
+  expect_error(opt, out.view, "options.k_scale");
+  opt.k_scale = shared_scale;
+  expect_error(opt, shared_out, "out overlaps the memory of options.k_scale");
+  attention_options float_kv;
+  float_kv.k_scale = scale.cview();
+  try {
+    attention(q.cview(), drawn.cview(), drawn.cview(), out.view, float_kv);
+    ADD_FAILURE() << "k_scale with float K/V: no error";
+  } catch (const headwise::error& e) {
+    EXPECT_NE(std::string(e.what()).find("options.k_scale is for int8 K/V only"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
