@@ -43,13 +43,30 @@ struct varlen_case {
 
 constexpr float nan_f = std::numeric_limits<float>::quiet_NaN();
 
-/// One sequence: its own q/K/V (K/V as stored), the oracle's output and LSE on them.
+/// What fills K/V rows no sequence uses: NaN, or for int8 the largest code (its
+/// scale there is NaN).
+template <class S>
+S unused() {
+  if constexpr (is_storage_int8<S>)
+    return S(127);
+  else
+    return S(nan_f);
+}
+
+/// One sequence: its own q/K/V (K/V as stored; int8 with its scales), the oracle's
+/// output and LSE on them.
 template <class T, class S, class Q>
 struct sequence {
   tensor<Q> q;
   tensor<S> k, v;
+  tensor<float> k_scale, v_scale;
   tensor<T> ref;
   std::vector<float> ref_lse;
+
+  attention_options with_scales(attention_options opt) const {
+    if constexpr (is_storage_int8<S>) opt.k_scale = k_scale.cview(), opt.v_scale = v_scale.cview();
+    return opt;
+  }
 };
 
 /// The batch of a case, its packed/padded/paged forms, and the oracle per sequence.
@@ -62,7 +79,9 @@ struct varlen_problem {
   std::vector<std::int32_t> cu_q, cu_k, used;
   tensor<Q> q_packed;
   tensor<S> k_packed, v_packed, k_padded, v_padded;
+  tensor<float> ks_packed, vs_packed, ks_padded, vs_padded;  // int8: the scales, laid out as K/V
   std::vector<S> k_pool, v_pool;
+  std::vector<float> ks_pool, vs_pool;
   std::vector<std::int32_t> table;
   std::size_t pages_per_seq = 0, num_pages = 0;
 
@@ -75,12 +94,20 @@ struct varlen_problem {
       sequence<T, S, Q> s;
       tensor<T> q(1, c.h.Hq, c.nq[b], c.Dk), k(1, c.h.Hkv, c.nk[b], c.Dk), v(1, c.h.Hkv, c.nk[b], c.Dv);
       fill_uniform(q, 10 + std::uint32_t(b)), fill_uniform(k, 100 + std::uint32_t(b)), fill_uniform(v, 200 + std::uint32_t(b));
-      s.q = converted<Q>(q, layout::bhsd), s.k = converted<S>(k, layout::bhsd), s.v = converted<S>(v, layout::bhsd);
+      s.q = converted<Q>(q, layout::bhsd);
       s.ref = tensor<T>(1, c.h.Hq, c.nq[b], c.Dv);
       s.ref_lse.assign(c.h.Hq * c.nq[b], 0.0f);
       attention_options opt = masks.opt;
       opt.lse = lse_view(s.ref_lse.data(), 1, c.h.Hq, c.nq[b]);
-      if (c.nq[b] > 0) reference::attention(s.q.cview(), s.k.cview(), s.v.cview(), s.ref.view, opt);
+      if constexpr (is_storage_int8<S>) {
+        s.k = quantized(k, layout::bhsd, s.k_scale), s.v = quantized(v, layout::bhsd, s.v_scale);
+        if (c.nq[b] > 0)
+          reference::attention(s.q.cview(), dequantized<T>(s.k, s.k_scale, layout::bhsd).cview(),
+                               dequantized<T>(s.v, s.v_scale, layout::bhsd).cview(), s.ref.view, opt);
+      } else {
+        s.k = converted<S>(k, layout::bhsd), s.v = converted<S>(v, layout::bhsd);
+        if (c.nq[b] > 0) reference::attention(s.q.cview(), s.k.cview(), s.v.cview(), s.ref.view, opt);
+      }
       seqs.push_back(std::move(s));
     }
     // Packed q and K/V, token-major like FlashAttention's (bshd over one batch entry).
@@ -90,8 +117,12 @@ struct varlen_problem {
     // Padded K/V: [B, Hkv, max_nk, D], the unused rows NaN (they must never be read).
     k_padded = tensor<S>(B, c.h.Hkv, std::max<std::size_t>(max_nk, 1), c.Dk);
     v_padded = tensor<S>(B, c.h.Hkv, std::max<std::size_t>(max_nk, 1), c.Dv);
-    std::fill(k_padded.storage.begin(), k_padded.storage.end(), S(nan_f));
-    std::fill(v_padded.storage.begin(), v_padded.storage.end(), S(nan_f));
+    std::fill(k_padded.storage.begin(), k_padded.storage.end(), unused<S>());
+    std::fill(v_padded.storage.begin(), v_padded.storage.end(), unused<S>());
+    ks_packed = tensor<float>(1, c.h.Hkv, Tk, 1, layout::bshd), vs_packed = ks_packed;
+    ks_padded = tensor<float>(B, c.h.Hkv, std::max<std::size_t>(max_nk, 1), 1), vs_padded = ks_padded;
+    std::fill(ks_padded.storage.begin(), ks_padded.storage.end(), nan_f);
+    std::fill(vs_padded.storage.begin(), vs_padded.storage.end(), nan_f);
     for (std::size_t b = 0; b < B; ++b) {
       const sequence<T, S, Q>& s = seqs[b];
       for (std::size_t h = 0; h < c.h.Hq; ++h)
@@ -103,6 +134,10 @@ struct varlen_problem {
             k_packed(0, h, cu_k[b] + j, d) = k_padded(b, h, j, d) = s.k.view(0, h, j, d);
           for (std::size_t d = 0; d < c.Dv; ++d)
             v_packed(0, h, cu_k[b] + j, d) = v_padded(b, h, j, d) = s.v.view(0, h, j, d);
+          if constexpr (is_storage_int8<S>) {
+            ks_packed(0, h, cu_k[b] + j, 0) = ks_padded(b, h, j, 0) = s.k_scale.view(0, h, j, 0);
+            vs_packed(0, h, cu_k[b] + j, 0) = vs_padded(b, h, j, 0) = s.v_scale.view(0, h, j, 0);
+          }
         }
     }
   }
@@ -117,8 +152,10 @@ struct varlen_problem {
     std::vector<std::int32_t> order(num_pages);
     std::iota(order.begin(), order.end(), 0);
     std::shuffle(order.begin(), order.end(), std::mt19937(7));
-    k_pool.assign(num_pages * c.h.Hkv * page * c.Dk, S(nan_f));
-    v_pool.assign(num_pages * c.h.Hkv * page * c.Dv, S(nan_f));
+    k_pool.assign(num_pages * c.h.Hkv * page * c.Dk, unused<S>());
+    v_pool.assign(num_pages * c.h.Hkv * page * c.Dv, unused<S>());
+    ks_pool.assign(num_pages * c.h.Hkv * page, nan_f);
+    vs_pool.assign(num_pages * c.h.Hkv * page, nan_f);
     table.assign(B * pages_per_seq, -1);
     const tensor_view<S> kp = bhsd(k_pool.data(), num_pages, c.h.Hkv, page, c.Dk),
                          vp = bhsd(v_pool.data(), num_pages, c.h.Hkv, page, c.Dv);
@@ -131,6 +168,10 @@ struct varlen_problem {
           const auto pg = std::size_t(table[b * pages_per_seq + j / page]);
           for (std::size_t d = 0; d < c.Dk; ++d) kp(pg, h, j % page, d) = seqs[b].k.view(0, h, j, d);
           for (std::size_t d = 0; d < c.Dv; ++d) vp(pg, h, j % page, d) = seqs[b].v.view(0, h, j, d);
+          if constexpr (is_storage_int8<S>) {
+            ks_pool[(pg * c.h.Hkv + h) * page + j % page] = seqs[b].k_scale.view(0, h, j, 0);
+            vs_pool[(pg * c.h.Hkv + h) * page + j % page] = seqs[b].v_scale.view(0, h, j, 0);
+          }
         }
   }
 
@@ -140,6 +181,10 @@ struct varlen_problem {
     kv.v_pages = bhsd(static_cast<const S*>(v_pool.data()), num_pages, c.h.Hkv, page, c.Dv);
     kv.block_table = table;
     kv.pages_per_seq = pages_per_seq;
+    if constexpr (is_storage_int8<S>) {
+      kv.k_scale_pages = bhsd(static_cast<const float*>(ks_pool.data()), num_pages, c.h.Hkv, page, 1);
+      kv.v_scale_pages = bhsd(static_cast<const float*>(vs_pool.data()), num_pages, c.h.Hkv, page, 1);
+    }
     return kv;
   }
 
@@ -179,6 +224,10 @@ struct varlen_problem {
     var.apply(opt);
     opt.lse = lse_view(lse.data(), q_batch(), c.h.Hq, q_rows());
     const varlen_batch vb = lengths(f);
+    if constexpr (is_storage_int8<S>) {
+      if (f == kv_form::packed) opt.k_scale = ks_packed.cview(), opt.v_scale = vs_packed.cview();
+      if (f == kv_form::padded) opt.k_scale = ks_padded.cview(), opt.v_scale = vs_padded.cview();
+    }
     switch (f) {
       case kv_form::packed:
         return attention_varlen(q.cview(), k_packed.cview(), v_packed.cview(), out.view, vb, opt);
@@ -192,7 +241,7 @@ struct varlen_problem {
 
   /// attention() on sequence b alone, with the variant: the bits varlen must give.
   void run_alone(std::size_t b, const variant& var, tensor<T>& out, std::vector<float>& lse) const {
-    attention_options opt = masks.opt;
+    attention_options opt = seqs[b].with_scales(masks.opt);
     var.apply(opt);
     opt.lse = lse_view(lse.data(), 1, c.h.Hq, c.nq[b]);
     attention(seqs[b].q.cview(), seqs[b].k.cview(), seqs[b].v.cview(), out.view, opt);
@@ -204,6 +253,8 @@ void check_varlen(const varlen_case& c, const std::vector<kv_form>& forms) {
   varlen_problem<T, S, Q> p(c);
   const tensor<Q> q = p.q_view();
   error_model model = p.masks.model(c.Dk, std::max<std::size_t>(p.max_nk, 1));
+  // int8: the oracle read scale·q rounded to T, the kernels use it unrounded.
+  if (is_storage_int8<S>) model.storage_u = unit_roundoff<T>();
   const bool bf16_inputs = std::is_same_v<Q, bfloat16>;
   for (kv_form f : forms) {
     if (f == kv_form::paged16) p.make_pages(16);
@@ -328,6 +379,16 @@ TEST(Varlen, SixteenBitAndDouble) {
   check_varlen<float, half, float>(c, {kv_form::packed, kv_form::paged16});
   check_varlen<float, bfloat16, bfloat16>(c, {kv_form::packed, kv_form::paged32});
   check_varlen<double, double, double>(c, {kv_form::padded, kv_form::paged16});
+}
+
+// int8 K/V: scales packed and padded as the rows, or paged as the rows; prefill
+// and decode sequences around the SIMD width, a tile and a 1024-key chunk.
+TEST(Varlen, Int8) {
+  varlen_case c;
+  c.nq = {1, 9, 1, 20, 0, 1};
+  c.nk = {33, 9, 1030, 20, 5, 16};
+  c.mask = bottom_right();
+  check_varlen<float, std::int8_t, float>(c, every_form);
 }
 
 // A serving loop on paged_kv_cache: three prompts appended in one call (pages of 16),

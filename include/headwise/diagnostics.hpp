@@ -149,7 +149,7 @@ redundancy_report head_redundancy(const tensor_view<TQ>& q, const K& k_arg, cons
       for (std::size_t i = blk * rows_per_task; i < std::min(Nq, (blk + 1) * rows_per_task); ++i) {
         for (std::size_t h = 0; h < Hq; ++h) {
           T* p = rows + h * Nk;
-          detail::all_logits(cq, k, rules, b, h, i, p);
+          detail::all_logits(cq, k, rules, opt.k_scale, b, h, i, p);
           const T lse = detail::row_lse(p, Nk);
           seen[h] = lse != -std::numeric_limits<T>::infinity();
           detail::exponentiate(p, Nk, lse);

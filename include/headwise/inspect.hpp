@@ -120,11 +120,12 @@ namespace detail {
 
 /// Logits of query row (b, h, i) for all Nk keys: s[j] for a visible key, -inf
 /// for a hidden one. Hidden keys cost nothing; a pruned head has none visible.
+/// k_scale: options.k_scale, for int8 K.
 template <class T, class S>
 void all_logits(const tensor_view<const T>& q, const key_view<const S>& k, const score_rules<T>& rules,
-                std::size_t b, std::size_t h, std::size_t i, T* s) {
+                const tensor_view<const float>& k_scale, std::size_t b, std::size_t h, std::size_t i, T* s) {
   std::fill(s, s + rules.Nk, -std::numeric_limits<T>::infinity());
-  if (rules.head_multiplier(h) != T(0)) kernels::plain::row_logits(q, k, rules, b, h, i, s);
+  if (rules.head_multiplier(h) != T(0)) kernels::plain::row_logits(q, k, rules, b, h, i, s, value_view<const float>(k_scale));
 }
 
 /// Natural-log LSE of a logit row; -inf when no key is visible.
@@ -232,7 +233,7 @@ probability_matrix<std::remove_const_t<TQ>> probabilities(const char* where, con
     for (std::size_t r = t * rows_per_task; r < std::min(rows, (t + 1) * rows_per_task); ++r) {
       T* p = pm.values.data() + r * Nk;
       const std::size_t i = row_begin + r;
-      all_logits(cq, k, rules, batch, head, i, p);
+      all_logits(cq, k, rules, opt.k_scale, batch, head, i, p);
       exponentiate(p, Nk, static_cast<T>(opt.lse(batch, head, i, 0)));
     }
   });
@@ -308,7 +309,7 @@ std::vector<head_statistics> attention_statistics(const tensor_view<TQ>& q, cons
     acc.received.assign(Nk, 0.0);
     T* p = row_buffer[w].data();
     for (std::size_t i = blk * rows_per_task; i < std::min(Nq, (blk + 1) * rows_per_task); ++i) {
-      detail::all_logits(cq, k, rules, b, h, i, p);
+      detail::all_logits(cq, k, rules, opt.k_scale, b, h, i, p);
       const auto n_visible = std::size_t(
           std::count_if(p, p + Nk, [](T s) { return s != -std::numeric_limits<T>::infinity(); }));
       if (n_visible == 0) continue;

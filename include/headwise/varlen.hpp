@@ -25,6 +25,8 @@
 // so one long sequence spreads over all workers while short ones fill in, and the
 // results are bitwise identical for every thread count. A sequence with no queries
 // costs nothing; one with no keys writes zeros and LSE −inf.
+// int8 K/V (quantize.hpp): options.k_scale / v_scale shaped and packed as k, or with
+// pages the view's k_scale_pages / v_scale_pages, paged as the rows.
 // Masks (additive, boolean) are per-call tensors, so attention_varlen takes none (an
 // error). The per-sequence calls live in the workspace (options.scratch or the
 // thread's own), so a serving loop allocates nothing after its first steps.
@@ -64,9 +66,17 @@ tensor_view<T> query_rows(const tensor_view<T>& t, const varlen_batch& batch, st
   return batch.cu_seqlens_q.empty() ? batch_entry(t, b, nq) : t.seq_slice(std::size_t(batch.cu_seqlens_q[b]), nq);
 }
 
+/// One sequence's K and V as the kernels read them, with int8's scales.
+template <class S>
+struct sequence_kv {
+  key_view<const S> k;
+  value_view<const S> v;
+  value_view<const float> k_scale, v_scale;
+};
+
 /// Builds one kernel_call per sequence with queries, decode calls first, in the
 /// workspace's call buffer, and runs them. keys_of(b, nk) gives sequence b's
-/// key_view and value_view.
+/// sequence_kv.
 template <class TQ, class S, class TO, class KeysOf>
 void run_varlen(const tensor_view<TQ>& q, const tensor_view<TO>& out, const varlen_lengths& lengths,
                 std::size_t kv_heads, KeysOf&& keys_of, const attention_options& opt) {
@@ -97,10 +107,18 @@ void run_varlen(const tensor_view<TQ>& q, const tensor_view<TO>& out, const varl
     const std::size_t nq = lengths.queries(b), nk = lengths.keys(b);
     if (nq == 0) continue;
     const std::size_t i = runs_decode(opt, nq, group) ? next_decode++ : next_flash++;
-    const auto [k, v] = keys_of(b, nk);
+    const sequence_kv<S> kv = keys_of(b, nk);
     new (rules + i) score_rules<T>(opt, nq, nk, q.dim());
-    new (calls + i) call_t{query_rows(q, batch, b, nq), k, v, query_rows(out, batch, b, nq),
-                           query_rows(opt.lse, batch, b, nq), rules[i], opt.threads, ws};
+    new (calls + i) call_t{query_rows(q, batch, b, nq),
+                           kv.k,
+                           kv.v,
+                           query_rows(out, batch, b, nq),
+                           query_rows(opt.lse, batch, b, nq),
+                           rules[i],
+                           opt.threads,
+                           ws,
+                           kv.k_scale,
+                           kv.v_scale};
   }
   run_kernels(kernel_calls<T, S, Q, TO>(calls, n), decodes, opt);
 }
@@ -117,12 +135,13 @@ void attention_varlen(const tensor_view<TQ>& q, const tensor_view<TK>& k, const 
   const tensor_view<const S> ks(k), vs(v);
   detail::run_varlen<TQ, S>(q, out, lengths, k.heads(),
                             [&](std::size_t b, std::size_t nk) {
-                              if (batch.cu_seqlens_k.empty())
-                                return std::pair{key_view<const S>(detail::batch_entry(ks, b, nk)),
-                                                 value_view<const S>(detail::batch_entry(vs, b, nk))};
-                              const auto k0 = std::size_t(batch.cu_seqlens_k[b]);
-                              return std::pair{key_view<const S>(ks.seq_slice(k0, nk)),
-                                               value_view<const S>(vs.seq_slice(k0, nk))};
+                              auto rows = [&](const auto& t) {  // sequence b's rows of a K-shaped view
+                                if (!t.is_set()) return t;
+                                return batch.cu_seqlens_k.empty()
+                                           ? detail::batch_entry(t, b, nk)
+                                           : t.seq_slice(std::size_t(batch.cu_seqlens_k[b]), nk);
+                              };
+                              return detail::sequence_kv<S>{rows(ks), rows(vs), rows(opt.k_scale), rows(opt.v_scale)};
                             },
                             opt);
 }
@@ -137,8 +156,13 @@ void attention_varlen(const tensor_view<TQ>& q, const paged_kv_view<TS>& kv, con
   detail::run_varlen<TQ, S>(q, out, lengths, kv.heads(),
                             [&](std::size_t b, std::size_t nk) {
                               const std::int32_t* table = kv.pages_of(b);
-                              return std::pair{key_view<const S>(paged_rows_view<const S>(kp, table, 1, 0, nk)),
-                                               value_view<const S>(paged_rows_view<const S>(vp, table, 1, 0, nk))};
+                              auto rows = [&](const auto& pool) {  // sequence b's rows of a pool
+                                using E = typename std::remove_reference_t<decltype(pool)>::element_type;
+                                return pool.is_set() ? paged_rows_view<E>(pool, table, 1, 0, nk)
+                                                     : paged_rows_view<E>();
+                              };
+                              return detail::sequence_kv<S>{rows(kp), rows(vp), rows(kv.k_scale_pages),
+                                                            rows(kv.v_scale_pages)};
                             },
                             opt);
 }

@@ -144,7 +144,6 @@ void check_score_rules(const char* where, const tensor_view<TQ>& q, const K& k,
     check_broadcast(where, "options.lse", opt.lse, B, Hq, Nq, 1, false, lse_axes);
     check_no_self_overlap(where, "options.lse", opt.lse);
   }
-  e.k_scale = check_kv_scale<typename K::element_type>(where, "options.k_scale", opt.k_scale, B, k.heads(), Nk);
 }
 
 /// The rules of options.hpp that concern the scores: q and k shapes, every
@@ -156,6 +155,8 @@ score_extents check_scores(const char* where, const tensor_view<TQ>& q, const K&
                            const attention_options& opt) {
   score_extents e = check_score_views(where, q, k);
   check_score_rules(where, q, k, opt, e);
+  e.k_scale = check_kv_scale<typename K::element_type>(where, "options.k_scale", opt.k_scale, q.batch(), k.heads(),
+                                                       k.seq());
   return e;
 }
 
@@ -421,6 +422,8 @@ void check_attention(const char* where, const tensor_view<TQ>& q, const K& k,
   expect_equal(where, "k.dim() must equal q.dim() (Dk)", q.dim(), k.dim());
   expect_equal(where, "out.dim() must equal v.dim() (Dv)", v.dim(), out.dim());
   check_score_rules(where, q, k, opt, e);
+  e.k_scale = check_kv_scale<typename K::element_type>(where, "options.k_scale", opt.k_scale, k.batch(), k.heads(),
+                                                       k.seq());
   e.v_scale = check_kv_scale<TV>(where, "options.v_scale", opt.v_scale, v.batch(), v.heads(), v.seq());
   check_value_rules(where, e, value_extents, out);
   check_isa_available(where, opt.isa);  // empty calls too: attention() returns before its kernel

@@ -140,6 +140,8 @@ varlen_lengths check_varlen(const char* where, const tensor_view<TQ>& q, const t
       where, q, out, k.heads(), k.dim(), v.dim(), k.batch(), batch, opt, false, e, [&](std::size_t b) {
         return packed_k ? std::size_t(batch.cu_seqlens_k[b + 1] - batch.cu_seqlens_k[b]) : k.seq();
       });
+  e.k_scale = check_kv_scale<TK>(where, "options.k_scale", opt.k_scale, k.batch(), k.heads(), k.seq());
+  e.v_scale = check_kv_scale<TV>(where, "options.v_scale", opt.v_scale, v.batch(), v.heads(), v.seq());
   check_varlen_aliasing(where, e, ek, ev, out, batch, {}, {});
   return L;
 }
@@ -184,6 +186,11 @@ varlen_lengths check_varlen_paged(const char* where, const tensor_view<TQ>& q, c
       if (row[p] < 0 || std::size_t(row[p]) >= pages)
         fail(where, "page ", p, " of sequence ", b, " is ", row[p], ", outside the pool's [0, ", pages, ")");
   }
+  if (opt.k_scale.is_set() || opt.v_scale.is_set())
+    fail(where, "options.k_scale and v_scale must be unset with K/V in pages: int8 scales come in the view's "
+                "k_scale_pages and v_scale_pages");
+  e.k_scale = check_kv_scale<TS>(where, "kv.k_scale_pages", kv.k_scale_pages, pages, kv.heads(), ps);
+  e.v_scale = check_kv_scale<TS>(where, "kv.v_scale_pages", kv.v_scale_pages, pages, kv.heads(), ps);
   check_varlen_aliasing(where, e, ek, ev, out, batch, kv.block_table, kv.seq_ids);
   return L;
 }
