@@ -197,4 +197,53 @@ TEST(int8_kv_errors, scales_missing_misshapen_misplaced_or_overlapping_out) {
   }
 }
 
+/// attention_varlen with int8 pages: the scales come with the pools, paged as the
+/// rows; missing or misshapen pools, or options.k_scale beside pages, are errors.
+TEST(int8_kv_errors, varlen_pages_take_their_scales_from_the_view) {
+  const std::size_t Hq = 2, Hkv = 1, D = 8, page = 16, pages = 2;
+  tensor<float> q(1, Hq, 1, D), drawn(pages, Hkv, page, D);
+  fill_uniform(q, 1), fill_uniform(drawn, 2);
+  tensor<float> scale;
+  const tensor<std::int8_t> pool = quantized(drawn, layout::bhsd, scale);
+  const std::vector<std::int32_t> table = {1, 0}, used = {20};
+  paged_kv_view<const std::int8_t> kv;
+  kv.k_pages = kv.v_pages = pool.cview();
+  kv.block_table = table;
+  kv.pages_per_seq = 2;
+  varlen_batch vb;
+  vb.seqused_k = used;
+  tensor<float> out(1, Hq, 1, D);
+  auto expect_error = [&](const paged_kv_view<const std::int8_t>& v, const attention_options& opt,
+                          const std::string& says) {
+    try {
+      attention_varlen(q.cview(), v, out.view, vb, opt);
+      ADD_FAILURE() << "no error; expected one saying: " << says;
+    } catch (const headwise::error& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+  };
+  expect_error(kv, {}, "int8 K/V need kv.k_scale_pages");
+  kv.k_scale_pages = kv.v_scale_pages = scale.cview();
+  attention_options with_scale;
+  with_scale.k_scale = scale.cview();
+  expect_error(kv, with_scale, "must be unset with K/V in pages");
+  tensor<float> short_scale(pages, Hkv, page - 1, 1);
+  paged_kv_view<const std::int8_t> misshapen = kv;
+  misshapen.v_scale_pages = short_scale.cview();
+  expect_error(misshapen, {}, "kv.v_scale_pages");
+  // The scales paged as the rows: sequence 0 is page 1 then 4 keys of page 0.
+  attention_varlen(q.cview(), kv, out.view, vb);
+  tensor<float> k_seq(1, Hkv, 20, D);
+  for (std::size_t j = 0; j < 20; ++j)
+    for (std::size_t d = 0; d < D; ++d)
+      k_seq(0, 0, j, d) = scale.view(j < page ? 1 : 0, 0, j % page, 0) * float(pool.view(j < page ? 1 : 0, 0, j % page, d));
+  tensor<float> ref(1, Hq, 1, D);
+  attention_options causal;
+  reference::attention(q.cview(), k_seq.cview(), k_seq.cview(), ref.view, causal);
+  error_model m;
+  m.Dk = D, m.Nk = 20, m.scale = 1 / std::sqrt(double(D));
+  m.storage_u = unit_roundoff<float>();  // the oracle read scale·q rounded, the kernels unrounded
+  EXPECT_LE(max_abs_diff(out.view, ref.view), attention_tolerance<float>(m));
+}
+
 }  // namespace
