@@ -115,7 +115,7 @@ struct sweep_scratch {
   T *qs = nullptr, *s = nullptr;
   char* visible = nullptr;
   std::uint32_t *q_pairs = nullptr, *p_pairs = nullptr;
-  T *k_scale = nullptr, *v_scale = nullptr;  // int8 K/V: the chunk's scales of one kv head
+  T *k_scale = nullptr, *v_scale = nullptr;  // int8 K/V: the chunk's scales of one kv head, 0 past it
   sweep_scratch() = default;
   sweep_scratch(detail::scratch_carver& c, const call_plan<T>& p, std::size_t lds, bool pairs, bool int8)
       : qs(c.take<T>(p.pass_rows * p.Dk)),
@@ -123,8 +123,8 @@ struct sweep_scratch {
         visible(c.take<char>(p.blocks)),
         q_pairs(c.take<std::uint32_t>(pairs ? p.pass_rows * q_pair_words(p.Dk) : 0)),
         p_pairs(c.take<std::uint32_t>(pairs ? p.pass_rows * lds / 2 : 0)),
-        k_scale(c.take<T>(int8 ? chunk_keys : 0)),
-        v_scale(c.take<T>(int8 ? chunk_keys : 0)) {}
+        k_scale(c.take<T>(int8 ? lds : 0)),
+        v_scale(c.take<T>(int8 ? lds : 0)) {}
 
   /// The same scratch seen from sweep row a on (one kv head's rows of a wide task);
   /// `visible` is shared.
@@ -326,6 +326,27 @@ void score_chunk(const call_plan<T>& p, const chunk_task<S>& t, std::size_t A, s
   }
 }
 
+/// dst[0..n) = the chunk's scales (int8 K or V), run by run (a page, or the whole
+/// chunk); dst[n..npad) = 0.
+template <class T, class S>
+void gather_scales(const value_view<const float>& scale, const chunk_task<S>& t, std::size_t npad, T* dst) {
+  for (std::size_t j = 0, run; j < t.n; j += run) {
+    const std::size_t s0 = std::size_t(t.begin) + j;
+    run = std::min(t.n - j, scale.paged() ? scale.pages().contiguous_rows(s0) : t.n - j);
+    const float* src = scale.row(t.b, t.hk, s0);
+    const std::ptrdiff_t stride = scale.seq_stride();
+    for (std::size_t r = 0; r < run; ++r) dst[j + r] = T(src[std::ptrdiff_t(r) * stride]);
+  }
+  std::fill(dst + t.n, dst + npad, T(0));
+}
+
+/// x[0..n) *= y[0..n), n a multiple of the pack width.
+template <class P, class T>
+HEADWISE_ALWAYS_INLINE void multiply_rows(T* x, const T* y, std::size_t n) {
+  using O = simd::ops<P>;
+  for (std::size_t j = 0; j < n; j += O::width) O::store(x + j, O::load(x + j) * O::load(y + j));
+}
+
 /// Step 3: masks, then one softmax step per row over the whole chunk; the scores
 /// become probabilities (with pair tiles also rounded to bf16 pairs for P·V). int8
 /// K/V: each score is first multiplied by its key's K scale, and each probability,
@@ -336,17 +357,15 @@ void softmax_chunk(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>&
   constexpr std::size_t W = simd::ops<P>::width;
   const std::size_t Nq = c.q.seq(), npad = detail::round_up(t.n, Pairs ? 2 * W : W);
   const bool elementwise = c.rules.has_elementwise();
-  if constexpr (is_storage_int8<S>)
-    for (std::size_t j = 0; j < t.n; ++j) {
-      w.k_scale[j] = T(c.k_scale(t.b, t.hk, std::size_t(t.begin) + j, 0));
-      w.v_scale[j] = T(c.v_scale(t.b, t.hk, std::size_t(t.begin) + j, 0));
-    }
+  if constexpr (is_storage_int8<S>) {
+    gather_scales(c.k_scale, t, npad, w.k_scale);
+    gather_scales(c.v_scale, t, npad, w.v_scale);
+  }
   for (std::size_t a = 0; a < A; ++a) {
     const std::size_t g = rows[a], h = t.hk * p.group + g / Nq;
     const auto i = std::int64_t(g % Nq);
     T* s_row = w.s + a * score_stride<P>;
-    if constexpr (is_storage_int8<S>)
-      for (std::size_t j = 0; j < t.n; ++j) s_row[j] *= w.k_scale[j];
+    if constexpr (is_storage_int8<S>) multiply_rows<P>(s_row, w.k_scale, npad);
     if (elementwise) {
       c.rules.apply_elementwise(t.b, h, i, t.begin, t.n, s_row);
       softmax_row<T>::to_log2(s_row, t.n);
@@ -355,8 +374,7 @@ void softmax_chunk(const detail::kernel_call<T, S, Q, O>& c, const call_plan<T>&
     std::fill(s_row + t.n, s_row + npad, -std::numeric_limits<T>::infinity());
     state[a] = softmax_row<T>{};
     state[a].template absorb<P>(s_row, npad);
-    if constexpr (is_storage_int8<S>)
-      for (std::size_t j = 0; j < t.n; ++j) s_row[j] *= w.v_scale[j];
+    if constexpr (is_storage_int8<S>) multiply_rows<P>(s_row, w.v_scale, npad);
 #if HEADWISE_PATH_AVX512_BF16
     if constexpr (Pairs) bf16::round_row(s_row, npad, w.p_pairs + a * score_stride<P> / 2);
 #endif
