@@ -31,7 +31,8 @@
 // bf16 for P·V. Measured (Zen 4, one thread, one run): 1.79× the fp32 kernel on H8 N1024
 // d64/d128 and 1.89× causal N2048 d128, 64–74% of the vdpbf16ps peak (2.0× the FMA peak):
 // the softmax, unchanged, now takes a larger share. Other 16-bit inputs are widened
-// on load (q rows, K/V packing) into the fp32 tiles.
+// on load (q rows, K/V packing) into the fp32 tiles; int8 K/V rows are widened and
+// multiplied by their scale while packing (quantize.hpp), so the tiles never see int8.
 // Scratch per worker (workspace.hpp): the tall tile's Q and O, one packed K and V
 // tile, one S micro-tile; 104 KiB at d 64, 204 KiB at d 128 (float, AVX2 tiles).
 // Independent of Nk.

@@ -6,7 +6,8 @@
 // Per row: 1. the logits of the visible keys (row_logits, which the inspection
 // functions of inspect.hpp share, so their probabilities match this kernel's bit for
 // bit); 2. exact max, exp and sum, out = Σ p_j v_j / l (finish_row, which also holds
-// the rules of options.hpp for NaN and infinite values). 2·Nvis·(Dk + Dv) FLOPs per
+// the rules of options.hpp for NaN and infinite values). int8 K/V: each dot product
+// times its key's scale, each weight times its value row's scale (quantize.hpp). 2·Nvis·(Dk + Dv) FLOPs per
 // row, no reuse of K/V between rows: the simple, obviously right path in the compute
 // type (not double like the oracle), kept as kernel_mode::plain for tests and as a
 // baseline in the bench. Tasks are (batch, query head, 32 rows); masked keys are never
