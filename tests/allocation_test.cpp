@@ -4,7 +4,8 @@
 // follow. A decode loop (append one token to a kv_cache, attend over it) runs 100
 // steps after the first on every kernel, K layout, K/V type and thread count; the
 // count must be zero. Also: a caller's workspace holds the scratch, release() frees it;
-// paged_kv_cache's operations after its constructor allocate nothing.
+// paged_kv_cache's operations after its constructor allocate nothing; appends to the
+// int8 caches (quantizing, with scales) allocate nothing.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -196,6 +197,43 @@ TEST(allocations, paged_kv_cache_operations_allocate_nothing) {
             }),
             0);
   EXPECT_EQ(cache.free_pages(), 16u);
+}
+
+// The int8 caches quantize on append into what their constructors allocated (the
+// scales; kv_cache's key-block row before its scatter; paged_kv_cache's scale pools,
+// copied on write with their pages): appends of one token and of many, from float
+// and half, in rows, key blocks and pages, allocate nothing.
+TEST(allocations, int8_cache_appends_allocate_nothing) {
+  kv_cache<std::int8_t> rows(2, 2, 64, 17, 8);
+  kv_cache<std::int8_t, kv_layout::key_blocks> blocks(2, 2, 64, 17, 8);
+  paged_kv_cache<std::int8_t> paged(16, 2, 16, 17, 8, 4, 4);
+  tensor<float> k(2, 2, 5, 17), v(2, 2, 5, 8), pk(1, 2, 40, 17), pv(1, 2, 40, 8);
+  tensor<half> hk(2, 2, 1, 17), hv(2, 2, 1, 8);
+  fill_uniform(k, 1), fill_uniform(v, 2), fill_uniform(hk, 3), fill_uniform(hv, 4);
+  fill_uniform(pk, 5), fill_uniform(pv, 6);
+  const std::vector<std::int32_t> cu{0, 17, 17, 40}, one{0, 3};
+  std::vector<std::int32_t> seqs(3), pair(1);
+  EXPECT_EQ(allocations_of([&] {
+              for (int i = 0; i < 10; ++i) {
+                rows.append(k.cview(), v.cview());
+                blocks.append(k.cview(), v.cview());
+                rows.append(hk.cview(), hv.cview());
+                blocks.append(hk.cview(), hv.cview());
+              }
+              for (int round = 0; round < 3; ++round) {
+                for (std::int32_t& s : seqs) s = paged.add_sequence();
+                paged.append(seqs, pk.cview(), pv.cview(), cu);
+                pair[0] = paged.fork(seqs[0]);  // then its first append copies page 1 and its scales
+                paged.append(pair, pk.cview().seq_slice(0, 3), pv.cview().seq_slice(0, 3), one);
+                paged.append(seqs[0], pk.cview().seq_slice(3, 1), pv.cview().seq_slice(3, 1));
+                for (std::int32_t s : seqs) paged.free(s);
+                paged.free(pair[0]);
+              }
+            }),
+            0);
+  EXPECT_EQ(rows.size(), 60u);
+  EXPECT_EQ(blocks.key_scales().seq(), 60u);
+  EXPECT_EQ(paged.free_pages(), 16u);
 }
 
 // attention_varlen builds its per-sequence calls in the workspace: a serving loop of

@@ -2,7 +2,11 @@
 // bottom-right causal attention over the cache, equals one causal attention over
 // the whole sequence, with K in rows and in key blocks; appending past the capacity
 // throws and changes nothing; a key-block cache holds the same keys as a row cache;
-// the buffers start on a cache line (decode streams their rows line by line).
+// the buffers start on a cache line (decode streams their rows line by line). int8:
+// every row appended (from float, double, half and bfloat16, one token and many, in
+// rows and key blocks) is stored as quantize_int8 stores it, bit for bit, codes and
+// scale, within its bound of the value; past the capacity and a NaN or an infinity
+// throw and change nothing (size, K, V and scales).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -11,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "int8_check.hpp"
 #include "kernel_harness.hpp"
 
 namespace {
@@ -164,6 +169,144 @@ TEST(kv_cache, appending_past_capacity_throws_and_leaves_the_cache_unchanged) {
   EXPECT_EQ(cache.capacity(), 5u);
   EXPECT_EQ(cache.values().seq(), 0u);
   EXPECT_THROW(kv_cache<float>(1, 0, 4, 4), error);
+}
+
+/// An int8 cache (K in layout L) and its model: every value appended, as a double,
+/// at [b, h, position, d].
+template <kv_layout L>
+struct int8_harness {
+  static constexpr std::size_t B = 2, H = 3, capacity = 30;
+  kv_cache<std::int8_t, L> cache;
+  tensor<double> k, v;
+  std::uint32_t seed = 0;
+
+  int8_harness(std::size_t dk, std::size_t dv)
+      : cache(B, H, capacity, dk, dv), k(B, H, capacity, dk), v(B, H, capacity, dv) {}
+
+  /// n new tokens, K in BSHD and V in BHSD, both of type X.
+  template <class X>
+  void append(std::size_t n) {
+    tensor<double> kd(B, H, n, cache.key_dim(), layout::bshd), vd(B, H, n, cache.value_dim());
+    fill_uniform(kd, ++seed, 2.0);
+    fill_uniform(vd, ++seed, 0.5);
+    const tensor<X> kx = converted<X>(kd, layout::bshd), vx = converted<X>(vd, layout::bhsd);
+    const std::size_t at = cache.size();
+    cache.append(kx.cview(), vx.cview());
+    for (std::size_t b = 0; b < B; ++b)
+      for (std::size_t h = 0; h < H; ++h)
+        for (std::size_t s = 0; s < n; ++s) {
+          for (std::size_t d = 0; d < cache.key_dim(); ++d)
+            k(b, h, at + s, d) = as_double(kx.view(b, h, s, d));
+          for (std::size_t d = 0; d < cache.value_dim(); ++d)
+            v(b, h, at + s, d) = as_double(vx.view(b, h, s, d));
+        }
+  }
+
+  /// Every row held against the model.
+  void check(const std::string& where) const {
+    SCOPED_TRACE(where);
+    const auto keys = cache.keys();
+    const tensor_view<const std::int8_t> values = cache.values();
+    const tensor_view<const float> ks = cache.key_scales(), vs = cache.value_scales();
+    ASSERT_EQ(keys.seq(), cache.size());
+    ASSERT_EQ(ks.seq(), cache.size());
+    ASSERT_EQ(vs.seq(), cache.size());
+    ASSERT_EQ(ks.dim(), 1u);
+    ASSERT_EQ(vs.heads(), H);
+    for (std::size_t b = 0; b < B; ++b)
+      for (std::size_t h = 0; h < H; ++h)
+        for (std::size_t s = 0; s < cache.size(); ++s) {
+          ASSERT_TRUE(int8_row_matches(
+              k.view.row(b, h, s), cache.key_dim(), [&](std::size_t d) { return keys(b, h, s, d); },
+              ks(b, h, s, 0)))
+              << "K " << b << " " << h << " " << s;
+          ASSERT_TRUE(int8_row_matches(
+              v.view.row(b, h, s), cache.value_dim(), [&](std::size_t d) { return values(b, h, s, d); },
+              vs(b, h, s, 0)))
+              << "V " << b << " " << h << " " << s;
+        }
+  }
+
+  /// The bytes of K, V and both scale buffers, over the whole capacity.
+  std::vector<unsigned char> bytes() const {
+    const std::size_t rows = B * H * capacity;
+    const std::size_t k_elements =
+        L == kv_layout::rows ? rows * cache.key_dim() : key_blocks_elements(B, H, capacity, cache.key_dim());
+    std::vector<unsigned char> all;
+    auto add = [&all](const void* p, std::size_t n) {
+      all.insert(all.end(), static_cast<const unsigned char*>(p), static_cast<const unsigned char*>(p) + n);
+    };
+    add(cache.keys().data(), k_elements);
+    add(cache.values().data(), rows * cache.value_dim());
+    add(cache.key_scales().data(), rows * sizeof(float));
+    add(cache.value_scales().data(), rows * sizeof(float));
+    return all;
+  }
+};
+
+template <kv_layout L>
+void check_int8_appends(std::size_t dk, std::size_t dv) {
+  SCOPED_TRACE("Dk " + std::to_string(dk) + ", Dv " + std::to_string(dv));
+  int8_harness<L> hw(dk, dv);
+  hw.check("empty");
+  hw.template append<float>(1);
+  hw.check("1 float");
+  hw.template append<double>(5);
+  hw.check("+ 5 double");
+  hw.template append<half>(1);
+  hw.check("+ 1 half");
+  hw.template append<bfloat16>(16);
+  hw.check("+ 16 bfloat16");
+  hw.template append<float>(7);
+  hw.check("+ 7 float: full");
+  EXPECT_EQ(hw.cache.size(), hw.capacity);
+}
+
+TEST(kv_cache, int8_rows_equal_quantize_int8_of_the_appends) {
+  const std::size_t dims[][2] = {{16, 16}, {17, 9}, {1, 31}};
+  for (const auto& [dk, dv] : dims) {
+    check_int8_appends<kv_layout::rows>(dk, dv);
+    check_int8_appends<kv_layout::key_blocks>(dk, dv);
+  }
+}
+
+template <kv_layout L>
+void check_int8_errors() {
+  int8_harness<L> hw(17, 9);
+  hw.template append<float>(20);
+  const std::vector<unsigned char> before = hw.bytes();
+  auto expect_error = [&](auto&& call, const std::vector<std::string>& parts, const char* what) {
+    try {
+      call();
+      ADD_FAILURE() << what << ": no error";
+    } catch (const error& e) {
+      for (const std::string& p : parts)
+        EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << what << ": " << e.what();
+    }
+    EXPECT_EQ(hw.cache.size(), 20u) << what;
+    EXPECT_TRUE(before == hw.bytes()) << what << " changed the cache";
+  };
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    tensor<float> k(2, 3, 4, 17), v(2, 3, 4, 9);
+    fill_uniform(k, 1), fill_uniform(v, 2);
+    k(1, 2, 3, 16) = bad;  // the last row K, its last element
+    expect_error([&] { hw.cache.append(k.cview(), v.cview()); },
+                 {"kv_cache::append", "k", "(1, 2, 3)", "NaN"}, "non-finite k");
+    k(1, 2, 3, 16) = 0;
+    v(0, 1, 0, 0) = bad;
+    expect_error([&] { hw.cache.append(k.cview(), v.cview()); }, {"kv_cache::append", "v", "(0, 1, 0)"},
+                 "non-finite v");
+  }
+  tensor<half> k(2, 3, 11, 17), v(2, 3, 11, 9);
+  expect_error([&] { hw.cache.append(k.cview(), v.cview()); }, {"capacity"}, "past the capacity");
+  hw.check("after the failed appends");
+  hw.template append<half>(10);
+  hw.check("then a good one to the brim");
+}
+
+TEST(kv_cache, int8_overflow_and_non_finite_input_throw_and_change_nothing) {
+  check_int8_errors<kv_layout::rows>();
+  check_int8_errors<kv_layout::key_blocks>();
 }
 
 TEST(kv_cache, buffers_start_on_a_cache_line_and_from_2_MiB_on_a_huge_page_boundary) {

@@ -1,14 +1,17 @@
-// Tests of paged_kv_cache (paged_kv_cache.hpp), for float, half and bfloat16 against
-// a dense model of every sequence built from the same calls (each element as the
-// cache must store it, rounded once to T): every live sequence's rows, gathered
-// through view() with paged_rows_view, equal the model bit for bit, across page
+// Tests of paged_kv_cache (paged_kv_cache.hpp), for float, half, bfloat16 and int8
+// against a dense model of every sequence built from the same calls (each element as
+// the cache must store it, rounded once to T; for int8 the value appended, which
+// quantize_int8 must turn into the stored codes and scale): every live sequence's
+// rows (and int8 scales), gathered through view() with paged_rows_view, equal the
+// model bit for bit, across page
 // boundaries (lengths 0, 1, 15, 16, 17, 33; page sizes 16 and 32; Hkv 2, Dk != Dv);
 // multi-sequence appends with uneven counts (one of them 0) take pages in a fixed
 // order; fork shares pages and copy-on-write keeps parent and child apart whichever
 // appends first; truncate then append rolls back; free returns every page; out of
 // pages and every bad argument throw headwise::error and leave the cache exactly as
-// it was (lengths, table, free_pages, the bytes of every page in use). Each check also
-// counts pages: those the live tables hold plus free_pages() must be num_pages().
+// it was (lengths, table, free_pages, the bytes of every page in use, scales too). Each
+// check also counts pages: those the live tables hold plus free_pages() must be
+// num_pages(). int8 alone: a NaN or an infinity throws and changes nothing.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -20,23 +23,14 @@
 #include <type_traits>
 #include <vector>
 
-#include "test_util.hpp"
+#include "int8_check.hpp"
 
 namespace {
 
 using namespace hwtest;
 
-/// x exactly, as a double (16-bit types convert to float only).
-template <class X>
-double as_double(X x) {
-  if constexpr (is_storage_16<X>)
-    return double(static_cast<float>(x));
-  else
-    return double(x);
-}
-
 /// A paged_kv_cache<S> and its model: per slot, K and V of every token as doubles
-/// of S values, [token][head][d].
+/// of S values (for int8: of the values appended), [token][head][d].
 template <class S>
 struct harness {
   paged_kv_cache<S> cache;
@@ -77,9 +71,11 @@ struct harness {
     for (std::size_t i = 0; i < seqs.size(); ++i) record(seqs[i], kt, vt, std::size_t(cu[i]), ns[i]);
   }
 
-  /// n tokens for seq through the one-sequence append, from S itself (the copy path).
+  /// n tokens for seq through the one-sequence append, from S itself (the copy path;
+  /// half for int8, which appends no int8).
   void append_one(std::int32_t seq, std::size_t n) {
-    tensor<S> kt(1, H, n, Dk), vt(1, H, n, Dv, layout::bshd);
+    using X = std::conditional_t<is_storage_int8<S>, half, S>;
+    tensor<X> kt(1, H, n, Dk), vt(1, H, n, Dv, layout::bshd);
     fill_uniform(kt, ++seed);
     fill_uniform(vt, ++seed);
     cache.append(seq, kt.cview(), vt.cview());
@@ -145,6 +141,10 @@ struct harness {
       }
       const paged_rows_view<const S> kr(view.k_pages, row, 1, view.pages_per_seq, len),
           vr(view.v_pages, row, 1, view.pages_per_seq, len);
+      if constexpr (is_storage_int8<S>) {
+        check_int8_rows(view, s, kr, vr);
+        continue;
+      }
       for (std::size_t t = 0; t < len; ++t)
         for (std::size_t h = 0; h < H; ++h) {
           for (std::size_t d = 0; d < Dk; ++d)
@@ -159,20 +159,47 @@ struct harness {
   }
 
  private:
+  /// Slot s's int8 rows (kr, vr) and scales through the view's scale pools against
+  /// quantize_int8 of the model's rows.
+  void check_int8_rows(const paged_kv_view<const S>& view, std::size_t s, const paged_rows_view<const S>& kr,
+                       const paged_rows_view<const S>& vr) const {
+    ASSERT_EQ(view.k_scale_pages.batch(), cache.num_pages());
+    ASSERT_EQ(view.k_scale_pages.seq(), P);
+    ASSERT_EQ(view.v_scale_pages.dim(), 1u);
+    const paged_rows_view<const float> ks(view.k_scale_pages, kr.table(), 1, view.pages_per_seq, kr.seq()),
+        vs(view.v_scale_pages, vr.table(), 1, view.pages_per_seq, vr.seq());
+    for (std::size_t t = 0; t < kr.seq(); ++t)
+      for (std::size_t h = 0; h < H; ++h) {
+        ASSERT_TRUE(int8_row_matches(
+            &k[s][(t * H + h) * Dk], Dk, [&](std::size_t d) { return kr(0, h, t, d); }, ks(0, h, t, 0)))
+            << "K slot " << s << " token " << t << " head " << h;
+        ASSERT_TRUE(int8_row_matches(
+            &v[s][(t * H + h) * Dv], Dv, [&](std::size_t d) { return vr(0, h, t, d); }, vs(0, h, t, 0)))
+            << "V slot " << s << " token " << t << " head " << h;
+      }
+  }
+
+  /// The values the cache must hold: rounded once to S, or for int8 as appended.
+  template <class U>
+  static double stored(U x) {
+    if constexpr (is_storage_int8<S>)
+      return as_double(x);
+    else
+      return as_double(static_cast<S>(x));
+  }
+
   template <class U>
   void record(std::int32_t s, const tensor<U>& kt, const tensor<U>& vt, std::size_t first, std::size_t n) {
     for (std::size_t t = first; t < first + n; ++t)
       for (std::size_t h = 0; h < H; ++h) {
-        for (std::size_t d = 0; d < Dk; ++d)
-          k[std::size_t(s)].push_back(as_double(static_cast<S>(kt.view(0, h, t, d))));
-        for (std::size_t d = 0; d < Dv; ++d)
-          v[std::size_t(s)].push_back(as_double(static_cast<S>(vt.view(0, h, t, d))));
+        for (std::size_t d = 0; d < Dk; ++d) k[std::size_t(s)].push_back(stored(kt.view(0, h, t, d)));
+        for (std::size_t d = 0; d < Dv; ++d) v[std::size_t(s)].push_back(stored(vt.view(0, h, t, d)));
       }
   }
 };
 
 /// What a failed call must leave as it was: lengths, the whole block table,
-/// free_pages, and the bytes of K and V of every page a live slot holds.
+/// free_pages, and the bytes of K and V (and int8 scales) of every page a live slot holds.
 struct snapshot {
   std::vector<std::int32_t> lengths, table;
   std::size_t free_pages = 0;
@@ -196,6 +223,11 @@ snapshot take_snapshot(const paged_kv_cache<S>& c) {
         const auto* first = reinterpret_cast<const unsigned char*>(pool->row(page, 0, 0));
         s.bytes.insert(s.bytes.end(), first, first + c.heads() * c.page_size() * pool->dim() * sizeof(S));
       }
+      if constexpr (is_storage_int8<S>)
+        for (const tensor_view<const float>* pool : {&view.k_scale_pages, &view.v_scale_pages}) {
+          const auto* first = reinterpret_cast<const unsigned char*>(pool->row(page, 0, 0));
+          s.bytes.insert(s.bytes.end(), first, first + c.heads() * c.page_size() * sizeof(float));
+        }
     }
   return s;
 }
@@ -214,16 +246,8 @@ void expect_error(const std::function<void()>& fn, const std::vector<std::string
 
 template <class S>
 class paged_kv_cache_typed : public ::testing::Test {};
-using storage_types = ::testing::Types<float, half, bfloat16>;
-/// Test names end in the type's name (and the macro gets its third argument, which
-/// clang's -Wgnu-zero-variadic-macro-arguments asks for).
-struct storage_name {
-  template <class S>
-  static std::string GetName(int) {
-    return std::is_same_v<S, float> ? "float" : std::is_same_v<S, half> ? "half" : "bfloat16";
-  }
-};
-TYPED_TEST_SUITE(paged_kv_cache_typed, storage_types, storage_name);
+using storage_types = ::testing::Types<float, half, bfloat16, std::int8_t>;
+TYPED_TEST_SUITE(paged_kv_cache_typed, storage_types, element_type_name);
 
 TYPED_TEST(paged_kv_cache_typed, rows_through_the_view_equal_the_appends_across_page_boundaries) {
   for (std::size_t P : {16u, 32u}) {
@@ -514,6 +538,44 @@ TYPED_TEST(paged_kv_cache_typed, bad_arguments_throw_and_change_nothing) {
   expect_error([&] { cache(4, 2, 16, 4, 4, 2, int32_max / 16 + 1); }, {"int32 lengths"}, "int32 lengths");
   expect_error([&] { cache(int32_max, std::size_t(1) << 40, 16, std::size_t(1) << 20, 4, 2, 2); },
                {"the K pool", "overflows"}, "K pool size");
+}
+
+// int8 (quantize.hpp): the scale pools sit beside the row pools (other types leave
+// them unset); copy-on-write copies a shared page's scales with its rows, so the
+// parent keeps its own; a NaN or an infinity anywhere in k or v throws, naming the
+// row, and changes nothing.
+TEST(paged_kv_cache_int8, scales_follow_their_rows_and_non_finite_input_changes_nothing) {
+  EXPECT_FALSE(paged_kv_cache<half>(2, 1, 16, 4, 4, 1, 1).view().k_scale_pages.is_set());
+  harness<std::int8_t> hw(8, 3, 16, 17, 9, 3, 4);
+  const std::int32_t a = hw.add();
+  hw.append({a}, {20});
+  const std::int32_t c = hw.fork(a);
+  const paged_kv_view<const std::int8_t> view = hw.cache.view();
+  const std::int32_t shared_page = view.pages_of(std::size_t(a))[1];
+  const std::vector<float> parent_scales(view.k_scale_pages.row(std::size_t(shared_page), 0, 0),
+                                         view.k_scale_pages.row(std::size_t(shared_page), 0, 0) + 3 * 16);
+  hw.append_one(c, 5);  // the child copies page 1 (rows and scales), then writes past row 4
+  ASSERT_NE(view.pages_of(std::size_t(c))[1], shared_page);
+  EXPECT_EQ(0, std::memcmp(parent_scales.data(), view.k_scale_pages.row(std::size_t(shared_page), 0, 0),
+                           parent_scales.size() * sizeof(float)))
+      << "the child's append changed the parent's scales";
+  hw.check("child appended after the fork");
+
+  const snapshot before = take_snapshot(hw.cache);
+  const std::vector<std::int32_t> both{a, c}, cu{0, 2, 6};
+  for (float bad : {NAN, INFINITY, -INFINITY}) {
+    tensor<float> k(1, 3, 6, 17), v(1, 3, 6, 9);
+    fill_uniform(k, 1), fill_uniform(v, 2);
+    k(0, 2, 5, 16) = bad;
+    expect_error([&] { hw.cache.append(both, k.cview(), v.cview(), cu); },
+                 {"paged_kv_cache::append", "k", "(0, 2, 5)", "NaN or an infinity"}, "non-finite k");
+    EXPECT_TRUE(before == take_snapshot(hw.cache));
+    k(0, 2, 5, 16) = 0;
+    v(0, 0, 1, 3) = bad;
+    expect_error([&] { hw.cache.append(a, k.cview(), v.cview()); }, {"v", "(0, 0, 1)"}, "non-finite v");
+    EXPECT_TRUE(before == take_snapshot(hw.cache));
+  }
+  hw.check("after the failed appends");
 }
 
 }  // namespace

@@ -100,6 +100,21 @@ tensor<T> dequantized(const tensor<std::int8_t>& q, const tensor<float>& scale, 
   return r;
 }
 
+/// Typed-test names that end in the element type's name: TYPED_TEST_SUITE's third
+/// argument (which clang's -Wgnu-zero-variadic-macro-arguments also asks for).
+struct element_type_name {
+  template <class T>
+  static std::string GetName(int) {
+    if constexpr (std::is_same_v<T, float>) return "float";
+    if constexpr (std::is_same_v<T, double>) return "double";
+    if constexpr (std::is_same_v<T, half>) return "half";
+    if constexpr (std::is_same_v<T, bfloat16>) return "bfloat16";
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> || is_storage_16<T> ||
+                  std::is_same_v<T, std::int8_t>);
+    return "int8";
+  }
+};
+
 /// Unit roundoff of T: 2^-digits (half, bfloat16: of their 11- and 8-bit significands).
 /// int8 (quantize.hpp): its error relative to the row's max, the unit of error_model's
 /// kmax and vmax: an element is within s/2 of x, s = fl(max|x| / 127) <= max|x|/127·(1 + u),

@@ -3,7 +3,7 @@
 // kernels read its view() (paged_view.hpp).
 //
 //   paged_kv_cache<T> cache(num_pages, Hkv, page_size, Dk, Dv, max_sequences, max_pages_per_seq);
-//                                       T: float, double, half, bfloat16
+//                                       T: float, double, half, bfloat16, int8_t
 //   std::int32_t a = cache.add_sequence();   a free slot, length 0
 //   cache.append(seqs, k, v, cu_tokens);     k [1, Hkv, total, Dk], v [1, Hkv, total, Dv], any
 //                                            strides and element type (as kv_cache::append):
@@ -14,6 +14,12 @@
 //   cache.view(), cache.view(seqs)           paged_kv_view<const T>: table rows = slots
 //   cache.lengths()                          one int32 per slot (0 when free): seqused_k
 //
+// int8 (paged_kv_cache<std::int8_t>): append quantizes each (token, kv head) row of
+// float, double, half or bfloat16 K/V (quantize.hpp) and keeps its fp32 scale in a
+// scale pool [num_pages, Hkv, page_size] beside each row pool, paged as the rows are:
+// view() sets k_scale_pages and v_scale_pages, copy-on-write copies the scales with
+// the rows, and a NaN or ±inf in the input is an error that changes nothing.
+//
 // Layout. K [num_pages, Hkv, page_size, Dk] and V [num_pages, Hkv, page_size, Dv],
 // dense (FlashInfer's HND page layout): a page holds page_size consecutive tokens of
 // one sequence, and in it each kv head's rows are one run of page_size·D elements, so
@@ -22,7 +28,7 @@
 // [max_sequences, max_pages_per_seq]; row r lists slot r's pages in order, and
 // entries past its ceil(length / page_size) are -1. Page numbers, slot ids and
 // lengths are int32 because block_table and seqused_k are int32 in vLLM and
-// FlashAttention, and the kernels take exactly that. Everything (both pools, table,
+// FlashAttention, and the kernels take exactly that. Everything (the pools, table,
 // refcounts, the free-page stack at full capacity, append's scratch) is allocated in
 // the constructor: add_sequence, append, fork, truncate and free allocate nothing,
 // and the pools never move, so views taken earlier keep valid pointers (they see
@@ -32,8 +38,9 @@
 // know how long a request will run. Here memory is taken a page at a time as a
 // sequence grows, so the most one sequence wastes is its last page's unused rows
 // (page_size − 1 of them), and a fork shares its parent's prefix instead of copying
-// it (parallel sampling, beam search). A page costs page_size·Hkv·(Dk + Dv)·sizeof(T):
-// 64 KiB at 16 tokens, Hkv 8, D 128, fp16.
+// it (parallel sampling, beam search). A page costs page_size·Hkv·(Dk + Dv)·sizeof(T),
+// plus page_size·Hkv·2·4 bytes of scales for int8: 64 KiB at 16 tokens, Hkv 8, D 128,
+// fp16; 33 KiB in int8.
 //
 // Semantics.
 // - Page choice is deterministic: free pages form a stack, page 0 on top at the
@@ -44,16 +51,18 @@
 //   cu_tokens; shapes; each sequence within max_pages_per_seq; and the pages the call
 //   needs (new pages plus copy-on-write copies) <= free_pages(). Out of pages is a
 //   headwise::error naming both counts, and the cache is exactly as before (a
-//   scheduler then frees or preempts a sequence and retries, as vLLM's does).
+//   scheduler then frees or preempts a sequence and retries, as vLLM's does); so is
+//   a NaN or an infinity for int8, checked last, in one pass over k and v.
 // - fork(s) gives a new slot whose table row is s's (refcount + 1 on each page):
 //   no copy, free_pages() unchanged. Copy-on-write: a sequence writes only into its
 //   last page, at row length % page_size and on; when that page is partly filled and
 //   also held by another slot, the append first copies its filled rows (K and V, every
-//   head) into a fresh page and moves to it, so parent and child never see each
-//   other's new tokens, whichever appends first or both. A full shared last page is
-//   never copied: new tokens start a new page. When k holders of one page with
-//   refcount r append in one call, each copies while another still holds the page
-//   and the last writes in place: min(k, r − 1) copies, which is what the check counts.
+//   head, int8 scales with their rows) into a fresh page and moves to it, so parent
+//   and child never see each other's new tokens, whichever appends first or both. A
+//   full shared last page is never copied: new tokens start a new page. When k
+//   holders of one page with refcount r append in one call, each copies while another
+//   still holds the page and the last writes in place: min(k, r − 1) copies, which is
+//   what the check counts.
 // - truncate(s, n), n <= length (rollback of rejected speculative tokens): the pages
 //   wholly past n are released (refcount − 1, free at 0); the page holding row n − 1
 //   stays, shared or not (a later append copies it if shared). Rows past n are stale
@@ -76,6 +85,7 @@
 #include "headwise/detail/kv_buffer.hpp"
 #include "headwise/key_view.hpp"
 #include "headwise/paged_view.hpp"
+#include "headwise/quantize.hpp"
 #include "headwise/storage.hpp"
 #include "headwise/tensor.hpp"
 
@@ -86,8 +96,9 @@ namespace headwise {
 /// K/V of many sequences in pages of one pool; see the top of this header.
 template <class T>
 class paged_kv_cache {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> || is_storage_16<T>,
-                "paged_kv_cache holds float, double, half or bfloat16");
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> || is_storage_16<T> ||
+                    is_storage_int8<T>,
+                "paged_kv_cache holds float, double, half, bfloat16 or std::int8_t");
 
  public:
   using value_type = T;
@@ -112,6 +123,12 @@ class paged_kv_cache {
         detail::checked_product(where, "the block table", {max_sequences, max_pages_per_seq});
     k_pool_.resize(std::size_t(k_size));
     v_pool_.resize(std::size_t(v_size));
+    if constexpr (is_storage_int8<T>) {
+      const auto rows =
+          std::size_t(detail::checked_product(where, "the scale pools", {num_pages, kv_heads, page_size}));
+      k_scale_pool_.resize(rows);
+      v_scale_pool_.resize(rows);
+    }
     table_.assign(std::size_t(table_size), -1);
     lengths_.assign(max_sequences, 0);
     live_.assign(max_sequences, 0);
@@ -193,6 +210,10 @@ class paged_kv_cache {
     paged_kv_view<const T> v;
     v.k_pages = pool(k_pool_.data(), dk_);
     v.v_pages = pool(v_pool_.data(), dv_);
+    if constexpr (is_storage_int8<T>) {
+      v.k_scale_pages = pool(k_scale_pool_.data(), 1);
+      v.v_scale_pages = pool(v_scale_pool_.data(), 1);
+    }
     v.block_table = span<const std::int32_t>(table_.data(), table_.size());
     v.pages_per_seq = row_pages_;
     v.seq_ids = seqs;
@@ -200,7 +221,8 @@ class paged_kv_cache {
   }
 
   /// Appends tokens [cu_tokens[i], cu_tokens[i+1]) of k and v to sequence seqs[i];
-  /// checks everything first and throws (changing nothing); see the top.
+  /// checks everything first (for int8 also that every value is finite) and throws
+  /// (changing nothing); see the top.
   template <class K, class V>
   void append(span<const std::int32_t> seqs, const tensor_view<K>& k, const tensor_view<V>& v,
               span<const std::int32_t> cu_tokens) {
@@ -233,6 +255,10 @@ class paged_kv_cache {
     if (fresh + copies > free_.size())
       detail::fail(where, "out of pages: the call needs ", fresh + copies, " (", fresh, " new, ", copies,
                    " copy-on-write copies of shared last pages) but ", free_.size(), " are free");
+    if constexpr (is_storage_int8<T>) {
+      detail::check_quantizable(where, "k", k);
+      detail::check_quantizable(where, "v", v);
+    }
 
     for (std::size_t i = 0; i < seqs.size(); ++i) {
       const std::size_t first = std::size_t(cu_tokens[i]), n = std::size_t(cu_tokens[i + 1]) - first;
@@ -315,47 +341,56 @@ class paged_kv_cache {
       --refcount_[std::size_t(from)];
       copy_page_rows(k_pool_.data(), dk_, from, to, len % page_size_);
       copy_page_rows(v_pool_.data(), dv_, from, to, len % page_size_);
+      if constexpr (is_storage_int8<T>) {
+        copy_page_rows(k_scale_pool_.data(), 1, from, to, len % page_size_);
+        copy_page_rows(v_scale_pool_.data(), 1, from, to, len % page_size_);
+      }
       r[held - 1] = to;
     }
     for (std::size_t j = held, end = detail::ceil_div(len + n, page_size_); j < end; ++j) r[j] = take_page();
-    copy_tokens(k, k_pool_.data(), dk_, seq, first, n);
-    copy_tokens(v, v_pool_.data(), dv_, seq, first, n);
+    copy_tokens(k, k_pool_.data(), dk_, k_scale_pool_, seq, first, n);
+    copy_tokens(v, v_pool_.data(), dv_, v_scale_pool_, seq, first, n);
     lengths_[std::size_t(seq)] = std::int32_t(len + n);
   }
 
-  void copy_page_rows(T* pool, std::size_t dim, std::int32_t from, std::int32_t to,
+  /// The first `rows` rows of every head of page from into page to, in a pool of
+  /// rows (E = T) or of scales (E = float, dim 1).
+  template <class E>
+  void copy_page_rows(E* pool, std::size_t dim, std::int32_t from, std::int32_t to,
                       std::size_t rows) noexcept {
     const std::size_t per_head = page_size_ * dim, per_page = heads_ * per_head;
     for (std::size_t h = 0; h < heads_; ++h) {
-      const T* src = pool + std::size_t(from) * per_page + h * per_head;
+      const E* src = pool + std::size_t(from) * per_page + h * per_head;
       std::copy(src, src + rows * dim, pool + std::size_t(to) * per_page + h * per_head);
     }
   }
 
-  /// Rows [first, first + n) of src (batch 0) to seq's positions length(seq) on.
+  /// Rows [first, first + n) of src (batch 0) to seq's positions length(seq) on,
+  /// stored (converted, or quantized with the scales) by detail::store_kv_row.
   template <class U>
-  void copy_tokens(const tensor_view<U>& src, T* pool, std::size_t dim, std::int32_t seq, std::size_t first,
-                   std::size_t n) noexcept {
+  void copy_tokens(const tensor_view<U>& src, T* pool, std::size_t dim, detail::kv_buffer<float>& scales,
+                   std::int32_t seq, std::size_t first, std::size_t n) noexcept {
     const std::int32_t* r = row(seq);
     const std::size_t len = std::size_t(lengths_[std::size_t(seq)]);
     for (std::size_t h = 0; h < heads_; ++h)
       for (std::size_t t = 0; t < n; ++t) {
         const std::size_t pos = len + t;
-        const U* from = src.row(0, h, first + t);
-        T* to =
-            pool + ((std::size_t(r[pos / page_size_]) * heads_ + h) * page_size_ + pos % page_size_) * dim;
-        for (std::size_t d = 0; d < dim; ++d) to[d] = detail::kv_element<T>(from[d]);
+        const std::size_t pool_row =
+            (std::size_t(r[pos / page_size_]) * heads_ + h) * page_size_ + pos % page_size_;
+        detail::store_kv_row(src.row(0, h, first + t), dim, pool + pool_row * dim, scales, pool_row);
       }
   }
 
-  tensor_view<const T> pool(const T* data, std::size_t dim) const noexcept {
+  template <class E>
+  tensor_view<const E> pool(const E* data, std::size_t dim) const noexcept {
     const auto d = std::ptrdiff_t(dim), ps = std::ptrdiff_t(page_size_);
-    return tensor_view<const T>(data, pages_, heads_, page_size_, dim, std::ptrdiff_t(heads_) * ps * d,
+    return tensor_view<const E>(data, pages_, heads_, page_size_, dim, std::ptrdiff_t(heads_) * ps * d,
                                 ps * d, d);
   }
 
   std::size_t pages_, heads_, page_size_, dk_, dv_, slots_, row_pages_;
   detail::kv_buffer<T> k_pool_, v_pool_;  // [pages, Hkv, page_size, D]
+  detail::kv_buffer<float> k_scale_pool_, v_scale_pool_;  // int8 only: [pages, Hkv, page_size]
   std::vector<std::int32_t> table_;       // [slots, row_pages], -1 past each slot's pages
   std::vector<std::int32_t> lengths_;     // per slot, 0 when free
   std::vector<char> live_;                // per slot

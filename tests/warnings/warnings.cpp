@@ -111,6 +111,34 @@ void layer(Cache& cache) {
   x = headwise::to_matrix<T>(headwise::decode_safetensors(headwise::encode_safetensors(f)).tensors.at("x"));
 }
 
+/// int8 K/V: quantize and back, and both caches quantizing X on append.
+template <class X>
+void int8_storage(std::size_t Hkv, std::size_t N, std::size_t D) {
+  std::vector<X> k(Hkv * N * D), v(Hkv * N * D);
+  std::vector<std::int8_t> q(Hkv * N * D);
+  std::vector<float> scale(Hkv * N), back(Hkv * N * D);
+  const auto kv = headwise::bhsd<const X>(k.data(), 1, Hkv, N, D);
+  const auto vv = headwise::bhsd<const X>(v.data(), 1, Hkv, N, D);
+  headwise::quantize_int8(kv, headwise::bhsd(q.data(), 1, Hkv, N, D),
+                          headwise::bhsd(scale.data(), 1, Hkv, N, 1));
+  headwise::dequantize_int8(headwise::bhsd<const std::int8_t>(q.data(), 1, Hkv, N, D),
+                            headwise::bhsd<const float>(scale.data(), 1, Hkv, N, 1),
+                            headwise::bhsd(back.data(), 1, Hkv, N, D));
+  headwise::kv_cache<std::int8_t> rows(1, Hkv, N, D);
+  headwise::kv_cache<std::int8_t, headwise::kv_layout::key_blocks> blocks(1, Hkv, N, D);
+  rows.append(kv, vv);
+  blocks.append(kv, vv);
+  headwise::attention_options opt;
+  opt.k_scale = blocks.key_scales();
+  opt.v_scale = rows.value_scales();
+  headwise::paged_kv_cache<std::int8_t> paged(4, Hkv, 16, D, D, 2, 2);
+  const std::int32_t a = paged.add_sequence();
+  paged.append(a, kv, vv);
+  paged.append(paged.fork(a), kv, vv);
+  const headwise::paged_kv_view<const std::int8_t> pages = paged.view();
+  back[0] = pages.k_scale_pages(0, 0, 0, 0) + opt.k_scale(0, 0, 0, 0);
+}
+
 /// 16-bit activations (Eigen::bfloat16 or Eigen::half A) on a layer with weights W,
 /// its cache of A's storage type, and LoRA on them.
 template <class A, class W>
@@ -156,4 +184,6 @@ int main() {
   layer_16<Eigen::bfloat16, float>();
   layer_16<Eigen::bfloat16, Eigen::bfloat16>();
   layer_16<Eigen::half, float>();
+  int8_storage<float>(2, 5, 24);
+  int8_storage<headwise::half>(1, 3, 9);
 }

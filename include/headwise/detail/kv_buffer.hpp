@@ -1,6 +1,6 @@
 // headwise/detail/kv_buffer.hpp — kv_cache's and paged_kv_cache's K/V storage: a
-// vector on cache lines, and on huge pages from 2 MiB on; and the conversion of an
-// appended element to the stored type.
+// vector on cache lines, and on huge pages from 2 MiB on; and the storing of an
+// appended row as the cache's type (converted, or quantized to int8 with its scale).
 //
 // Cache lines: a plain large std::vector starts 16 bytes past a page boundary, so
 // every 512-byte K/V row then spans 9 cache lines instead of 8 and every other
@@ -32,6 +32,7 @@
 #include <sys/mman.h>
 #endif
 
+#include "headwise/quantize.hpp"
 #include "headwise/storage.hpp"
 
 namespace headwise::detail {
@@ -89,6 +90,21 @@ T kv_element(const U& x) noexcept {
     return static_cast<T>(static_cast<float>(x));
   else
     return static_cast<T>(x);
+}
+
+/// Stores an appended row of n elements at to[0..n) as T: converted element by
+/// element, or for int8 T quantized (quantize.hpp) with its scale at scales[row].
+template <class T, class U>
+void store_kv_row(const U* from, std::size_t n, T* to, kv_buffer<float>& scales, std::size_t row) noexcept {
+  if constexpr (is_storage_int8<T>) {
+    using X = std::remove_const_t<U>;
+    static_assert(std::is_same_v<X, float> || std::is_same_v<X, double> || is_storage_16<X>,
+                  "an int8 K/V cache appends float, double, half or bfloat16 K/V and quantizes it: "
+                  "int8 input carries no scale");
+    scales[row] = quantize_row_int8(from, n, to);
+  } else {
+    for (std::size_t d = 0; d < n; ++d) to[d] = kv_element<T>(from[d]);
+  }
 }
 
 }  // namespace headwise::detail
