@@ -4,8 +4,12 @@
 //
 //   BM_headwise_decode_f32          attention_options::kernel = decode, K/V in float
 //   BM_headwise_decode_f16          the same, K/V stored as headwise::half (half the bytes)
+//   BM_headwise_decode_i8           K/V stored as int8 with one fp32 scale per row
+//                                   (quantize.hpp): a quarter of fp32's bytes, plus 4
+//                                   per row
 //   BM_headwise_decode_f32_kblocks  K in key blocks (kv_cache<T, kv_layout::key_blocks>)
 //   BM_headwise_decode_f16_kblocks
+//   BM_headwise_decode_i8_kblocks
 //   BM_headwise_decode_bf16         q, K/V and out all bfloat16 (on avx512_bf16: vdpbf16ps)
 //   BM_headwise_decode_bf16_widened the same on the avx512 path, widening to fp32 (only
 //                                   where the CPU has avx512_bf16: the A/B of its tiles)
@@ -14,7 +18,7 @@
 //
 // Args: B (sequences), Hq, Hkv (GQA group 4), KV (cached tokens), d, threads.
 // Counters: bytes_per_second  K+V bytes of one step, counted once (B·Hkv·KV·2·d·
-//             sizeof), per second. At KV 32768 they live in DRAM, so this reads as a
+//             sizeof, and int8's scales), per second. At KV 32768 they live in DRAM, so this reads as a
 //             share of BM_dram_read: a kernel reading them g times per step would be
 //             capped at 1/g of it.
 //           KV_MiB  those bytes; copies  the K/V copies the steps cycle through (below).
@@ -65,7 +69,7 @@ void decode_steps(benchmark::State& state) {
   const auto B = std::size_t(state.range(0)), Hq = std::size_t(state.range(1)),
              Hkv = std::size_t(state.range(2)), N = std::size_t(state.range(3)),
              d = std::size_t(state.range(4));
-  const std::size_t bytes = B * Hkv * N * 2 * d * sizeof(S);
+  const std::size_t bytes = B * Hkv * N * 2 * (d * sizeof(S) + (headwise::is_storage_int8<S> ? sizeof(float) : 0));
   const std::size_t copies =
       N >= 32768 ? std::clamp<std::size_t>((2 * llc_bytes() + bytes - 1) / bytes, 1, 16) : 1;
   using cache = headwise::kv_cache<S, Layout>;
@@ -97,6 +101,7 @@ void decode_steps(benchmark::State& state) {
   state.SetLabel("path=" + (path == "avx512_bf16" && !std::is_same_v<Q, headwise::bfloat16> ? "avx512" : path));
   std::size_t c = 0;
   for (auto _ : state) {
+    if constexpr (headwise::is_storage_int8<S>) opt.k_scale = caches[c]->key_scales(), opt.v_scale = caches[c]->value_scales();
     headwise::attention(qv, caches[c]->keys(), caches[c]->values(), ov, opt);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
@@ -113,11 +118,17 @@ void BM_headwise_decode_f32(benchmark::State& state) {
 void BM_headwise_decode_f16(benchmark::State& state) {
   decode_steps<headwise::half, kv_layout::rows, kernel_mode::decode>(state);
 }
+void BM_headwise_decode_i8(benchmark::State& state) {
+  decode_steps<std::int8_t, kv_layout::rows, kernel_mode::decode>(state);
+}
 void BM_headwise_decode_f32_kblocks(benchmark::State& state) {
   decode_steps<float, kv_layout::key_blocks, kernel_mode::decode>(state);
 }
 void BM_headwise_decode_f16_kblocks(benchmark::State& state) {
   decode_steps<headwise::half, kv_layout::key_blocks, kernel_mode::decode>(state);
+}
+void BM_headwise_decode_i8_kblocks(benchmark::State& state) {
+  decode_steps<std::int8_t, kv_layout::key_blocks, kernel_mode::decode>(state);
 }
 void BM_headwise_decode_bf16(benchmark::State& state) {
   decode_steps<headwise::bfloat16, kv_layout::rows, kernel_mode::decode, headwise::bfloat16>(state);
@@ -149,8 +160,10 @@ const bool decode_registered = [] {
   const std::pair<const char*, void (*)(benchmark::State&)> kernels[] = {
       {"BM_headwise_decode_f32", BM_headwise_decode_f32},
       {"BM_headwise_decode_f16", BM_headwise_decode_f16},
+      {"BM_headwise_decode_i8", BM_headwise_decode_i8},
       {"BM_headwise_decode_f32_kblocks", BM_headwise_decode_f32_kblocks},
       {"BM_headwise_decode_f16_kblocks", BM_headwise_decode_f16_kblocks},
+      {"BM_headwise_decode_i8_kblocks", BM_headwise_decode_i8_kblocks},
       {"BM_headwise_decode_bf16", BM_headwise_decode_bf16},
       {"BM_headwise_decode_bf16_widened", BM_headwise_decode_bf16_widened}};
   const std::vector<headwise::simd_isa> isas = headwise::available_isas();

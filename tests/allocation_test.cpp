@@ -93,6 +93,7 @@ long decode_loop_allocations(kernel_mode mode, unsigned threads, workspace* scra
   std::size_t t = prompt;
   auto step = [&] {
     cache.append(k.cview().seq_slice(t, 1), v.cview().seq_slice(t, 1));
+    if constexpr (is_storage_int8<S>) opt.k_scale = cache.key_scales(), opt.v_scale = cache.value_scales();
     attention(q.cview(), cache.keys(), cache.values(), out.view, opt);
     ++t;
   };
@@ -125,6 +126,9 @@ TEST(allocations, decode_steps_after_the_first_allocate_nothing_rows_f16) {
 }
 TEST(allocations, decode_steps_after_the_first_allocate_nothing_key_blocks_bf16) {
   expect_no_allocations<bfloat16, kv_layout::key_blocks>();
+}
+TEST(allocations, decode_steps_after_the_first_allocate_nothing_rows_int8) {
+  expect_no_allocations<std::int8_t, kv_layout::rows>();
 }
 
 // A prefill repeated on one shape: the flash kernel's tiles come from the workspace.
@@ -238,28 +242,35 @@ TEST(allocations, int8_cache_appends_allocate_nothing) {
 
 // attention_varlen builds its per-sequence calls in the workspace: a serving loop of
 // decode steps over a paged cache (one token appended to each sequence a step) and of
-// mixed prefill allocates nothing after its first steps, on 1 and 2 threads.
+// mixed prefill allocates nothing after its first steps, on 1 and 2 threads, with
+// float and int8 pages.
+template <class S>
+void expect_serving_loop_allocates_nothing(unsigned threads) {
+  paged_kv_cache<S> cache(64, 2, 16, 8, 8, 4, 16);
+  tensor<float> k(1, 2, 40, 8), v(1, 2, 40, 8), q(4, 4, 1, 8), out(4, 4, 1, 8);
+  fill_uniform(k, 1), fill_uniform(v, 2), fill_uniform(q, 3);
+  std::vector<std::int32_t> seqs(4), cu{0, 3, 9, 10, 40}, step{0, 1, 2, 3, 4};
+  for (std::int32_t& s : seqs) s = cache.add_sequence();
+  cache.append(seqs, k.cview(), v.cview(), cu);
+  attention_options opt;
+  opt.causal = causal_mode::bottom_right;
+  opt.threads = threads;
+  auto one_step = [&] {
+    cache.append(seqs, k.cview().seq_slice(0, 4), v.cview().seq_slice(0, 4), step);
+    attention_varlen(q.cview(), cache.view(seqs), out.view, varlen_batch{{}, {}, cache.lengths()}, opt);
+  };
+  for (int warm = 0; warm < 40; ++warm) one_step();  // the workspace reaches its size
+  EXPECT_EQ(allocations_of([&] {
+              for (int i = 0; i < 20; ++i) one_step();
+            }),
+            0)
+      << threads << " threads";
+}
+
 TEST(allocations, varlen_serving_steps_allocate_nothing) {
   for (unsigned threads : {1u, 2u}) {
-    paged_kv_cache<float> cache(64, 2, 16, 8, 8, 4, 16);
-    tensor<float> k(1, 2, 40, 8), v(1, 2, 40, 8), q(4, 4, 1, 8), out(4, 4, 1, 8);
-    fill_uniform(k, 1), fill_uniform(v, 2), fill_uniform(q, 3);
-    std::vector<std::int32_t> seqs(4), cu{0, 3, 9, 10, 40}, step{0, 1, 2, 3, 4};
-    for (std::int32_t& s : seqs) s = cache.add_sequence();
-    cache.append(seqs, k.cview(), v.cview(), cu);
-    attention_options opt;
-    opt.causal = causal_mode::bottom_right;
-    opt.threads = threads;
-    auto one_step = [&] {
-      cache.append(seqs, k.cview().seq_slice(0, 4), v.cview().seq_slice(0, 4), step);
-      attention_varlen(q.cview(), cache.view(seqs), out.view, varlen_batch{{}, {}, cache.lengths()}, opt);
-    };
-    for (int warm = 0; warm < 40; ++warm) one_step();  // the workspace reaches its size
-    EXPECT_EQ(allocations_of([&] {
-                for (int i = 0; i < 20; ++i) one_step();
-              }),
-              0)
-        << threads << " threads";
+    expect_serving_loop_allocates_nothing<float>(threads);
+    expect_serving_loop_allocates_nothing<std::int8_t>(threads);
   }
 }
 

@@ -246,4 +246,52 @@ TEST(int8_kv_errors, varlen_pages_take_their_scales_from_the_view) {
   EXPECT_LE(max_abs_diff(out.view, ref.view), attention_tolerance<float>(m));
 }
 
+/// The int8 caches quantize on append exactly as quantize_int8 does, so attention over
+/// them (kv_cache: rows and key blocks, through attention(); paged_kv_cache, through
+/// attention_varlen) gives the bits of attention() on quantize_int8 of the same rows.
+TEST(int8_caches, attention_over_the_caches_is_attention_over_quantize_int8) {
+  const std::size_t Hq = 4, Hkv = 2, N = 70, D = 24;
+  tensor<float> q(1, Hq, 1, D), k(1, Hkv, N, D), v(1, Hkv, N, D);
+  fill_uniform(q, 5), fill_uniform(k, 6), fill_uniform(v, 7);
+  tensor<float> ks, vs;
+  const tensor<std::int8_t> k8 = quantized(k, layout::bhsd, ks), v8 = quantized(v, layout::bhsd, vs);
+  for (const variant& var : every_variant({kernel_mode::decode, kernel_mode::flash}, {1, 2})) {
+    SCOPED_TRACE(var.name());
+    attention_options opt;
+    opt.causal = causal_mode::bottom_right;
+    var.apply(opt);
+    tensor<float> want(1, Hq, 1, D), got(1, Hq, 1, D);
+    attention_options direct = opt;
+    direct.k_scale = ks.cview(), direct.v_scale = vs.cview();
+    attention(q.cview(), k8.cview(), v8.cview(), want.view, direct);
+    auto same_bits = [&](const char* what) {
+      EXPECT_EQ(0, std::memcmp(want.view.data(), got.view.data(), Hq * D * sizeof(float))) << what;
+    };
+    kv_cache<std::int8_t> rows(1, Hkv, N, D);
+    rows.append(k.cview().seq_slice(0, 30), v.cview().seq_slice(0, 30));
+    rows.append(k.cview().seq_slice(30, N - 30), v.cview().seq_slice(30, N - 30));
+    attention_options o = opt;
+    o.k_scale = rows.key_scales(), o.v_scale = rows.value_scales();
+    attention(q.cview(), rows.keys(), rows.values(), got.view, o);
+    same_bits("kv_cache rows");
+    kv_cache<std::int8_t, kv_layout::key_blocks> blocks(1, Hkv, N, D);
+    blocks.append(k.cview(), v.cview());
+    o.k_scale = blocks.key_scales(), o.v_scale = blocks.value_scales();
+    attention(q.cview(), blocks.keys(), blocks.values(), got.view, o);
+    std::vector<std::int8_t> packed(key_blocks_elements(1, Hkv, N, D));
+    pack_key_blocks(k8.cview(), key_blocks_bhsd(packed.data(), 1, Hkv, N, D));
+    attention(q.cview(), key_blocks_bhsd(static_cast<const std::int8_t*>(packed.data()), 1, Hkv, N, D), v8.cview(),
+              want.view, direct);
+    same_bits("kv_cache key blocks");
+    attention(q.cview(), k8.cview(), v8.cview(), want.view, direct);
+    paged_kv_cache<std::int8_t> pool(8, Hkv, 16, D, D, 2, 8);
+    const std::int32_t seq = pool.add_sequence();
+    pool.append(seq, k.cview().seq_slice(0, 17), v.cview().seq_slice(0, 17));
+    pool.append(seq, k.cview().seq_slice(17, N - 17), v.cview().seq_slice(17, N - 17));
+    const std::vector<std::int32_t> used = {std::int32_t(N)}, which = {seq};
+    attention_varlen(q.cview(), pool.view(which), got.view, varlen_batch{{}, {}, used}, opt);
+    same_bits("paged_kv_cache");
+  }
+}
+
 }  // namespace

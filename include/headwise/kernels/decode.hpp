@@ -27,6 +27,10 @@
 // Measured (Zen 4, one thread, B1 Hq32 Hkv8 d128): 1.33–1.37× the widened bf16 step with
 // K/V in cache (KV 512–4096); at KV 32768 both are near 1.4× fp32, bound by how little
 // of the DRAM stream the shorter arithmetic still hides (docs/decode-notes.md).
+// int8 K/V (quantize.hpp) widen in the fp32 tiles (vpmovsxbd + vcvtdq2ps); scores take
+// each key's K scale and weights each key's V scale in the softmax step. Measured (Zen
+// 4, B1 Hq32 Hkv8 d128, KV 32768): 1.01× the fp16 step on one thread, 1.10× on two,
+// at 29 % of DRAM bandwidth: both are bound by the tiles' 64 FMAs per key, not by bytes.
 // Bytes per step ≈ B·Hkv·Nk_visible·(Dk + Dv)·sizeof(S) + 2·B·Hq·Nq·chunks·(Dv+1)·sizeof(T):
 // the partials are 0.4% of the K/V bytes at the shape above. Measured (Zen 4, one
 // thread, KV 32768, key blocks): fp32 steps at 91% of the DRAM read bandwidth.
@@ -335,7 +339,10 @@ void gather_scales(const value_view<const float>& scale, const chunk_task<S>& t,
     run = std::min(t.n - j, scale.paged() ? scale.pages().contiguous_rows(s0) : t.n - j);
     const float* src = scale.row(t.b, t.hk, s0);
     const std::ptrdiff_t stride = scale.seq_stride();
-    for (std::size_t r = 0; r < run; ++r) dst[j + r] = T(src[std::ptrdiff_t(r) * stride]);
+    if (stride == 1)
+      std::copy(src, src + run, dst + j);
+    else
+      for (std::size_t r = 0; r < run; ++r) dst[j + r] = T(src[std::ptrdiff_t(r) * stride]);
   }
   std::fill(dst + t.n, dst + npad, T(0));
 }
