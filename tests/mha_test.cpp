@@ -392,6 +392,23 @@ TEST_P(mha, decode_with_half_cache_stays_within_the_half_rounding_bound) {
   EXPECT_TRUE(err <= tol) << err << " > " << tol;
 }
 
+TEST_P(mha, decode_with_int8_cache_stays_within_the_quantization_bound) {
+  const mha_case& c = GetParam();
+  if (!c.causal) GTEST_SKIP() << "decode equals a full forward only under causal attention";
+  multi_head_attention<float> layer(config_of(c));
+  randomize(layer, 900);
+  const row_matrix<float> x = random_matrix<float>(c.tokens, Eigen::Index(c.model), 11);
+  row_matrix<float> stepped(x.rows(), x.cols());
+  kv_cache<std::int8_t> cache(1, c.kv_heads, std::size_t(c.tokens), c.dim);
+  layer.prefill(x.topRows(2), stepped.topRows(2), cache);
+  for (Eigen::Index t = 2; t < c.tokens; ++t) layer.step(x.row(t), stepped.row(t), cache);
+  const dmat xd = x.cast<double>();
+  const composed want = compose(layer, xd, no_delta);
+  const double err = max_diff(stepped, want.y),
+               tol = layer_bound(layer, xd, want, {}, 0, hwtest::unit_roundoff<std::int8_t>());
+  EXPECT_TRUE(err <= tol) << err << " > " << tol;
+}
+
 // ---- several sequences in one call
 
 /// Rows [s·T, (s+1)·T) of m, as a matrix.

@@ -64,6 +64,8 @@
 // q, k, v are the rounded values: backward differentiates what attention computed,
 // with dx and every gradient in float. The cache holds the 16-bit type
 // (kv_cache<bfloat16>): attention() reads 16-bit q only with K/V of its type.
+// A float layer also decodes over kv_cache<std::int8_t> (quantize.hpp): its appends
+// quantize k and v, and attention() takes the cache's scales.
 // Accuracy (mha_test): within 2× the error against fp64 of the naive pipeline that
 // rounds at the same points. Cost (bench/lora_bench.cpp, Llama-like layer, one thread,
 // Zen 4, medians of 5): a 1024-token prefill takes 0.97× the float layer's time
@@ -516,9 +518,11 @@ class multi_head_attention {
   /// Attention of the rotated queries over k, v, then the output projection into y.
   template <class Q, class K, class V>
   void attend(const tensor_view<Q>& q, const K& k, const V& v, Eigen::Index rows, matrix_ref<T> y,
-              span<const adapter_id> row_adapters, std::size_t sequences, tensor_view<float> lse = {}) {
+              span<const adapter_id> row_adapters, std::size_t sequences, tensor_view<float> lse = {},
+              const tensor_view<const float>& k_scale = {}, const tensor_view<const float>& v_scale = {}) {
     attention_options opt = attention_opts();
     opt.lse = lse;
+    opt.k_scale = k_scale, opt.v_scale = v_scale;
     matrix_map<T> a = attn_.take(rows, static_cast<Eigen::Index>(cfg_.num_heads * cfg_.head_dim));
     attention(q, k, v, as_bshd(a, cfg_.num_heads, cfg_.head_dim, sequences), opt);
     project(projection::o, a, y, row_adapters);
@@ -572,7 +576,11 @@ class multi_head_attention {
     auto qkv = project_qkv(x, row_adapters, cache.size(), B);
     const qkv_views<Q> in = attention_inputs<Q>(qkv, B);
     cache.append(in.k, in.v);
-    attend(in.q, cache.keys(), cache.values(), x.rows(), y, row_adapters, B);
+    if constexpr (is_storage_int8<typename Cache::value_type>)  // an int8 cache: its scales
+      attend(in.q, cache.keys(), cache.values(), x.rows(), y, row_adapters, B, {}, cache.key_scales(),
+             cache.value_scales());
+    else
+      attend(in.q, cache.keys(), cache.values(), x.rows(), y, row_adapters, B);
   }
 
   mha_config cfg_;
