@@ -124,7 +124,7 @@ class key_view {
   constexpr key_view(const paged_rows_view<U>& pages) noexcept : pages_(pages), layout_(layout::pages) {}
   template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*> && !std::is_same_v<U, T>>>
   constexpr key_view(const key_view<U>& other) noexcept
-      : rows_(other.rows()), blocks_(other.blocks()), pages_(other.pages()), layout_(layout(other.layout_index())) {}
+      : rows_(other.rows_), blocks_(other.blocks_), pages_(other.pages_), layout_(layout(int(other.layout_))) {}
 
   /// Whether K is in key blocks (blocks() holds it), in pages (pages() holds it) or
   /// in rows (rows() holds it).
@@ -133,7 +133,6 @@ class key_view {
   constexpr const tensor_view<T>& rows() const noexcept { return rows_; }
   constexpr const key_blocks_view<T>& blocks() const noexcept { return blocks_; }
   constexpr const paged_rows_view<T>& pages() const noexcept { return pages_; }
-  constexpr int layout_index() const noexcept { return int(layout_); }
 
   constexpr std::size_t batch() const noexcept { return pick(&tensor_view<T>::batch, &key_blocks_view<T>::batch, &paged_rows_view<T>::batch); }
   constexpr std::size_t heads() const noexcept { return pick(&tensor_view<T>::heads, &key_blocks_view<T>::heads, &paged_rows_view<T>::heads); }
@@ -151,6 +150,8 @@ class key_view {
   }
 
  private:
+  template <class>
+  friend class key_view;  // the converting constructor reads another key_view's layout
   enum class layout { rows, blocks, pages };
   template <class R, class B, class G>
   constexpr std::size_t pick(R r, B b, G g) const noexcept {
