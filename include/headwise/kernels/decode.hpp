@@ -30,7 +30,8 @@
 // int8 K/V (quantize.hpp) widen in the fp32 tiles (vpmovsxbd + vcvtdq2ps); scores take
 // each key's K scale and weights each key's V scale in the softmax step. Measured (Zen
 // 4, B1 Hq32 Hkv8 d128, KV 32768): 1.01× the fp16 step on one thread, 1.10× on two,
-// at 29 % of DRAM bandwidth: both are bound by the tiles' 64 FMAs per key, not by bytes.
+// at 29 % of DRAM bandwidth: both are bound by the tiles' work per key (their horizontal
+// sums and loads more than their FMAs: docs/benchmarks.md), not by bytes.
 // Bytes per step ≈ B·Hkv·Nk_visible·(Dk + Dv)·sizeof(S) + 2·B·Hq·Nq·chunks·(Dv+1)·sizeof(T):
 // the partials are 0.4% of the K/V bytes at the shape above. Measured (Zen 4, one
 // thread, KV 32768, key blocks): fp32 steps at 91% of the DRAM read bandwidth.
