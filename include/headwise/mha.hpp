@@ -64,8 +64,7 @@
 // q, k, v are the rounded values: backward differentiates what attention computed,
 // with dx and every gradient in float. The cache holds the 16-bit type
 // (kv_cache<bfloat16>): attention() reads 16-bit q only with K/V of its type.
-// A float layer also decodes over kv_cache<std::int8_t> (quantize.hpp): its appends
-// quantize k and v, and attention() takes the cache's scales.
+// A float layer also decodes over kv_cache<std::int8_t> (quantize.hpp) and its scales.
 // Accuracy (mha_test): within 2× the error against fp64 of the naive pipeline that
 // rounds at the same points. Cost (bench/lora_bench.cpp, Llama-like layer, one thread,
 // Zen 4, medians of 5): a 1024-token prefill takes 0.97× the float layer's time
@@ -576,11 +575,10 @@ class multi_head_attention {
     auto qkv = project_qkv(x, row_adapters, cache.size(), B);
     const qkv_views<Q> in = attention_inputs<Q>(qkv, B);
     cache.append(in.k, in.v);
-    if constexpr (is_storage_int8<typename Cache::value_type>)  // an int8 cache: its scales
-      attend(in.q, cache.keys(), cache.values(), x.rows(), y, row_adapters, B, {}, cache.key_scales(),
-             cache.value_scales());
-    else
-      attend(in.q, cache.keys(), cache.values(), x.rows(), y, row_adapters, B);
+    tensor_view<const float> k_scale, v_scale;  // an int8 cache's scales
+    if constexpr (is_storage_int8<typename Cache::value_type>)
+      k_scale = cache.key_scales(), v_scale = cache.value_scales();
+    attend(in.q, cache.keys(), cache.values(), x.rows(), y, row_adapters, B, {}, k_scale, v_scale);
   }
 
   mha_config cfg_;

@@ -14,6 +14,7 @@
 
 #include "headwise/detail/score_rules.hpp"
 #include "headwise/key_view.hpp"
+#include "headwise/storage.hpp"
 #include "headwise/tensor.hpp"
 #include "headwise/workspace.hpp"
 
@@ -39,6 +40,16 @@ struct kernel_call {
 
   std::size_t group() const noexcept { return q.heads() / k.heads(); }
 };
+
+/// The scale of row j of (b, h) in an int8 call's k_scale or v_scale view; 1 for any
+/// other storage (a multiplication by it then folds away).
+template <class T, class S>
+inline T row_scale(const value_view<const float>& scale, std::size_t b, std::size_t h, std::size_t j) noexcept {
+  if constexpr (is_storage_int8<S>)
+    return T(scale(b, h, j, 0));
+  else
+    return T(1);
+}
 
 /// The calls one kernel run serves: one for attention(), one per sequence for
 /// attention_varlen. Every call shares calls[0]'s threads and workspace.

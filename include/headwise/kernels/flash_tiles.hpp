@@ -67,16 +67,6 @@ void convert_row(const S* src, std::size_t n, std::size_t n_pad, T* dst, [[maybe
   for (; i < n_pad; ++i) dst[i] = T(0);
 }
 
-/// The scale of row j of (b, hk) in an int8 call's scale view; 1 for other storage.
-template <class T, class S>
-HEADWISE_ALWAYS_INLINE T row_scale(const value_view<const float>& scale, std::size_t b, std::size_t hk,
-                                   std::size_t j) {
-  if constexpr (is_storage_int8<S>)
-    return T(scale(b, hk, j, 0));
-  else
-    return T(1);
-}
-
 /// K rows [j0, j0 + n) of (b, hk) → panels of kb keys: dst[p][d][c] = k[j0 + p·kb + c][d];
 /// keys n..n_pad are zero. Rows are converted W at a time into tmp (W·Dk
 /// elements), then moved by W×W register transposes (simd/transpose.hpp).
@@ -90,7 +80,7 @@ void pack_k_panels(const Rows& k, std::size_t b, std::size_t hk, std::size_t j0,
     for (std::size_t r = 0; r < W; ++r) {
       T* row = tmp + r * dk;
       if (c0 + r < n)
-        convert_row<P>(k.row(b, hk, j0 + c0 + r), dk, dk, row, row_scale<T, S>(scale, b, hk, j0 + c0 + r));
+        convert_row<P>(k.row(b, hk, j0 + c0 + r), dk, dk, row, detail::row_scale<T, S>(scale, b, hk, j0 + c0 + r));
       else
         std::fill(row, row + dk, T(0));
     }
@@ -117,7 +107,7 @@ void pack_k_panels(const key_blocks_view<const S>& k, std::size_t b, std::size_t
     const std::size_t j = j0 + c0, lane = j % KB;
     const S* block = k.block(b, hk, j / KB) + lane;
     alignas(64) T scales[W];  // each key's (int8), else ones
-    for (std::size_t r = 0; r < W; ++r) scales[r] = c0 + r < n ? row_scale<T, S>(scale, b, hk, j + r) : T(0);
+    for (std::size_t r = 0; r < W; ++r) scales[r] = c0 + r < n ? detail::row_scale<T, S>(scale, b, hk, j + r) : T(0);
     if (c0 + W <= n && lane + W <= KB) {
       if constexpr (is_storage_int8<S>) {
         const P sv = O::load(scales);
@@ -151,7 +141,7 @@ void pack_v_rows(const Rows& v, std::size_t b, std::size_t hk, std::size_t j0, s
   using S = typename Rows::value_type;
   const std::size_t dv = v.dim();
   for (std::size_t c = 0; c < n; ++c)
-    convert_row<P>(v.row(b, hk, j0 + c), dv, dv_pad, dst + c * dv_pad, row_scale<T, S>(scale, b, hk, j0 + c));
+    convert_row<P>(v.row(b, hk, j0 + c), dv, dv_pad, dst + c * dv_pad, detail::row_scale<T, S>(scale, b, hk, j0 + c));
 }
 
 /// s[r][0..n_pad) = Σ_d q[r][d] · K[d][·] for MR query rows (row stride q_stride >= dk)

@@ -7,10 +7,10 @@
 // functions of inspect.hpp share, so their probabilities match this kernel's bit for
 // bit); 2. exact max, exp and sum, out = Σ p_j v_j / l (finish_row, which also holds
 // the rules of options.hpp for NaN and infinite values). int8 K/V: each dot product
-// times its key's scale, each weight times its value row's scale (quantize.hpp). 2·Nvis·(Dk + Dv) FLOPs per
-// row, no reuse of K/V between rows: the simple, obviously right path in the compute
-// type (not double like the oracle), kept as kernel_mode::plain for tests and as a
-// baseline in the bench. Tasks are (batch, query head, 32 rows); masked keys are never
+// times its key's scale, each weight times its value row's scale (quantize.hpp).
+// 2·Nvis·(Dk + Dv) FLOPs per row, no reuse of K/V between rows: the simple, obviously
+// right path in the compute type (not double like the oracle), kept as
+// kernel_mode::plain for tests and as a baseline in the bench. Tasks are (batch, query head, 32 rows); masked keys are never
 // visited. Scratch per worker (workspace.hpp): one row of Nk logits and one of Dv sums.
 // The flash and decode kernels store their rows through finish_kernel_row, which
 // recomputes here a row whose output is not finite.
@@ -52,11 +52,8 @@ T dot_key(const Q* q_row, const S* k_row, std::size_t Dk, std::ptrdiff_t stride)
 template <class T, class Q, class S>
 T key_dot(const Q* q_row, const key_view<const S>& k, const value_view<const float>& k_scale, std::size_t b,
           std::size_t hk, std::size_t j) {
-  const T dot = dot_key<T>(q_row, k.key(b, hk, j), k.dim(), k.coordinate_stride());
-  if constexpr (is_storage_int8<S>)
-    return dot * T(k_scale(b, hk, j, 0));
-  else
-    return dot;
+  return dot_key<T>(q_row, k.key(b, hk, j), k.dim(), k.coordinate_stride()) *
+         detail::row_scale<T, S>(k_scale, b, hk, j);
 }
 
 /// s[j] = the logit of query row (b, h, i) and key j, for every key it sees (others
@@ -107,14 +104,14 @@ void finish_row(const detail::kernel_call<T, S, Q, O>& c, std::size_t b, std::si
         const T p = std::exp(s - m);
         l += p;
         const S* v_row = c.v.row(b, hk, std::size_t(j));
-        // int8: v = scale · v_row, the scale folded into the weight
-        const T v_scale = is_storage_int8<S> ? T(c.v_scale(b, hk, std::size_t(j), 0)) : T(1);
+        // v = scale · v_row (int8; scale 1 otherwise), the scale folded into the weight
+        const T v_scale = detail::row_scale<T, S>(c.v_scale, b, hk, std::size_t(j));
         if (p > T(0)) {
-          const T w = is_storage_int8<S> ? p * v_scale : p;
+          const T w = p * v_scale;
           for (std::size_t d = 0; d < Dv; ++d) acc[d] += w * static_cast<T>(v_row[d]);
         } else {
           for (std::size_t d = 0; d < Dv; ++d) {
-            const T x = is_storage_int8<S> ? v_scale * static_cast<T>(v_row[d]) : static_cast<T>(v_row[d]);
+            const T x = v_scale * static_cast<T>(v_row[d]);
             if (!std::isfinite(x)) acc[d] += x;
           }
         }
