@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "kernel_harness.hpp"
+#include "naive_pipeline.hpp"
 
 namespace {
 
@@ -85,44 +86,6 @@ std::vector<kernel_case> mask_cases() {
 
 INSTANTIATE_TEST_SUITE_P(tiles, sixteen_bit, ::testing::ValuesIn(tile_cases()), param_name);
 INSTANTIATE_TEST_SUITE_P(every_mask_kind, sixteen_bit, ::testing::ValuesIn(mask_cases()), param_name);
-
-/// The naive pipeline of FlashAttention's accuracy rule, for one problem in X: per row,
-/// fp32 logits (products of 16-bit values are exact in fp32) times the scale, exact max,
-/// exp and sum in fp32, P = p / l rounded to X, o = Σ P·v summed in fp32, stored as O.
-template <class X, class O>
-void naive_attention(const tensor<X>& q, const tensor<X>& k, const tensor<X>& v, tensor<O>& out, bool causal) {
-  const std::size_t B = q.view.batch(), Hq = q.view.heads(), Nq = q.view.seq(), Dk = q.view.dim();
-  const std::size_t Hkv = k.view.heads(), Nk = k.view.seq(), Dv = v.view.dim();
-  const float scale = 1.0f / std::sqrt(float(Dk));
-  std::vector<float> s(Nk), o(Dv);
-  for (std::size_t b = 0; b < B; ++b)
-    for (std::size_t h = 0; h < Hq; ++h)
-      for (std::size_t i = 0; i < Nq; ++i) {
-        const std::size_t hk = h / (Hq / Hkv), visible = causal ? i + Nk - Nq + 1 : Nk;
-        float m = -INFINITY, l = 0;
-        for (std::size_t j = 0; j < visible; ++j) {
-          float dot = 0;
-          for (std::size_t d = 0; d < Dk; ++d) dot += float(q.view(b, h, i, d)) * float(k.view(b, hk, j, d));
-          s[j] = dot * scale;
-          m = std::max(m, s[j]);
-        }
-        for (std::size_t j = 0; j < visible; ++j) l += (s[j] = std::exp(s[j] - m));
-        std::fill(o.begin(), o.end(), 0.0f);
-        for (std::size_t j = 0; j < visible; ++j) {
-          const float p = float(X(s[j] / l));
-          for (std::size_t d = 0; d < Dv; ++d) o[d] += p * float(v.view(b, hk, j, d));
-        }
-        for (std::size_t d = 0; d < Dv; ++d) out.view(b, h, i, d) = detail::convert_element<O>(o[d]);
-      }
-}
-
-template <class A, class B>
-double max_error(const tensor<A>& a, const tensor<B>& b) {
-  double e = 0;
-  for (std::size_t n = 0; n < a.storage.size(); ++n)
-    e = std::max(e, std::fabs(double(float(a.storage[n])) - double(b.storage[n])));
-  return e;
-}
 
 /// Rule 2 for inputs X and out O over one shape: every mode, path and thread count.
 template <class X, class O>

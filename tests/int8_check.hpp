@@ -1,6 +1,6 @@
 // tests/int8_check.hpp — what the int8 tests share (quantize_test, kv_cache_test,
-// paged_kv_cache_test): exact values as doubles, the bound on one quantized element,
-// and one stored row against quantize_int8 of the row appended.
+// paged_kv_cache_test): exact values as doubles, and one stored row against
+// quantize_int8 of the row appended (within int8_element_bound, test_util.hpp).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -21,19 +21,6 @@ double as_double(X x) {
     return double(static_cast<float>(x));
   else
     return double(x);
-}
-
-/// The bound on |x − q·s| for a row quantized with scale s whose largest magnitude is
-/// amax. With u = 2^-24 (float's unit roundoff) and x_f = float(x) (exact for float,
-/// half and bfloat16; |x − x_f| <= u·|x| for double), quantize_row_int8 computes
-/// r = x_f / s rounded to float, r = (x_f / s)(1 + δ) with |δ| <= u, and q = the
-/// integer nearest r (|x_f / s| <= 127(1 + u)/(1 − u) < 127.5, so the clamp never moves
-/// it further). Then x − q·s = (x − x_f) + (x_f − r·s) + (r − q)·s, the terms at most
-/// u·|x|, u·|x_f| <= u(1 + u)·|x| and s/2: |x − q·s| <= s/2 + (2 + u)·u·amax. s is the
-/// scale stored, so its own rounding does not enter; q·s is exact in double (8 + 24 bits).
-inline double int8_element_bound(float s, double amax) {
-  const double u = std::ldexp(1.0, -24);
-  return double(s) / 2 + (2 + u) * u * amax;
 }
 
 /// A stored int8 row (code d = q_at(d), its scale) against quantize_int8 of x, the n

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "kernel_harness.hpp"
+#include "naive_pipeline.hpp"
 
 namespace {
 
@@ -78,41 +79,6 @@ TEST_P(int8_kv, every_variant_is_within_the_quantization_bound) {
 INSTANTIATE_TEST_SUITE_P(shapes, int8_kv, ::testing::ValuesIn(shape_cases()), param_name);
 INSTANTIATE_TEST_SUITE_P(every_mask_kind, int8_kv, ::testing::ValuesIn(mask_cases()), param_name);
 
-/// The naive int8 pipeline: K/V as stored, dequantized to fp32 (scale·q rounded),
-/// then per row fp32 logits times the scale, exact max, exp and sum in fp32, p / l,
-/// o = Σ p·v in fp32.
-void naive_attention(const tensor<float>& q, const tensor<float>& k, const tensor<float>& v, tensor<float>& out,
-                     bool causal) {
-  const std::size_t Hq = q.view.heads(), Nq = q.view.seq(), Dk = q.view.dim();
-  const std::size_t Hkv = k.view.heads(), Nk = k.view.seq(), Dv = v.view.dim();
-  const float scale = 1.0f / std::sqrt(float(Dk));
-  std::vector<float> s(Nk), o(Dv);
-  for (std::size_t h = 0; h < Hq; ++h)
-    for (std::size_t i = 0; i < Nq; ++i) {
-      const std::size_t hk = h / (Hq / Hkv), visible = causal ? i + Nk - Nq + 1 : Nk;
-      float m = -INFINITY, l = 0;
-      for (std::size_t j = 0; j < visible; ++j) {
-        float dot = 0;
-        for (std::size_t d = 0; d < Dk; ++d) dot += q.view(0, h, i, d) * k.view(0, hk, j, d);
-        s[j] = dot * scale;
-        m = std::max(m, s[j]);
-      }
-      for (std::size_t j = 0; j < visible; ++j) l += (s[j] = std::exp(s[j] - m));
-      std::fill(o.begin(), o.end(), 0.0f);
-      for (std::size_t j = 0; j < visible; ++j)
-        for (std::size_t d = 0; d < Dv; ++d) o[d] += s[j] / l * v.view(0, hk, j, d);
-      for (std::size_t d = 0; d < Dv; ++d) out.view(0, h, i, d) = o[d];
-    }
-}
-
-template <class A, class B>
-double max_error(const tensor<A>& a, const tensor<B>& b) {
-  double e = 0;
-  for (std::size_t n = 0; n < a.storage.size(); ++n)
-    e = std::max(e, std::fabs(double(a.storage[n]) - double(b.storage[n])));
-  return e;
-}
-
 struct accuracy_shape {
   std::size_t Hq, Hkv, Nq, Nk, D;
   bool causal;
@@ -130,7 +96,7 @@ TEST_P(int8_accuracy, within_twice_the_naive_int8_pipeline) {
   opt.causal = a.causal ? causal_mode::bottom_right : causal_mode::none;
   tensor<double> exact(1, a.Hq, a.Nq, a.D);
   reference::attention(q.cview(), drawn_k.cview(), drawn_v.cview(), exact.view, opt);
-  tensor<float> naive(1, a.Hq, a.Nq, a.D);
+  tensor<float> naive(1, a.Hq, a.Nq, a.D);  // the naive pipeline on K/V as stored, dequantized to fp32
   naive_attention(q, dequantized<float>(k, k_scale, layout::bhsd), dequantized<float>(v, v_scale, layout::bhsd),
                   naive, a.causal);
   const double naive_error = max_error(naive, exact);

@@ -375,38 +375,31 @@ TEST_P(mha, prefill_then_decode_steps_equal_full_forward) {
   EXPECT_TRUE(max_diff(stepped_blocks, want.y) <= tol) << "key-block cache";
 }
 
-TEST_P(mha, decode_with_half_cache_stays_within_the_half_rounding_bound) {
-  const mha_case& c = GetParam();
-  if (!c.causal) GTEST_SKIP() << "decode equals a full forward only under causal attention";
+/// Decode over a kv_cache<S>: `prefill` tokens at once, then one step per token,
+/// against the fp64 layer within the bound with S's storage error (storage_u).
+template <class S>
+void check_cached_decode(const mha_case& c, Eigen::Index prefill, double storage_u) {
   multi_head_attention<float> layer(config_of(c));
   randomize(layer, 900);
   const row_matrix<float> x = random_matrix<float>(c.tokens, Eigen::Index(c.model), 11);
   row_matrix<float> stepped(x.rows(), x.cols());
-  kv_cache<half> cache(1, c.kv_heads, std::size_t(c.tokens), c.dim);
-  layer.prefill(x.topRows(1), stepped.topRows(1), cache);
-  for (Eigen::Index t = 1; t < c.tokens; ++t) layer.step(x.row(t), stepped.row(t), cache);
+  kv_cache<S> cache(1, c.kv_heads, std::size_t(c.tokens), c.dim);
+  layer.prefill(x.topRows(prefill), stepped.topRows(prefill), cache);
+  for (Eigen::Index t = prefill; t < c.tokens; ++t) layer.step(x.row(t), stepped.row(t), cache);
   const dmat xd = x.cast<double>();
   const composed want = compose(layer, xd, no_delta);
-  const double err = max_diff(stepped, want.y),
-               tol = layer_bound(layer, xd, want, {}, 0, std::ldexp(1.0, -11));
+  const double err = max_diff(stepped, want.y), tol = layer_bound(layer, xd, want, {}, 0, storage_u);
   EXPECT_TRUE(err <= tol) << err << " > " << tol;
 }
 
+TEST_P(mha, decode_with_half_cache_stays_within_the_half_rounding_bound) {
+  if (!GetParam().causal) GTEST_SKIP() << "decode equals a full forward only under causal attention";
+  check_cached_decode<half>(GetParam(), 1, std::ldexp(1.0, -11));
+}
+
 TEST_P(mha, decode_with_int8_cache_stays_within_the_quantization_bound) {
-  const mha_case& c = GetParam();
-  if (!c.causal) GTEST_SKIP() << "decode equals a full forward only under causal attention";
-  multi_head_attention<float> layer(config_of(c));
-  randomize(layer, 900);
-  const row_matrix<float> x = random_matrix<float>(c.tokens, Eigen::Index(c.model), 11);
-  row_matrix<float> stepped(x.rows(), x.cols());
-  kv_cache<std::int8_t> cache(1, c.kv_heads, std::size_t(c.tokens), c.dim);
-  layer.prefill(x.topRows(2), stepped.topRows(2), cache);
-  for (Eigen::Index t = 2; t < c.tokens; ++t) layer.step(x.row(t), stepped.row(t), cache);
-  const dmat xd = x.cast<double>();
-  const composed want = compose(layer, xd, no_delta);
-  const double err = max_diff(stepped, want.y),
-               tol = layer_bound(layer, xd, want, {}, 0, hwtest::unit_roundoff<std::int8_t>());
-  EXPECT_TRUE(err <= tol) << err << " > " << tol;
+  if (!GetParam().causal) GTEST_SKIP() << "decode equals a full forward only under causal attention";
+  check_cached_decode<std::int8_t>(GetParam(), 2, hwtest::unit_roundoff<std::int8_t>());
 }
 
 // ---- several sequences in one call

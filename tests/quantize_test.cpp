@@ -1,6 +1,6 @@
 // Tests of quantize_int8 and dequantize_int8 (quantize.hpp), for float, double, half
 // and bfloat16 input: every element comes back within half a step of the row's grid
-// plus the float roundings (int8_element_bound, int8_check.hpp, derives the bound);
+// plus the float roundings (int8_element_bound, test_util.hpp, derives the bound);
 // each scale is max|row| / 127 exactly as float computes it; the element of largest
 // magnitude maps to ±127; a zero row gives scale 0 and zeros; a NaN or an infinity in
 // any row, a shape mismatch and overlapping views throw headwise::error before

@@ -115,15 +115,27 @@ struct element_type_name {
   }
 };
 
+/// The bound on |x − q·s| for a row quantized with scale s whose largest magnitude is
+/// amax. With u = 2^-24 (float's unit roundoff) and x_f = float(x) (exact for float,
+/// half and bfloat16; |x − x_f| <= u·|x| for double), quantize_row_int8 computes
+/// r = x_f / s rounded to float, r = (x_f / s)(1 + δ) with |δ| <= u, and q = the
+/// integer nearest r (|x_f / s| <= 127(1 + u)/(1 − u) < 127.5, so the clamp never moves
+/// it further). Then x − q·s = (x − x_f) + (x_f − r·s) + (r − q)·s, the terms at most
+/// u·|x|, u·|x_f| <= u(1 + u)·|x| and s/2: |x − q·s| <= s/2 + (2 + u)·u·amax. s is the
+/// scale stored, so its own rounding does not enter; q·s is exact in double (8 + 24 bits).
+constexpr double int8_element_bound(double s, double amax) {
+  const double u = 1.0 / 16777216;  // 2^-24
+  return s / 2 + (2 + u) * u * amax;
+}
+
 /// Unit roundoff of T: 2^-digits (half, bfloat16: of their 11- and 8-bit significands).
 /// int8 (quantize.hpp): its error relative to the row's max, the unit of error_model's
-/// kmax and vmax: an element is within s/2 of x, s = fl(max|x| / 127) <= max|x|/127·(1 + u),
-/// or, where round(x / s) passed 127 and was clamped, within max|x|·u of it; and
-/// dequantizing s·q rounds once more: 1/254·(1 + u) + 2u.
+/// kmax and vmax: int8_element_bound with amax 1, s = fl(amax / 127) <= (1 + u)/127,
+/// plus u for the kernels' use of s·q, rounded (flash packing) or not (decode).
 template <class T>
 constexpr double unit_roundoff() {
   if constexpr (is_storage_int8<T>)
-    return (1 + unit_roundoff<float>()) / 254 + 2 * unit_roundoff<float>();
+    return int8_element_bound((1 + unit_roundoff<float>()) / 127, 1) + unit_roundoff<float>();
   else if constexpr (is_storage_16<T>)
     return 1.0 / double(std::uint64_t(1) << T::format::digits);
   else
