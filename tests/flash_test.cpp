@@ -15,9 +15,9 @@ using namespace hwtest;
 class flash_tiles : public kernel_test {};
 TEST_P(flash_tiles, every_variant_matches_the_oracle) { check_kernel_case(GetParam()); }
 
-/// Around the tiles: query tiles of up to 128 rows, key tiles of 64 keys (16- and
-/// 32-byte packs) or 128 (64-byte packs), so Nq and Nk one below, at and one above
-/// 128 and 256, under each causal mode (which tiles are skipped or cut differs).
+/// Around the tiles: query tiles of 128 or 256 rows, key tiles of up to 128 keys, so Nq
+/// and Nk one below, at and one above 128 and 256, under each causal mode (which
+/// tiles are skipped or cut differs).
 /// head_dim: a pack and one, and the two common ones. Heads and K/V type rotate.
 std::vector<kernel_case> tile_cases() {
   const std::pair<std::size_t, std::size_t> seqs[] = {{127, 129}, {128, 256}, {129, 255}, {257, 257}};

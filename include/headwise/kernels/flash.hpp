@@ -17,9 +17,9 @@
 //      ±inf (non-finite inputs, options.hpp) is recomputed by the plain kernel's row
 //      (finish_kernel_row).
 // Memory traffic: K/V are read once per task from L2/L3, Nq/bq · group/heads times
-// in all; at d 128, bq 128, a K/V tile of bc = 64 keys is 64 KiB (128 keys, 128 KiB,
-// with AVX-512's 64-byte packs), so each micro-tile streams it from L2 at ~16% of L2
-// bandwidth when the FMAs run at peak. FLOPs: 4·Nq·Nk_visible·d per head, all in the
+// in all; at d 128 a K/V tile of bc = 128 keys is 128 KiB, so each micro-tile streams
+// it from L2: at the FMA peak, ~1/3 of Zen 4's L2 bandwidth with AVX-512's 12-row
+// micro-tiles, ~2/3 of Zen 3's with AVX2's 6 rows. FLOPs: 4·Nq·Nk_visible·d per head, all in the
 // two register tiles; the softmax adds ~20 vector ops per W scores, exp dominating.
 // Measured (Zen 4, one thread, docs/benchmarks.md): 72–85% of the FMA peak on the
 // README's shapes, causal ones on their visible FLOPs. Where the time goes (perf
@@ -34,7 +34,7 @@
 // on load (q rows, K/V packing) into the fp32 tiles; int8 K/V rows are widened and
 // multiplied by their scale while packing (quantize.hpp), so the tiles never see int8.
 // Scratch per worker (workspace.hpp): the tall tile's Q and O, one packed K and V
-// tile, one S micro-tile; 104 KiB at d 64, 204 KiB at d 128 (float, AVX2 tiles).
+// tile, one S micro-tile; 203 KiB at d 64, 399 KiB at d 128 (float, AVX2 tiles).
 // Independent of Nk.
 // Determinism: a task owns its output rows and its arithmetic does not depend on the
 // worker, so any thread count gives the same bits. Tasks run last query tile first:
@@ -61,13 +61,13 @@ struct tiling {
 /// group. Each K/V tile is packed once per task: at bq 128 for one head the packing
 /// took ~10% of causal H1 N16384 d64, and bq 256 ran 2–6% faster there and on H8 N1024
 /// d64 (Zen 4, AVX-512 and AVX2, A/B in one process);
-/// the K and V tile within 64 KiB and bc 64 keys for 32-byte packs, both doubled for
-/// 64-byte ones (kb = 32 there: 64 keys were two panels; 128 keys ran ~3% faster).
+/// the K and V tile within 128 KiB and bc 128 keys for every pack width: the rows'
+/// softmax steps and O rescales per tile halve against 64 keys (Zen 4 AVX-512: ~3%
+/// faster; Zen 3 AVX2: 3–7% on H8 N1024 d64/d128, causal N2048 and N16384, and GQA
+/// N512; 256 keys gained nothing more there, 32 lost 9–13%; A/Bs in one process).
 inline tiling make_tiling(std::size_t elem_bytes, std::size_t W, std::size_t Nq, std::size_t group,
                           std::size_t Dk, std::size_t Dv) {
-  const std::size_t scale = std::max<std::size_t>(1, W * elem_bytes / 32);
-  constexpr std::size_t max_rows = 256;
-  const std::size_t kv_tile_bytes = scale * 64 * 1024;
+  constexpr std::size_t max_rows = 256, max_keys = 128, kv_tile_bytes = 128 * 1024;
   tiling t;
   const std::size_t heads = std::max<std::size_t>(1, std::min<std::size_t>(group, 2));
   t.bq = std::max<std::size_t>(1, std::min(max_rows / heads, Nq));
@@ -76,7 +76,7 @@ inline tiling make_tiling(std::size_t elem_bytes, std::size_t W, std::size_t Nq,
   t.dk = Dk;
   t.dv_pad = detail::round_up(Dv, W);
   const std::size_t fit = kv_tile_bytes / ((Dk + t.dv_pad) * elem_bytes) / t.kb * t.kb;
-  t.bc = detail::round_up(std::clamp<std::size_t>(fit, std::max<std::size_t>(t.kb, 16), scale * 64), t.kb);
+  t.bc = detail::round_up(std::clamp<std::size_t>(fit, std::max<std::size_t>(t.kb, 16), max_keys), t.kb);
   return t;
 }
 
