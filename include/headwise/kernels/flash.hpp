@@ -21,8 +21,8 @@
 // it from L2: at the FMA peak, ~1/3 of Zen 4's L2 bandwidth with AVX-512's 12-row
 // micro-tiles, ~2/3 of Zen 3's with AVX2's 6 rows. FLOPs: 4·Nq·Nk_visible·d per head, all in the
 // two register tiles; the softmax adds ~20 vector ops per W scores, exp dominating.
-// Measured (Zen 4, one thread, docs/benchmarks.md): 72–85% of the FMA peak on the
-// README's shapes, causal ones on their visible FLOPs. Where the time goes (perf
+// Measured (one thread, docs/benchmarks.md): 72–85% of the FMA peak on the README's
+// shapes on Zen 4 (AVX-512), 65–79% on Zen 3 (AVX2), causal ones on their visible FLOPs. Where the time goes (perf
 // record, Zen 4, one thread, kernel samples): H8 N1024 d128 — Q·Kᵀ tile 45%, P·V tile
 // 44%, softmax and masks 6%, K/V packing 5%; causal H1 N16384 d64 — 42%, 40%, 11%, 7%;
 // the tiles themselves run at ~94% of the FMA peak.
