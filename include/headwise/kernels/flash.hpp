@@ -19,13 +19,15 @@
 // Memory traffic: K/V are read once per task from L2/L3, Nq/bq · group/heads times
 // in all; at d 128 a K/V tile of bc = 128 keys is 128 KiB, so each micro-tile streams
 // it from L2: at the FMA peak, ~1/3 of Zen 4's L2 bandwidth with AVX-512's 12-row
-// micro-tiles, ~2/3 of Zen 3's with AVX2's 6 rows. FLOPs: 4·Nq·Nk_visible·d per head, all in the
-// two register tiles; the softmax adds ~20 vector ops per W scores, exp dominating.
+// micro-tiles, ~2/3 of Zen 3's with AVX2's 6 rows (the AVX2 tile alone ran as fast
+// from L2 as from L1 there). FLOPs: 4·Nq·Nk_visible·d per head, all in the two
+// register tiles; the softmax adds ~20 vector ops per W scores, exp dominating.
 // Measured (one thread, docs/benchmarks.md): 72–85% of the FMA peak on the README's
-// shapes on Zen 4 (AVX-512), 65–79% on Zen 3 (AVX2), causal ones on their visible FLOPs. Where the time goes (perf
-// record, Zen 4, one thread, kernel samples): H8 N1024 d128 — Q·Kᵀ tile 45%, P·V tile
-// 44%, softmax and masks 6%, K/V packing 5%; causal H1 N16384 d64 — 42%, 40%, 11%, 7%;
-// the tiles themselves run at ~94% of the FMA peak.
+// shapes on Zen 4 (AVX-512), 67–81% on Zen 3 (AVX2), causal ones on their visible
+// FLOPs. Where the time goes (perf record, one thread, kernel samples), Zen 4: H8 N1024
+// d128 — Q·Kᵀ tile 45%, P·V tile 44%, softmax and masks 6%, K/V packing 5%; causal H1
+// N16384 d64 — 42%, 40%, 11%, 7%; the tiles themselves run at ~94% of the FMA peak.
+// Zen 3, AVX2: 38%, 40%, 10%, 4% and 38%, 39%, 17%, 5%.
 // bfloat16 q/k/v on the avx512_bf16 path run the same passes on vdpbf16ps tiles
 // (flash_bf16_tiles.hpp): Q, K and V held as bf16 pairs, S scaled in fp32, P rounded to
 // bf16 for P·V. Measured (Zen 4, one thread, one run): 1.79× the fp32 kernel on H8 N1024
