@@ -65,7 +65,7 @@ struct tiling {
 /// d64 (Zen 4, AVX-512 and AVX2, A/B in one process);
 /// the K and V tile within 128 KiB and bc 128 keys for every pack width: the rows'
 /// softmax steps and O rescales per tile halve against 64 keys (Zen 4 AVX-512: ~3%
-/// faster; Zen 3 AVX2: 3–7% on H8 N1024 d64/d128, causal N2048 and N16384, and GQA
+/// faster; Zen 3 AVX2: 2–9% on H8 N1024 d64/d128, causal N2048 and N16384, and GQA
 /// N512; 256 keys gained nothing more there, 32 lost 9–13%; A/Bs in one process).
 inline tiling make_tiling(std::size_t elem_bytes, std::size_t W, std::size_t Nq, std::size_t group,
                           std::size_t Dk, std::size_t Dv) {
