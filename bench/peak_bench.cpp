@@ -93,7 +93,12 @@ __attribute__((target("avx512f,avx512bf16"))) float bf16_dot_loop(float seed) {
   for (std::int64_t i = 0; i < fma_steps; ++i)
     for (__m512& x : acc) x = _mm512_dpbf16_ps(x, one, tiny);
   for (int c = 1; c < chains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
-  return _mm512_reduce_add_ps(acc[0]);
+  // Summed through memory: GCC 12's _mm512_reduce_add_ps warns -Wuninitialized (PR 105593).
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, acc[0]);
+  float sum = 0.0f;
+  for (const float x : lanes) sum += x;
+  return sum;
 }
 #endif
 

@@ -1,6 +1,6 @@
 # Warnings for the project's own targets (tests, benchmarks, examples) only;
 # consumers of the INTERFACE library never inherit them. Warnings become errors
-# through CMAKE_COMPILE_WARNING_AS_ERROR (the `clang` preset sets it; CMake >= 3.24),
+# through CMAKE_COMPILE_WARNING_AS_ERROR (the `test` and `gcc` presets set it; CMake >= 3.24),
 # which initialises each target's COMPILE_WARNING_AS_ERROR property and which
 # `cmake --compile-no-warning-as-error` overrides; the flags here never hold -Werror.
 include_guard(GLOBAL)
