@@ -4,17 +4,20 @@
 //                                 (scores pre-multiplied by log2 e, minus the max)
 //
 // Softmax evaluates one exponential per visible score, so this sits in the inner
-// loop next to the Q·Kᵀ and P·V FMAs: 14 vector ops per pack (11 with AVX-512's
-// vrndscale/vscalef, same bits), 7 of them FMAs,
+// loop next to the Q·Kᵀ and P·V FMAs: 13 vector ops per pack (10 with AVX-512's
+// vrndscale/vscalef, same bits), 6 of them FMAs,
 // against Dk + Dv = 128 matmul FMAs per pack of scores at d = 64.
 // Method (no table):
 //   n = round(x)                   via the 1.5·2^(mantissa bits) "magic" addend, so
 //                                  the integer lands in the low mantissa bits
 //   r = x − n                      exact, |r| <= 1/2
-//   2^r = Taylor polynomial of e^(r·ln2), degree 7 (float) / 13 (double), in Horner
-//         form; the truncation term is < 0.1 ulp, so rounding dominates (the bound
-//         is derived in tests/simd_path_checks.inl)
+//   2^r = polynomial in Horner form: float, degree 6, minimax for the relative error
+//         on [−½, ½] (Remez; 1.9e-9 = 0.03 u before its coefficients are rounded to
+//         float); double, the degree-13 Taylor polynomial of e^(r·ln2) (tail < 0.1 u)
 //   ·2^n by adding n to the exponent field of the polynomial (integer add)
+// Accuracy (float, every x in [−125, 8] against exp2 in double): at most 0.95 ulp
+// (the degree-7 Taylor polynomial it replaced: 0.87 ulp, one FMA more); 2^0 = 1.
+// The bound the tests derive is in tests/simd_path_checks.inl.
 // Range: below lo2 (2^-125 for float) the result is exactly 0 (results under
 // 2.4e-38 are flushed), so 2^−inf = 0 and no NaN escapes.
 // No reliance on -ffast-math; the same code runs 1-wide for the scalar path.
@@ -29,51 +32,52 @@ namespace headwise::HEADWISE_ISA_NS::simd {
 template <class T>
 struct exp_constants;
 
+/// Taylor coefficients 0..degree of 2^r = e^(r·ln2): ln2^k / k!, as a compile-time
+/// table (at -O2 GCC neither unrolls the Horner loop nor folds the series, and
+/// evaluated it in long double on every call: the decode kernel spent a third of
+/// its time there).
+template <class T, std::size_t degree>
+constexpr std::array<T, degree + 1> taylor_coefficients() {
+  std::array<T, degree + 1> a{};
+  long double c = 1;
+  for (std::size_t k = 0; k <= degree; ++k) {
+    if (k > 0) c *= 0.693147180559945309417232121458L / (long double)(k);
+    a[k] = T(c);
+  }
+  return a;
+}
+
 template <>
 struct exp_constants<float> {
-  static constexpr int mantissa = 23, degree = 7;
+  static constexpr int mantissa = 23;
   static constexpr float magic = 12582912.0f;  // 1.5 · 2^23
   static constexpr float log2e = 1.44269504088896341f;
   static constexpr float lo2 = -125.0f;  // n >= -125: the result stays normal
+  // Minimax (relative error) on [−½, ½], degree 6: c[0] rounds to exactly 1.
+  static constexpr std::array<float, 7> c = {1.000000001e+00f, 6.931472057e-01f, 2.402264689e-01f,
+                                             5.550328777e-02f, 9.618488957e-03f, 1.339993122e-03f,
+                                             1.534581200e-04f};
+  static constexpr double approximation = 1.9e-9;  // its relative error before rounding
 };
 
 template <>
 struct exp_constants<double> {
-  static constexpr int mantissa = 52, degree = 13;
+  static constexpr int mantissa = 52;
   static constexpr double magic = 6755399441055744.0;  // 1.5 · 2^52
   static constexpr double log2e = 1.4426950408889634074;
   static constexpr double lo2 = -1021.0;  // n >= -1021: the result stays normal
+  static constexpr std::array<double, 14> c = taylor_coefficients<double, 13>();
+  static constexpr double approximation = 1.2e-17;  // the tail, < 0.1 u
 };
 
-/// Taylor coefficient k of 2^r = e^(r·ln2): ln2^k / k!.
-template <class T>
-constexpr T taylor_coefficient(int k) {
-  long double c = 1;
-  for (int i = 1; i <= k; ++i) c *= 0.693147180559945309417232121458L / i;
-  return T(c);
-}
-
-/// The coefficients 0..degree as a compile-time table: at -O2 GCC neither unrolls
-/// the Horner loop nor folds taylor_coefficient, and evaluated it in long double
-/// on every call (the decode kernel spent a third of its time there).
-template <class T>
-struct taylor_table {
-  static constexpr std::size_t size = exp_constants<T>::degree + 1;
-  static constexpr std::array<T, size> c = [] {
-    std::array<T, size> a{};
-    for (std::size_t k = 0; k < size; ++k) a[k] = taylor_coefficient<T>(int(k));
-    return a;
-  }();
-};
-
-/// The Taylor polynomial of 2^r, in Horner form.
+/// The polynomial of 2^r, in Horner form.
 template <class P>
 HEADWISE_ALWAYS_INLINE P exp2_polynomial(const P& r) {
   using O = ops<P>;
-  using table = taylor_table<typename O::value_type>;
-  P poly(table::c[table::size - 1]);
+  constexpr auto& c = exp_constants<typename O::value_type>::c;
+  P poly(c[c.size() - 1]);
   HEADWISE_UNROLL
-  for (int k = int(table::size) - 2; k >= 0; --k) poly = O::fma(poly, r, P(table::c[std::size_t(k)]));
+  for (int k = int(c.size()) - 2; k >= 0; --k) poly = O::fma(poly, r, P(c[std::size_t(k)]));
   return poly;
 }
 
@@ -99,7 +103,7 @@ HEADWISE_ALWAYS_INLINE P exp2_nonpositive(const P& x) {
   using T = typename O::value_type;
   using C = exp_constants<T>;
 #if HEADWISE_PATH_AVX512
-  // The same n, r and polynomial in 11 instructions instead of 14: vrndscale rounds
+  // The same n, r and polynomial in 10 instructions instead of 13: vrndscale rounds
   // (to nearest even, as the magic addend does), vscalef multiplies by 2^n exactly
   // (the results are normal, so the bits are those of the exponent add), and its
   // zeroing mask is the range test; NaN stays NaN (unordered compares keep the lane).
