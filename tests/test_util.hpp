@@ -168,9 +168,10 @@ struct error_model {
 //   add 4·u·c. Then |logit| <= L = min(c, S) + bias; the ALiBi product and sum,
 //   the mask addition, ×log2 e (u·L each) and the subtraction of the running max
 //   (|s − max| <= 2L) add <= 6·u·L. ⇒ Δ.
-//   Weights: exp2(s − max) is within 2 ulps; each rescale of the online softmax
-//   state and each merge of split-KV partials multiplies earlier weights by a
-//   factor within 4u, at most Nk times: relative weight error ε <= (2 + 4·Nk)·u.
+//   Weights: exp2(s − max) is within 2u, relative (pack_test's exp2_within_two_u);
+//   each rescale of the online softmax state and each merge of split-KV partials
+//   multiplies earlier weights by a factor within 4u, at most Nk times: relative
+//   weight error ε <= (2 + 4·Nk)·u.
 //   Output: logits within Δ and weights within ε (one weight in Σw·v and in Σw)
 //   keep each share of the average within e^{±2(Δ+ε)}: expm1(2(Δ + ε))·vmax; weights
 //   rounded (unit u_P) for P·V alone, not for Σw, widen that to expm1(2(Δ + ε) + u_P). The

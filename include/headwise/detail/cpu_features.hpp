@@ -22,6 +22,7 @@ namespace headwise::detail {
 
 enum class cpu_core {
   unknown,
+  amd_zen3,  ///< AMD family 19h, the models not Zen 4's (Milan, Vermeer, Cezanne, Rembrandt)
   amd_zen4,  ///< AMD family 19h, models 10h–1Fh, 60h–7Fh, A0h–AFh (Genoa, Raphael, Phoenix, Bergamo)
 };
 
@@ -92,6 +93,7 @@ inline cpu_core classify(const cpu_signature& s) {
     const unsigned m = s.model;
     if ((m >= 0x10 && m <= 0x1f) || (m >= 0x60 && m <= 0x7f) || (m >= 0xa0 && m <= 0xaf))
       return cpu_core::amd_zen4;
+    return cpu_core::amd_zen3;
   }
   return cpu_core::unknown;
 }

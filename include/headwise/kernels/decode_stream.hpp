@@ -17,13 +17,16 @@ namespace headwise::HEADWISE_ISA_NS::kernels::decode {
 ///   - default (measured on Zen 5 and an AVX-512 Xeon): 3 KiB ahead, 6 fp32 or 12
 ///     fp16 rows at d 128 (4 to 32 rows measured; without requests fp32 steps ran
 ///     1.5× slower), and page touches (fp32 25-28% faster, fp16 5-20%).
-///   - Zen 4: the tile's own rows, in address order, and no touches. Its prefetchers
-///     lose a stream whose lines are first read out of order, as the score tile reads
-///     them (pack d of 4 rows, then pack d + 1): a bare 256 MiB stream read in that
-///     order ran at 9 GB/s against 27 in address order, and 25 when each tile's lines
-///     were first requested in address order. Any look-ahead (0.5-3 KiB), or the page
-///     touches, made fp32 steps slower; fp32 B1 Nk 32768 steps ran 1.6-2.0× faster
+///   - Zen 4 and Zen 3: the tile's own rows, in address order, and no touches. Zen 4's
+///     prefetchers lose a stream whose lines are first read out of order, as the score
+///     tile reads them (pack d of 4 rows, then pack d + 1): a bare 256 MiB stream read
+///     in that order ran at 9 GB/s against 27 in address order, and 25 when each tile's
+///     lines were first requested in address order. Any look-ahead (0.5-3 KiB), or the
+///     page touches, made fp32 steps slower; fp32 B1 Nk 32768 steps ran 1.6-2.0× faster
 ///     with this plan than with the default, and 1.9× faster than with no requests.
+///     Zen 3 (Milan; Hq32 Hkv8 d128, Nk 4096 and 32768, rows and key blocks, 1 and 2
+///     threads): fp32 steps 1.1-1.5× faster than with the default, fp16 1.05-1.5×;
+///     one case slower, fp16 rows at B1 Nk 4096 (0.88-0.95×).
 struct stream_plan {
   std::size_t prefetch_bytes;
   bool touch_pages;
@@ -35,7 +38,8 @@ struct stream_plan {
 };
 
 inline stream_plan decode_stream_plan(detail::cpu_core core) {
-  return core == detail::cpu_core::amd_zen4 ? stream_plan{0, false} : stream_plan{3072, true};
+  const bool own_rows = core == detail::cpu_core::amd_zen4 || core == detail::cpu_core::amd_zen3;
+  return own_rows ? stream_plan{0, false} : stream_plan{3072, true};
 }
 
 /// Rows beyond the look-ahead at which each pass touches one line per 4 KiB page of
