@@ -25,8 +25,8 @@ namespace headwise::HEADWISE_ISA_NS::kernels::decode {
 ///     page touches, made fp32 steps slower; fp32 B1 Nk 32768 steps ran 1.6-2.0× faster
 ///     with this plan than with the default, and 1.9× faster than with no requests.
 ///     Zen 3 (Milan; Hq32 Hkv8 d128, Nk 4096 and 32768, rows and key blocks, 1 and 2
-///     threads): fp32 steps 1.1-1.5× faster than with the default, fp16 1.05-1.5×;
-///     one case slower, fp16 rows at B1 Nk 4096 (0.88-0.95×).
+///     threads): fp32 steps 1.05-1.5× faster than with the default, fp16 1.04-1.5×,
+///     except fp16 rows at B1 Nk 4096 (0.88-1.01×), a shape that fits in L3.
 struct stream_plan {
   std::size_t prefetch_bytes;
   bool touch_pages;
