@@ -124,23 +124,15 @@ TEST(decode_dispatch, automatic_takes_decode_for_one_query) {
 TEST(decode_stream_plan, chosen_per_core) {
   using detail::cpu_core;
   using detail::cpu_signature;
-  EXPECT_EQ(cpu_core::amd_zen4, detail::classify(cpu_signature{true, 0x19, 0x11}));  // Genoa
-  EXPECT_EQ(cpu_core::amd_zen4, detail::classify(cpu_signature{true, 0x19, 0x61}));  // Raphael
-  EXPECT_EQ(cpu_core::amd_zen4, detail::classify(cpu_signature{true, 0x19, 0xa0}));  // Bergamo
-  EXPECT_EQ(cpu_core::amd_zen3, detail::classify(cpu_signature{true, 0x19, 0x01}));  // Milan
-  EXPECT_EQ(cpu_core::amd_zen3, detail::classify(cpu_signature{true, 0x19, 0x21}));  // Vermeer
-  EXPECT_EQ(cpu_core::amd_zen3, detail::classify(cpu_signature{true, 0x19, 0x50}));  // Cezanne
-  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{true, 0x17, 0x31}));   // Zen 2 Rome
-  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{true, 0x1a, 0x02}));   // Zen 5 Turin
-  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{false, 0x6, 0x8f}));   // Sapphire Rapids
-  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{false, 0x19, 0x11}));  // not AMD
+  EXPECT_EQ(cpu_core::amd_family_19h, detail::classify(cpu_signature{true, 0x19}));  // Zen 3, Zen 4
+  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{true, 0x17}));         // Zen 2
+  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{true, 0x1a}));         // Zen 5
+  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{false, 0x6}));         // Intel
+  EXPECT_EQ(cpu_core::unknown, detail::classify(cpu_signature{false, 0x19}));        // not AMD
 
-  const decode::stream_plan zen4 = decode::decode_stream_plan(cpu_core::amd_zen4);
-  EXPECT_FALSE(zen4.touch_pages);
-  EXPECT_EQ(0u, zen4.ahead_rows(512));  // each tile requests its own rows
-  const decode::stream_plan zen3 = decode::decode_stream_plan(cpu_core::amd_zen3);
-  EXPECT_FALSE(zen3.touch_pages);
-  EXPECT_EQ(0u, zen3.ahead_rows(512));
+  const decode::stream_plan own_rows = decode::decode_stream_plan(cpu_core::amd_family_19h);
+  EXPECT_FALSE(own_rows.touch_pages);
+  EXPECT_EQ(0u, own_rows.ahead_rows(512));  // each tile requests its own rows
   const decode::stream_plan other = decode::decode_stream_plan(cpu_core::unknown);
   EXPECT_TRUE(other.touch_pages);
   EXPECT_EQ(6u, other.ahead_rows(512));    // fp32 rows at d 128

@@ -3,7 +3,7 @@
 // Two questions are answered here and nowhere else:
 //   which SIMD paths the CPU and the OS support (cpuid leaf 1 and 7, and xgetbv:
 //     the OS must save the ymm/zmm state, or an AVX-512 CPU still faults on zmm);
-//   which core it is (vendor, family, model): the decode kernel's stream requests
+//   which core it is (vendor, family): the decode kernel's stream requests
 //     are tuned to how a core's hardware prefetchers treat its access pattern.
 // Anything without cpuid (other architectures, compilers without <cpuid.h>) reads
 // as "no x86 features" and unknown core.
@@ -22,14 +22,13 @@ namespace headwise::detail {
 
 enum class cpu_core {
   unknown,
-  amd_zen3,  ///< AMD family 19h, the models not Zen 4's (Milan, Vermeer, Cezanne, Rembrandt)
-  amd_zen4,  ///< AMD family 19h, models 10h–1Fh, 60h–7Fh, A0h–AFh (Genoa, Raphael, Phoenix, Bergamo)
+  amd_family_19h,  ///< AMD family 19h: Zen 3 (Milan, Vermeer, ...) and Zen 4 (Genoa, Raphael, Bergamo, ...)
 };
 
-/// The x86 family and model as cpuid reports them (base plus extended fields).
+/// The vendor and x86 family as cpuid reports them (base plus extended family).
 struct cpu_signature {
   bool amd = false;
-  unsigned family = 0, model = 0;
+  unsigned family = 0;
 };
 
 /// The instruction-set extensions the kernels' paths need, each usable (CPU and OS).
@@ -55,9 +54,8 @@ inline cpu_info read_cpu_info() {
   cpu_signature& s = info.signature;
   s.amd = ebx == 0x68747541u && edx == 0x69746e65u && ecx == 0x444d4163u;  // "AuthenticAMD"
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return info;
-  const unsigned base_family = (eax >> 8) & 0xf, base_model = (eax >> 4) & 0xf;
+  const unsigned base_family = (eax >> 8) & 0xf;
   s.family = base_family == 0xf ? base_family + ((eax >> 20) & 0xff) : base_family;
-  s.model = base_family == 0xf || base_family == 0x6 ? (((eax >> 16) & 0xf) << 4) | base_model : base_model;
 
   cpu_features& f = info.features;
   f.sse2 = (edx >> 26) & 1;
@@ -89,13 +87,7 @@ inline cpu_info read_cpu_info() {
 }
 
 inline cpu_core classify(const cpu_signature& s) {
-  if (s.amd && s.family == 0x19) {
-    const unsigned m = s.model;
-    if ((m >= 0x10 && m <= 0x1f) || (m >= 0x60 && m <= 0x7f) || (m >= 0xa0 && m <= 0xaf))
-      return cpu_core::amd_zen4;
-    return cpu_core::amd_zen3;
-  }
-  return cpu_core::unknown;
+  return s.amd && s.family == 0x19 ? cpu_core::amd_family_19h : cpu_core::unknown;
 }
 
 /// This process's CPU, read on first use.

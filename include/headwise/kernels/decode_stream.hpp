@@ -17,7 +17,7 @@ namespace headwise::HEADWISE_ISA_NS::kernels::decode {
 ///   - default (measured on Zen 5 and an AVX-512 Xeon): 3 KiB ahead, 6 fp32 or 12
 ///     fp16 rows at d 128 (4 to 32 rows measured; without requests fp32 steps ran
 ///     1.5× slower), and page touches (fp32 25-28% faster, fp16 5-20%).
-///   - Zen 4 and Zen 3: the tile's own rows, in address order, and no touches. Zen 4's
+///   - AMD family 19h (Zen 3, Zen 4): the tile's own rows, in address order, no touches. Zen 4's
 ///     prefetchers lose a stream whose lines are first read out of order, as the score
 ///     tile reads them (pack d of 4 rows, then pack d + 1): a bare 256 MiB stream read
 ///     in that order ran at 9 GB/s against 27 in address order, and 25 when each tile's
@@ -38,8 +38,7 @@ struct stream_plan {
 };
 
 inline stream_plan decode_stream_plan(detail::cpu_core core) {
-  const bool own_rows = core == detail::cpu_core::amd_zen4 || core == detail::cpu_core::amd_zen3;
-  return own_rows ? stream_plan{0, false} : stream_plan{3072, true};
+  return core == detail::cpu_core::amd_family_19h ? stream_plan{0, false} : stream_plan{3072, true};
 }
 
 /// Rows beyond the look-ahead at which each pass touches one line per 4 KiB page of
