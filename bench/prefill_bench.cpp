@@ -334,7 +334,12 @@ void small(benchmark::internal::Benchmark* b) { b->ArgNames(prefill_args)->Args(
 BENCHMARK(BM_reference)->Apply(small)->UseRealTime()->Unit(benchmark::kMillisecond);
 /// Every shape an implementation can run in reasonable time and memory.
 void up_to_odd_shapes(benchmark::internal::Benchmark* b) {
-  b->Apply(small)->Apply(square_heads)->Apply(odd_shapes)->MinTime(0.2)->UseRealTime()->Unit(benchmark::kMillisecond);
+  b->Apply(small)
+      ->Apply(square_heads)
+      ->Apply(odd_shapes)
+      ->MinTime(0.2)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
 }
 void every_shape(benchmark::internal::Benchmark* b) {
   up_to_odd_shapes(b);
@@ -351,13 +356,20 @@ BENCHMARK(BM_headwise_plain)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_headwise_flash)->Apply(every_shape);
 BENCHMARK(BM_headwise_flash_bf16)->Apply(every_shape);
-BENCHMARK(BM_headwise_flash_f16)->Apply(square_heads)->MinTime(0.2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_headwise_flash_f16)
+    ->Apply(square_heads)
+    ->MinTime(0.2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 /// The backward on the README's S2 (H8 N1024, d 64 and 128) and causal S3 (H8 N2048
-/// d128), 1 and 2 threads: the targets are stated on these.
+/// d128), 1 and 2 threads; and MQA (Hkv 1, one whole task at B 1), where two threads
+/// take the two-pass split (flash_backward.hpp).
 void backward_shapes(benchmark::internal::Benchmark* b) {
   b->Apply(square_heads);
   for (std::int64_t t : {1, 2}) b->Args({8, 8, 2048, 128, 1, 0, t});
+  for (std::int64_t t : {1, 2}) b->Args({8, 1, 1024, 128, 0, 0, t});
+  for (std::int64_t t : {1, 2}) b->Args({8, 1, 2048, 128, 1, 0, t});
   b->MinTime(0.2)->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 BENCHMARK(BM_headwise_backward)->Apply(backward_shapes);

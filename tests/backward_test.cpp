@@ -4,7 +4,8 @@
 //     reference, on shapes around the backward's tiles (64 query rows, 64 keys),
 //     MHA/GQA/MQA, every mask kind, float and double, Dk ≠ Dv, with the tolerance
 //     derived in test_util.hpp (backward_tolerance); every gradient element written;
-//     the same bits at every thread count;
+//     the same bits at every thread count, so the two-pass split (more threads than
+//     B·Hkv) gives the one pass's bits;
 //   - bad arguments throw before anything is written; scratch bounded by the tiles.
 #include <gtest/gtest.h>
 
@@ -64,8 +65,8 @@ struct backward_problem {
     attention_options opt = masks.opt;
     var.apply(opt);
     attention_backward(q.cview(), k.cview(), v.cview(), out.cview(),
-                       lse_view(static_cast<const float*>(lse.data()), c.B, c.h.Hq, c.Nq), dout.cview(), g.dq.view,
-                       g.dk.view, g.dv.view, opt);
+                       lse_view(static_cast<const float*>(lse.data()), c.B, c.h.Hq, c.Nq), dout.cview(),
+                       g.dq.view, g.dk.view, g.dv.view, opt);
   }
 };
 
@@ -83,7 +84,8 @@ void check_backward(const kernel_case& c) {
   for (const variant& var : variants) {
     auto g = p.fresh();
     p.run(var, g);
-    const std::pair<const tensor<T>*, const tensor<T>*> pairs[] = {{&g.dq, &p.rq}, {&g.dk, &p.rk}, {&g.dv, &p.rv}};
+    const std::pair<const tensor<T>*, const tensor<T>*> pairs[] = {
+        {&g.dq, &p.rq}, {&g.dk, &p.rk}, {&g.dv, &p.rv}};
     const double bounds[] = {p.tol.dq, p.tol.dk, p.tol.dv};
     const char* names[] = {"dq", "dk", "dv"};
     for (int n = 0; n < 3; ++n) {
@@ -113,7 +115,8 @@ TEST_P(backward_kernel, every_path_matches_the_oracle) {
 /// Around the backward's tiles (64 rows, 64 keys): one below, at, one above, and
 /// two tiles and one; head_dim across the pack widths, Dk ≠ Dv; heads and types rotate.
 std::vector<kernel_case> tile_cases() {
-  const std::pair<std::size_t, std::size_t> seqs[] = {{1, 1}, {17, 3}, {63, 65}, {64, 64}, {65, 129}, {129, 63}};
+  const std::pair<std::size_t, std::size_t> seqs[] = {{1, 1},   {17, 3},   {63, 65},
+                                                      {64, 64}, {65, 129}, {129, 63}};
   const std::pair<std::size_t, std::size_t> dims[] = {{1, 7}, {17, 16}, {64, 64}, {9, 33}};
   const heads hs[] = {mha, gqa, mqa};
   std::vector<kernel_case> cases;
@@ -144,8 +147,30 @@ std::vector<kernel_case> rule_cases() {
   return cases;
 }
 
+/// Where the threads outnumber the B·Hkv whole tasks the backward splits into dq tasks
+/// of 256 query rows and dk/dv tasks of one key tile (flash_backward.hpp): B 1, MQA
+/// (taken at 2 and 3 threads) and GQA (at 3), past one dq task, causal both ways and a
+/// sliding window (dq tasks that start past key 0), so the same-bits check above
+/// compares the two passes with the one.
+std::vector<kernel_case> split_cases() {
+  mask_spec window;
+  window.causal = causal_mode::top_left, window.left = 100;
+  mask_spec top_left, bottom_right;
+  top_left.causal = causal_mode::top_left, bottom_right.causal = causal_mode::bottom_right;
+  const mask_spec masks[] = {mask_spec{}, top_left, bottom_right, window};
+  std::vector<kernel_case> cases;
+  for (std::size_t m = 0; m < 4; ++m) {
+    kernel_case c{m == 2 ? 300u : 520u, m == 2 ? 140u : 330u, 16, 24, m % 2 ? gqa : mqa};
+    c.mask = masks[m];
+    c.kv = m == 3 ? kv_type::f64 : kv_type::f32;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
 INSTANTIATE_TEST_SUITE_P(tiles, backward_kernel, ::testing::ValuesIn(tile_cases()), param_name);
 INSTANTIATE_TEST_SUITE_P(rules, backward_kernel, ::testing::ValuesIn(rule_cases()), param_name);
+INSTANTIATE_TEST_SUITE_P(split, backward_kernel, ::testing::ValuesIn(split_cases()), param_name);
 
 // The reference against central differences of L = Σ dout ∘ reference::attention,
 // in double, h = 1e-4, on a few keys and dims with |inputs| <= 1. The truncation
@@ -183,7 +208,8 @@ TEST_P(backward_fd, reference_matches_central_differences) {
       const double down = loss();
       x.storage[e] = keep;
       const double fd = (up - down) / (2 * step), err = std::fabs(fd - grad.storage[e]);
-      if (!(err <= bound)) ADD_FAILURE() << name << "[" << e - 1 << "]: fd " << fd << " vs " << grad.storage[e];
+      if (!(err <= bound))
+        ADD_FAILURE() << name << "[" << e - 1 << "]: fd " << fd << " vs " << grad.storage[e];
     }
   };
   check(p.q, p.rq, "dq");
@@ -254,12 +280,13 @@ TEST(backward_memory, scratch_is_bounded_by_the_tiles) {
     fill_uniform(q, 1), fill_uniform(k, 2), fill_uniform(v, 3), fill_uniform(dout, 4);
     workspace ws;
     attention_options opt;
-    opt.causal = causal_mode::top_left, opt.threads = 1, opt.scratch = &ws, opt.lse = lse_view(lse.data(), 1, 1, N);
+    opt.causal = causal_mode::top_left, opt.threads = 1, opt.scratch = &ws,
+    opt.lse = lse_view(lse.data(), 1, 1, N);
     attention(q.cview(), k.cview(), v.cview(), out.view, opt);
     ws.release();
     attention_backward(q.cview(), k.cview(), v.cview(), out.cview(),
-                       lse_view(static_cast<const float*>(lse.data()), 1, 1, N), dout.cview(), dq.view, dk.view,
-                       dv.view, opt);
+                       lse_view(static_cast<const float*>(lse.data()), 1, 1, N), dout.cview(), dq.view,
+                       dk.view, dv.view, opt);
     held[n] = ws.bytes();
   }
   EXPECT_EQ(held[0], held[1]);

@@ -17,9 +17,11 @@
 //             [--kv N,..] [--types f32,f16] [--layouts rows,kblocks] [--batch B]
 //             [--compute-only] [--name-a X] [--name-b Y] [--swap] [--summary FILE]
 //   kernel_ab --combine FILE1 FILE2 [--tolerance F]
-//     --rounds     rounds per shape (default 20: all shapes, both orders, in about 4 minutes)
-//     --shapes     comma-separated: prefill, decode, or shape ids and id prefixes
-//                  (S1, S2, N2048, S3, S4, window, S6, KV512-f32-rows, KV32768, ...); default all
+//     --rounds     rounds per shape (default 20: the prefill and decode shapes, both orders,
+//                  in about 4 minutes; the backward ones add about 4 on one thread)
+//     --shapes     comma-separated: prefill, backward, decode, or shape ids and id prefixes
+//                  (S1, S2, N2048, S3, S4, window, S6, BS2, BS3, BMQA, KV512-f32-rows,
+//                  KV32768, ...); default all
 //     --kv, --types, --layouts  the decode shapes: every KV × type × K layout
 //                  (default 512,4096,32768 × f32,f16 × rows,kblocks); kblocks reads K as
 //                  key blocks (both sides must have them; KV a multiple of 16)
@@ -169,21 +171,22 @@ std::size_t llc_bytes() {
 
 struct shape {
   std::string id, name;
-  bool decode = false;
+  bool decode = false, backward = false;
   std::size_t Hq = 8, Hkv = 8, N = 1024, d = 64;
   int causal = 0;           // prefill: 0 none, 1 top_left; decode is bottom_right
   std::int64_t window = 0;  // keys a query sees, itself included; 0 = no window
   bool half_kv = false, key_blocks = false;
 
   /// Prefill: 4·Hq·d per visible (query, key) pair, counted as prefill_bench counts
-  /// them (N²/2 causal), so the rates read against the README's table.
+  /// them (N²/2 causal), so the rates read against the README's table; the backward
+  /// 10·Hq·d (FlashAttention's 2.5×, as BM_headwise_backward counts).
   double flops() const {
     double pairs = double(N) * double(N) / (causal ? 2 : 1);
     if (window > 0) {
       pairs = 0;
       for (std::size_t i = 0; i < N; ++i) pairs += double(std::min<std::size_t>(i + 1, std::size_t(window)));
     }
-    return 4.0 * double(Hq) * double(d) * pairs;
+    return (backward ? 10.0 : 4.0) * double(Hq) * double(d) * pairs;
   }
   /// Decode: the K+V bytes of one step, counted once, as decode_bench counts them.
   double bytes(std::size_t B) const { return double(B * Hkv * N * 2 * d) * (half_kv ? 2 : 4); }
@@ -205,6 +208,25 @@ std::vector<shape> prefill_shapes() {
           p("S4", "GQA causal Hq32 Hkv8 N512 d128", 32, 8, 512, 128, 1, 0),
           p("window", "causal window 512, H8 N4096 d64", 8, 8, 4096, 64, 1, 512),
           p("S6", "causal H1 N16384 d64", 1, 1, 16384, 64, 1, 0)};
+}
+
+/// attention_backward on BM_headwise_backward's shapes: S2, S3 and MQA (Hkv 1: one
+/// whole task at B 1, so two threads take flash_backward.hpp's two-pass split).
+std::vector<shape> backward_shapes() {
+  std::vector<shape> out;
+  for (shape s : prefill_shapes())
+    if (s.id == "S2" || s.id == "S3") {
+      s.backward = true, s.id = "B" + s.id, s.name = "backward " + s.name;
+      out.push_back(s);
+    }
+  for (int causal : {0, 1}) {
+    shape s;
+    s.backward = true, s.Hq = 8, s.Hkv = 1, s.N = causal ? 2048 : 1024, s.d = 128, s.causal = causal;
+    s.id = causal ? "BMQA-causal" : "BMQA";
+    s.name = causal ? "backward causal MQA 8/1 N2048 d128" : "backward MQA 8/1 N1024 d128";
+    out.push_back(s);
+  }
+  return out;
 }
 
 /// decode_bench's shape, Hq 32, Hkv 8, d 128, one query token: every KV × type × layout.
@@ -358,15 +380,17 @@ options parse(int argc, char** argv) {
   return o;
 }
 
-/// The shapes --shapes names: "all", "prefill", "decode", ids and prefixes of ids.
+/// The shapes --shapes names: "all", "prefill", "backward", "decode", ids and prefixes of ids.
 std::vector<shape> select_shapes(const options& o) {
   std::vector<shape> all = prefill_shapes(), out;
+  for (const shape& s : backward_shapes()) all.push_back(s);
   for (const shape& s : decode_shapes(o.kvs, o.types, o.layouts)) all.push_back(s);
   const std::vector<std::string> want = split(lower(o.selected));
   for (const shape& s : all) {
     const std::string id = lower(s.id);
     if (std::any_of(want.begin(), want.end(), [&](const std::string& w) {
-          return w == "all" || w == (s.decode ? "decode" : "prefill") || id.compare(0, w.size(), w) == 0;
+          const char* group = s.decode ? "decode" : s.backward ? "backward" : "prefill";
+          return w == "all" || w == group || id.compare(0, w.size(), w) == 0;
         }))
       out.push_back(s);
   }
@@ -417,7 +441,7 @@ struct decode_data {
 /// One shape's rounds: the probe and each side's best time (ms) per round.
 struct measurement {
   std::string why;  // not empty: a side could not run the shape
-  double diff = 0;  // max |out_B - out_A| after one call each
+  double diff = 0;  // max |out_B - out_A| (backward: of dq, dk, dv) after one call each
   int reps = 0;
   std::vector<double> peak, ms[2];
 };
@@ -443,6 +467,29 @@ measurement measure(const shape& s, const options& o, decode_data& kv, std::size
     for (float& x : v) x = normal(gen);
   }
   call.q = q.data(), call.out = out.data();
+  // The backward's inputs: dout from the same generator, out and the LSE by side A's
+  // forward, once; both sides then differentiate the same forward.
+  std::vector<float> lse, dout, grads[3];
+  if (s.backward) {
+    lse.resize(s.Hq * s.N), dout.resize(q.size());
+    for (float& x : dout) x = normal(gen);
+    grads[0].resize(q.size()), grads[1].resize(k.size()), grads[2].resize(k.size());
+    call.k = k.data(), call.v = v.data(), call.lse = lse.data();
+    if (const char* e = side_run[0](&call)) {
+      measurement m;
+      m.why = std::string("side A's forward: ") + e;
+      return m;
+    }
+    call.backward = true, call.dout = dout.data();
+    call.dq = grads[0].data(), call.dk = grads[1].data(), call.dv = grads[2].data();
+  }
+  const auto results = [&] {
+    std::vector<float> r = s.backward ? grads[0] : out;
+    if (s.backward)
+      r.insert(r.end(), grads[1].begin(), grads[1].end()),
+          r.insert(r.end(), grads[2].begin(), grads[2].end());
+    return r;
+  };
   bool cycle = false;  // on after the warm-up, which runs both sides on one copy
   auto run = [&](int side) {
     if (s.decode) {
@@ -459,7 +506,7 @@ measurement measure(const shape& s, const options& o, decode_data& kv, std::size
   // Warm-up: one call a side, timed only to count the calls of a measurement.
   measurement m;
   double once = 0;
-  std::vector<float> out_a;
+  std::vector<float> result_a;
   for (int side = 0; side < 2; ++side) {
     const auto t0 = clock_type::now();
     if (const char* e = run(side)) {
@@ -467,10 +514,11 @@ measurement measure(const shape& s, const options& o, decode_data& kv, std::size
       return m;
     }
     once = std::max(once, seconds_since(t0) * 1e3);
-    if (side == 0) out_a = out;
+    if (side == 0) result_a = results();
   }
-  for (std::size_t i = 0; i < out.size(); ++i)
-    m.diff = std::max(m.diff, double(std::fabs(out[i] - out_a[i])));
+  const std::vector<float> result_b = results();
+  for (std::size_t i = 0; i < result_b.size(); ++i)
+    m.diff = std::max(m.diff, double(std::fabs(result_b[i] - result_a[i])));
   m.reps = std::max(1, int(std::lround(o.min_ms / once)));
   cycle = s.decode && s.N >= 32768 && !o.compute_only;
 

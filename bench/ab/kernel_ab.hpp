@@ -6,9 +6,11 @@
 #include <cstddef>
 #include <cstdint>
 
-/// One attention() call through the public API. q [B, Hq, Nq, d] and out are float;
-/// k and v [B, Hkv, Nk, d] are float, or headwise::half bits when half_kv.
+/// One attention() or attention_backward() call through the public API. q [B, Hq, Nq, d]
+/// and out are float; k and v [B, Hkv, Nk, d] are float, or headwise::half bits when
+/// half_kv.
 struct kernel_ab_call {
+  bool backward;             ///< attention_backward(q, k, v, out, lse, dout) into dq, dk, dv
   bool decode;               ///< kernel_mode::decode (one query row), else kernel_mode::flash
   bool half_kv;              ///< K/V hold fp16 (decode only)
   bool key_blocks;           ///< K read as key blocks over the same bytes (decode only; Nk % 16 == 0)
@@ -21,6 +23,9 @@ struct kernel_ab_call {
   const void* k;
   const void* v;
   float* out;
+  float* lse;         ///< [B, Hq, Nq]: the forward writes it when not null, the backward reads it
+  const float* dout;  ///< backward only, like out; dq like q, dk and dv like k and v
+  float *dq, *dk, *dv;
 };
 
 // Each step object exports these two with its tree's letter (a or b) appended.

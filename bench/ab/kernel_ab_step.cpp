@@ -5,9 +5,9 @@
 // process without clashing.
 //
 // Only what every tree since 1165cfb offers: tensor_view and bhsd, attention_options
-// (causal, window_left, threads, kernel), attention() on K rows or on a
+// (causal, window_left, threads, kernel, lse), attention() on K rows or on a
 // key_blocks_view (key_blocks_bhsd). simd_path() (isa.hpp, with the runtime dispatch)
-// is asked for only where the tree has it.
+// and attention_backward (backward.hpp) are asked for only where the tree has them.
 #include <cstddef>
 #include <exception>
 #include <string>
@@ -19,6 +19,10 @@
 #if __has_include(<headwise/key_blocks.hpp>)
 #include <headwise/key_blocks.hpp>
 #define AB_HAS_KEY_BLOCKS 1
+#endif
+#if __has_include(<headwise/backward.hpp>)
+#include <headwise/backward.hpp>
+#define AB_HAS_BACKWARD 1
 #endif
 #if __has_include(<headwise/isa.hpp>)
 #include <headwise/isa.hpp>
@@ -55,12 +59,31 @@ extern "C" const char* AB_CAT(kernel_ab_run_, AB_TREE)(const kernel_ab_call* cal
   if (c.window_left >= 0) opt.window_left = c.window_left;
   const auto q = bhsd<const float>(c.q, c.B, c.Hq, c.Nq, c.d);
   const auto out = bhsd(c.out, c.B, c.Hq, c.Nq, c.d);
+  if (c.lse) opt.lse = lse_view(c.lse, c.B, c.Hq, c.Nq);
   auto rows = [&](const auto* p) {
     using E = std::remove_const_t<std::remove_pointer_t<decltype(p)>>;
     if (c.seq_stride_zero) return tensor_view<const E>(p, c.B, c.Hkv, c.Nk, c.d, c.Hkv * c.d, c.d, 0);
     return bhsd<const E>(p, c.B, c.Hkv, c.Nk, c.d);
   };
   auto run = [&](const auto* k, const auto* v) -> const char* {
+    if (c.backward) {
+#if defined(AB_HAS_BACKWARD)
+      if constexpr (std::is_same_v<std::remove_pointer_t<decltype(k)>, const float>) {
+        opt.lse = {};
+        const auto grad = [&](float* p, std::size_t heads, std::size_t n) {
+          return bhsd(p, c.B, heads, n, c.d);
+        };
+        attention_backward(q, rows(k), rows(v), bhsd<const float>(c.out, c.B, c.Hq, c.Nq, c.d),
+                           lse_view(static_cast<const float*>(c.lse), c.B, c.Hq, c.Nq),
+                           bhsd<const float>(c.dout, c.B, c.Hq, c.Nq, c.d), grad(c.dq, c.Hq, c.Nq),
+                           grad(c.dk, c.Hkv, c.Nk), grad(c.dv, c.Hkv, c.Nk), opt);
+        return nullptr;
+      }
+      return "the backward takes float K/V";
+#else
+      return "this tree has no attention_backward";
+#endif
+    }
     if (!c.key_blocks) {
       attention(q, rows(k), rows(v), out, opt);
       return nullptr;

@@ -19,10 +19,13 @@
 //
 // Task = (batch, kv head): the task owns dk and dv of its kv head and dq of the
 // group's query heads, so every gradient element is summed by one task in one fixed
-// order: no atomics, and the same bits for any thread count. The price is B·Hkv
-// tasks of parallelism (8 at H8; one under MQA with B = 1); a split over key tiles
-// would need dq partials per split (N·d each) or a second pass recomputing P
-// (14 instead of 10 N²d FLOPs).
+// order: no atomics, and the same bits for any thread count. That is B·Hkv tasks (one
+// under MQA with B = 1); when they leave workers idle (plan_tasks), the call runs two
+// passes instead, over tasks of one key tile (dk, dv) and of 256 query rows (dq),
+// each recomputing S, dP and P: 14 instead of 10 N²d FLOPs, each element still
+// summed by one task in the same order, so with the same bits. Measured (Zen 3,
+// AVX2, MQA Hq 8 d 128, B 1, two threads; scripts/kernel-ab --shapes backward): the
+// split 1.26–1.39× the one pass on one worker (the bound is 2/1.4 = 1.43×).
 // Per task: for each key tile of bc keys, K and V packed as panels (score_tile's
 // operand) and K as dense rows (dS·K's), dk and dv accumulators zeroed; for each
 // block of bq query rows (shared by the group's heads: the visibility extents are
@@ -114,8 +117,8 @@ struct block {
 
 /// Pass 1: the block's rows of head h: scaled Q, dA = hs·dout, D and lse₂.
 template <class T>
-void load_block(const detail::backward_call<T>& c, const tiling& tl, const block& bk, std::size_t h, T q_scale,
-                scratch<T>& w) {
+void load_block(const detail::backward_call<T>& c, const tiling& tl, const block& bk, std::size_t h,
+                T q_scale, scratch<T>& w) {
   constexpr T log2e = softmax_row<T>::log2e;
   const T hs = c.rules.head_multiplier(h);
   for (std::size_t r = 0; r < bk.rows; ++r) {
@@ -133,8 +136,8 @@ void load_block(const detail::backward_call<T>& c, const tiling& tl, const block
     std::fill(da + tl.dv, da + tl.dv_pad, T(0));
     const float lse = c.lse(bk.b, h, i, 0);
     w.delta[r] = delta;
-    w.lse2[r] = lse == -std::numeric_limits<float>::infinity() ? std::numeric_limits<T>::infinity()
-                                                                : T(lse) * log2e;
+    w.lse2[r] =
+        lse == -std::numeric_limits<float>::infinity() ? std::numeric_limits<T>::infinity() : T(lse) * log2e;
   }
 }
 
@@ -184,10 +187,9 @@ void scores_and_slopes(const detail::backward_call<T>& c, const tiling& tl, cons
   }
 }
 
-/// Pass 4: P and dS transposed, then dv += Pᵀ·dA, dk += dSᵀ·Q, dq += scale·dS·K.
+/// Pass 4 for dk and dv: P and dS transposed, then dv += Pᵀ·dA, dk += dSᵀ·Q.
 template <class P, class T>
-void accumulate_block(const detail::backward_call<T>& c, const tiling& tl, const block& bk, std::size_t h,
-                      scratch<T>& w) {
+void accumulate_kv(const tiling& tl, const block& bk, scratch<T>& w) {
   constexpr std::size_t W = simd::ops<P>::width, MR = tile_rows;
   const std::size_t nb_pad = detail::round_up(bk.nb, tl.kb), rows_pad = detail::round_up(bk.rows, W);
   for (std::size_t r0 = 0; r0 < rows_pad; r0 += W)
@@ -202,6 +204,13 @@ void accumulate_block(const detail::backward_call<T>& c, const tiling& tl, const
     accumulate_tile<P, R>(w.dst + j * tl.bq, tl.bq, w.ones, w.q, tl.dk_pad, bk.rows, w.dk + j * tl.dk_pad,
                           tl.dk_pad);
   });
+}
+
+/// Pass 4 for dq: dq += scale·dS·K, the block's rows of head h.
+template <class P, class T>
+void accumulate_dq(const detail::backward_call<T>& c, const tiling& tl, const block& bk, std::size_t h,
+                   scratch<T>& w) {
+  constexpr std::size_t MR = tile_rows;
   std::fill(w.dq, w.dq + bk.rows * tl.dk_pad, T(0));
   for_row_tiles<MR>(bk.rows, [&](auto rows_c, std::size_t r) {
     constexpr std::size_t R = decltype(rows_c)::value;
@@ -234,60 +243,137 @@ bool plan_block(const detail::score_rules<T>& rules, block& bk, scratch<T>& w) {
   return any;
 }
 
-/// One task: kv head hk of batch b, every key tile, every row of the group.
+/// Which gradients a pass over a key tile adds.
+enum class grads { all, kv, q };
+
+/// The key tile [j0, j0 + n) of kv head hk against the query blocks [i_begin, i_end)
+/// of the group's heads: K and V packed once (K rows too when dq is wanted), then per
+/// block and unpruned head, the scores and what `g` asks for, into w.dk and w.dv
+/// (zeroed by the caller) and c.dq.
 template <class P, class T>
-void run_task(const detail::backward_call<T>& c, const tiling& tl, std::size_t b, std::size_t hk, T q_scale,
+void key_tile(const detail::backward_call<T>& c, const tiling& tl, std::size_t b, std::size_t hk,
+              std::size_t j0, std::size_t n, std::size_t i_begin, std::size_t i_end, grads g, T q_scale,
               scratch<T>& w) {
-  const std::size_t group = c.group(), Nq = c.q.seq(), Nk = c.k.seq();
-  const std::size_t h0 = hk * group;
-  for (std::size_t h = h0; h < h0 + group; ++h)
-    for (std::size_t i = 0; i < Nq; ++i) std::fill(c.dq.row(b, h, i), c.dq.row(b, h, i) + tl.dk, T(0));
-  // dk = scale · Σ ds·q, accumulated from the scaled Q rows (q_scale = scale or scale·log2 e)
-  const T k_factor = q_scale != T(0) ? c.rules.scale / q_scale : T(0);
-  for (std::size_t j0 = 0; j0 < Nk; j0 += tl.bc) {
-    const std::size_t n = std::min(tl.bc, Nk - j0);
-    std::fill(w.dk, w.dk + n * tl.dk_pad, T(0));
-    std::fill(w.dv, w.dv + n * tl.dv_pad, T(0));
-    bool packed = false;
-    for (std::size_t i0 = 0; i0 < Nq; i0 += tl.bq) {
-      block bk{b, hk, i0, std::min(tl.bq, Nq - i0), std::int64_t(j0), n, 0, false};
-      if (!plan_block(c.rules, bk, w)) continue;
-      if (!packed) {
-        pack_k_panels<P>(c.k, b, hk, j0, n, detail::round_up(n, tl.kb), tl.kb, w.k_panels, w.tmp);
-        pack_k_panels<P>(c.v, b, hk, j0, n, detail::round_up(n, tl.kb), tl.kb, w.v_panels, w.tmp);
-        pack_v_rows<P>(c.k, b, hk, j0, n, tl.dk_pad, w.k_rows);
-        packed = true;
-      }
-      for (std::size_t h = h0; h < h0 + group; ++h) {
-        if (c.rules.head_multiplier(h) == T(0)) continue;  // a pruned head: zero gradients, no work
-        load_block(c, tl, bk, h, q_scale, w);
-        scores_and_slopes<P>(c, tl, bk, h, w);
-        accumulate_block<P>(c, tl, bk, h, w);
-      }
+  const std::size_t group = c.group(), h0 = hk * group;
+  bool packed = false;
+  for (std::size_t i0 = i_begin; i0 < i_end; i0 += tl.bq) {
+    block bk{b, hk, i0, std::min(tl.bq, i_end - i0), std::int64_t(j0), n, 0, false};
+    if (!plan_block(c.rules, bk, w)) continue;
+    if (!packed) {
+      pack_k_panels<P>(c.k, b, hk, j0, n, detail::round_up(n, tl.kb), tl.kb, w.k_panels, w.tmp);
+      pack_k_panels<P>(c.v, b, hk, j0, n, detail::round_up(n, tl.kb), tl.kb, w.v_panels, w.tmp);
+      if (g != grads::kv) pack_v_rows<P>(c.k, b, hk, j0, n, tl.dk_pad, w.k_rows);
+      packed = true;
     }
-    for (std::size_t jj = 0; jj < n; ++jj) {
-      T* dk_row = c.dk.row(b, hk, j0 + jj);
-      T* dv_row = c.dv.row(b, hk, j0 + jj);
-      for (std::size_t d = 0; d < tl.dk; ++d) dk_row[d] = k_factor * w.dk[jj * tl.dk_pad + d];
-      for (std::size_t d = 0; d < tl.dv; ++d) dv_row[d] = w.dv[jj * tl.dv_pad + d];
+    for (std::size_t h = h0; h < h0 + group; ++h) {
+      if (c.rules.head_multiplier(h) == T(0)) continue;  // a pruned head: zero gradients, no work
+      load_block(c, tl, bk, h, q_scale, w);
+      scores_and_slopes<P>(c, tl, bk, h, w);
+      if (g != grads::q) accumulate_kv<P>(tl, bk, w);
+      if (g != grads::kv) accumulate_dq<P>(c, tl, bk, h, w);
     }
   }
+}
+
+/// dk and dv of the key tile at j0 over every query row, written to c.dk and c.dv;
+/// dq too when g is grads::all.
+template <class P, class T>
+void key_tile_grads(const detail::backward_call<T>& c, const tiling& tl, std::size_t b, std::size_t hk,
+                    std::size_t j0, grads g, T q_scale, scratch<T>& w) {
+  const std::size_t n = std::min(tl.bc, c.k.seq() - j0);
+  std::fill(w.dk, w.dk + n * tl.dk_pad, T(0));
+  std::fill(w.dv, w.dv + n * tl.dv_pad, T(0));
+  key_tile<P>(c, tl, b, hk, j0, n, 0, c.q.seq(), g, q_scale, w);
+  // dk = scale · Σ ds·q, accumulated from the scaled Q rows (q_scale = scale or scale·log2 e)
+  const T k_factor = q_scale != T(0) ? c.rules.scale / q_scale : T(0);
+  for (std::size_t jj = 0; jj < n; ++jj) {
+    T* dk_row = c.dk.row(b, hk, j0 + jj);
+    T* dv_row = c.dv.row(b, hk, j0 + jj);
+    for (std::size_t d = 0; d < tl.dk; ++d) dk_row[d] = k_factor * w.dk[jj * tl.dk_pad + d];
+    for (std::size_t d = 0; d < tl.dv; ++d) dv_row[d] = w.dv[jj * tl.dv_pad + d];
+  }
+}
+
+/// dq of the query rows [i_begin, i_end) of kv head hk's group set to zero.
+template <class T>
+void zero_dq(const detail::backward_call<T>& c, std::size_t b, std::size_t hk, std::size_t i_begin,
+             std::size_t i_end) {
+  for (std::size_t h = hk * c.group(); h < (hk + 1) * c.group(); ++h)
+    for (std::size_t i = i_begin; i < i_end; ++i)
+      std::fill(c.dq.row(b, h, i), c.dq.row(b, h, i) + c.dq.dim(), T(0));
+}
+
+/// dq of the query rows [i_begin, i_end) of kv head hk's group (whole blocks), summed
+/// over the key tiles in order: the same sums, in the same order, as grads::all.
+template <class P, class T>
+void query_rows_dq(const detail::backward_call<T>& c, const tiling& tl, std::size_t b, std::size_t hk,
+                   std::size_t i_begin, std::size_t i_end, T q_scale, scratch<T>& w) {
+  zero_dq(c, b, hk, i_begin, i_end);
+  const detail::key_range hull = c.rules.tile_hull(std::int64_t(i_begin), std::int64_t(i_end));
+  const std::size_t first = std::size_t(std::max<std::int64_t>(hull.begin, 0)) / tl.bc * tl.bc;
+  for (std::size_t j0 = first; j0 < std::size_t(std::max<std::int64_t>(hull.end, 0)); j0 += tl.bc)
+    key_tile<P>(c, tl, b, hk, j0, std::min(tl.bc, c.k.seq() - j0), i_begin, i_end, grads::q, q_scale, w);
+}
+
+/// The call's tasks. One pass: a task per (batch, kv head) computes everything, key
+/// tile by key tile. When those B·Hkv tasks leave workers idle, two passes over
+/// smaller tasks instead: one per (batch, kv head, key tile) for dk and dv, one per
+/// (batch, kv head, 4 blocks of query rows) for dq, each recomputing S, dP and
+/// P: 14 instead of 10 N²d FLOPs, so taken only when 1.4× the work over every worker
+/// ends sooner than whole tasks over too few. Each element is summed in the same
+/// order either way, so the bits do not depend on the thread count.
+struct task_plan {
+  bool two_pass = false;
+  std::size_t tasks = 0, dq_tasks = 0;   // two passes: the dq tasks first, then the dk/dv ones
+  std::size_t q_rows = 0, q_ranges = 0;  // per dq task (whole blocks); dq tasks per kv head
+  std::size_t k_tiles = 0;               // dk/dv tasks per kv head
+  unsigned workers = 1;
+};
+
+inline task_plan plan_tasks(std::size_t B, std::size_t Hkv, std::size_t Nq, std::size_t Nk, const tiling& tl,
+                            unsigned threads) {
+  task_plan p;
+  const std::size_t whole = B * Hkv;
+  const std::size_t t = detail::resolve_threads(threads, std::numeric_limits<std::size_t>::max());
+  p.two_pass = 14 * whole < 10 * t * detail::ceil_div(whole, t);
+  if (!p.two_pass) {
+    p.tasks = whole;
+  } else {
+    p.q_rows = 4 * tl.bq;  // four blocks share each packed K/V tile
+    p.q_ranges = detail::ceil_div(Nq, p.q_rows);
+    p.k_tiles = detail::ceil_div(Nk, tl.bc);
+    p.dq_tasks = whole * p.q_ranges;
+    p.tasks = p.dq_tasks + whole * p.k_tiles;
+  }
+  p.workers = detail::resolve_threads(threads, p.tasks);
+  return p;
 }
 
 template <class P, class T>
 void run(const detail::backward_call<T>& c) {
   constexpr std::size_t W = simd::ops<P>::width;
-  const std::size_t B = c.q.batch(), Hkv = c.k.heads();
+  const std::size_t Hkv = c.k.heads(), Nq = c.q.seq(), Nk = c.k.seq();
   const tiling tl = make_tiling(W, c.q.dim(), c.v.dim());
-  const std::size_t tasks = B * Hkv;
-  const unsigned workers = detail::resolve_threads(c.threads, tasks);
-  detail::workspace_access::reserve_workers(c.scratch, workers, scratch_bytes<T>(tl));
+  const task_plan tp = plan_tasks(c.q.batch(), Hkv, Nq, Nk, tl, c.threads);
+  detail::workspace_access::reserve_workers(c.scratch, tp.workers, scratch_bytes<T>(tl));
   const T q_scale = softmax_row<T>::q_scale(c.rules.scale, c.rules.has_elementwise());
-  detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned worker) {
+  detail::parallel_for(tp.tasks, tp.workers, [&](std::size_t task, unsigned worker) {
     detail::scratch_carver carver(detail::workspace_access::worker(c.scratch, worker));
     scratch<T> w(carver, tl);
     std::fill(w.ones, w.ones + tile_rows, T(1));
-    run_task<P>(c, tl, task / Hkv, task % Hkv, q_scale, w);
+    if (!tp.two_pass) {
+      const std::size_t b = task / Hkv, hk = task % Hkv;
+      zero_dq(c, b, hk, 0, Nq);
+      for (std::size_t j0 = 0; j0 < Nk; j0 += tl.bc)
+        key_tile_grads<P>(c, tl, b, hk, j0, grads::all, q_scale, w);
+    } else if (task < tp.dq_tasks) {  // dq first, last rows first: under a causal mask those cost most
+      const std::size_t range = tp.q_ranges - 1 - task % tp.q_ranges, bh = task / tp.q_ranges;
+      const std::size_t i_begin = range * tp.q_rows;
+      query_rows_dq<P>(c, tl, bh / Hkv, bh % Hkv, i_begin, std::min(Nq, i_begin + tp.q_rows), q_scale, w);
+    } else {
+      const std::size_t k = task - tp.dq_tasks, bh = k / tp.k_tiles;
+      key_tile_grads<P>(c, tl, bh / Hkv, bh % Hkv, k % tp.k_tiles * tl.bc, grads::kv, q_scale, w);
+    }
   });
 }
 
