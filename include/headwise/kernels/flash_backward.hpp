@@ -115,10 +115,13 @@ struct block {
   bool full;          // every row sees every key of the tile
 };
 
-/// Pass 1: the block's rows of head h: scaled Q, dA = hs·dout, D and lse₂.
-template <class T>
+/// Pass 1: the block's rows of head h: scaled Q, dA = hs·dout, D and lse₂. D is
+/// summed in W lanes: one scalar chain of Dv adds took 8% of H8 N1024 d128 (Zen 3).
+template <class P, class T>
 void load_block(const detail::backward_call<T>& c, const tiling& tl, const block& bk, std::size_t h,
                 T q_scale, scratch<T>& w) {
+  using O = simd::ops<P>;
+  constexpr std::size_t W = O::width;
   constexpr T log2e = softmax_row<T>::log2e;
   const T hs = c.rules.head_multiplier(h);
   for (std::size_t r = 0; r < bk.rows; ++r) {
@@ -128,14 +131,16 @@ void load_block(const detail::backward_call<T>& c, const tiling& tl, const block
     T* da = w.da + r * tl.dv_pad;
     for (std::size_t d = 0; d < tl.dk; ++d) qs[d] = q_row[d] * q_scale;
     std::fill(qs + tl.dk, qs + tl.dk_pad, T(0));
-    T delta = 0;
-    for (std::size_t d = 0; d < tl.dv; ++d) {
-      da[d] = hs * do_row[d];
-      delta += do_row[d] * o_row[d];
-    }
+    for (std::size_t d = 0; d < tl.dv; ++d) da[d] = hs * do_row[d];
     std::fill(da + tl.dv, da + tl.dv_pad, T(0));
+    P delta(T(0));
+    std::size_t d = 0;
+    for (; d + W <= tl.dv; d += W) delta = O::fma(O::load(do_row + d), O::load(o_row + d), delta);
+    if (d < tl.dv)
+      delta = O::fma(O::load_partial(do_row + d, tl.dv - d, T(0)),
+                     O::load_partial(o_row + d, tl.dv - d, T(0)), delta);
     const float lse = c.lse(bk.b, h, i, 0);
-    w.delta[r] = delta;
+    w.delta[r] = O::reduce_add(delta);
     w.lse2[r] =
         lse == -std::numeric_limits<float>::infinity() ? std::numeric_limits<T>::infinity() : T(lse) * log2e;
   }
@@ -267,7 +272,7 @@ void key_tile(const detail::backward_call<T>& c, const tiling& tl, std::size_t b
     }
     for (std::size_t h = h0; h < h0 + group; ++h) {
       if (c.rules.head_multiplier(h) == T(0)) continue;  // a pruned head: zero gradients, no work
-      load_block(c, tl, bk, h, q_scale, w);
+      load_block<P>(c, tl, bk, h, q_scale, w);
       scores_and_slopes<P>(c, tl, bk, h, w);
       if (g != grads::q) accumulate_kv<P>(tl, bk, w);
       if (g != grads::kv) accumulate_dq<P>(c, tl, bk, h, w);
