@@ -1,7 +1,7 @@
 // Tests of attention_backward (backward.hpp) and reference::attention_backward:
 //   - the reference against central finite differences in double, every mask kind;
 //   - every path (scalar build, each SIMD path) × threads 1, 2, 3 against the
-//     reference, on shapes around the backward's tiles (64 query rows, 64 keys),
+//     reference, on shapes around the backward's tiles (64 query rows, 128 keys),
 //     MHA/GQA/MQA, every mask kind, float and double, Dk ≠ Dv, with the tolerance
 //     derived in test_util.hpp (backward_tolerance); every gradient element written;
 //     the same bits at every thread count, so the two-pass split (more threads than
@@ -112,11 +112,11 @@ TEST_P(backward_kernel, every_path_matches_the_oracle) {
     check_backward<float>(GetParam());
 }
 
-/// Around the backward's tiles (64 rows, 64 keys): one below, at, one above, and
+/// Around the backward's tiles (64 rows, 128 keys): one below, at, one above, and
 /// two tiles and one; head_dim across the pack widths, Dk ≠ Dv; heads and types rotate.
 std::vector<kernel_case> tile_cases() {
-  const std::pair<std::size_t, std::size_t> seqs[] = {{1, 1},   {17, 3},   {63, 65},
-                                                      {64, 64}, {65, 129}, {129, 63}};
+  const std::pair<std::size_t, std::size_t> seqs[] = {{1, 1},    {17, 3},   {63, 127},
+                                                      {64, 128}, {65, 129}, {129, 257}};
   const std::pair<std::size_t, std::size_t> dims[] = {{1, 7}, {17, 16}, {64, 64}, {9, 33}};
   const heads hs[] = {mha, gqa, mqa};
   std::vector<kernel_case> cases;

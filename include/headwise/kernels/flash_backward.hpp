@@ -41,8 +41,8 @@
 // FlashAttention's 2.5× the forward's 4), all in the forward's register tiles, plus
 // ~8 vector ops per score (exp, subtraction, two products, two transposes).
 // Memory: O(N·d) in the gradients; scratch per worker bounded by the tiles: 3 K/V
-// copies and 2 accumulators of bc rows, the Q/dA/dq blocks of bq rows, 4 score tiles
-// of bq × bc (~250 KiB at d 128, float, AVX-512), independent of N.
+// copies and 2 accumulators of bc rows, the Q/dA/dq blocks of bq rows, 5 score tiles
+// of bq × bc (593 KiB at d 128, 377 at d 64; float), independent of N.
 // Per-path header (kernels/paths.hpp): no include guard, namespace headwise::<path>.
 #ifndef HEADWISE_ISA_NS
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
@@ -58,14 +58,17 @@ struct tiling {
 };
 
 /// bq 64 rows: the three accumulate_tile products reduce over them (dv, dk), so the
-/// accumulators are loaded and stored once per 64 FMA steps; bc 64 keys (two
-/// AVX-512 panels): the per-tile working set (K, V twice, dk, dv, 4 score tiles) stays
-/// in a 1 MiB L2 at d 128.
+/// accumulators are loaded and stored once per 64 FMA steps; bc 128 keys: each row
+/// block's Q, dA and D are loaded, and its dq added, once per key tile, which cost
+/// 9% of H8 N1024 d128 at 64 keys (Zen 3, AVX2: 128 keys ran 1.03–1.12× faster on
+/// scripts/kernel-ab's backward shapes, 1.02–1.05× at d 64; 256 keys gained at most
+/// 1–7% more, in one order only, and 128 query rows nothing). Working set at d 128
+/// (K and V panels, K rows, dk, dv, the row blocks, 5 score tiles): ~0.6 MiB.
 inline tiling make_tiling(std::size_t W, std::size_t Dk, std::size_t Dv) {
   tiling t;
   t.kb = tile_vectors * W;
   t.bq = detail::round_up(64, W);
-  t.bc = detail::round_up(std::max<std::size_t>(64, t.kb), t.kb);
+  t.bc = detail::round_up(std::max<std::size_t>(128, t.kb), t.kb);
   t.dk = Dk, t.dv = Dv;
   t.dk_pad = detail::round_up(Dk, W);
   t.dv_pad = detail::round_up(Dv, W);
