@@ -160,7 +160,7 @@ std::vector<kernel_case> split_cases() {
   const mask_spec masks[] = {mask_spec{}, top_left, bottom_right, window};
   std::vector<kernel_case> cases;
   for (std::size_t m = 0; m < 4; ++m) {
-    kernel_case c{m == 2 ? 300u : 520u, m == 2 ? 140u : 330u, 16, 24, m % 2 ? gqa : mqa};
+    kernel_case c{300, m == 2 ? 140u : 200u, 16, 24, m % 2 ? gqa : mqa};
     c.mask = masks[m];
     c.kv = m == 3 ? kv_type::f64 : kv_type::f32;
     cases.push_back(c);
