@@ -28,10 +28,24 @@ int main() { return 0; }" HEADWISE_COMPILER_TARGETS_AVX512)
   endif()
 endif()
 
-function(headwise_warnings target)
-  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow
-                         -Werror=return-type)
+# The warnings a demanding consumer turns on: the headers must add none to a build
+# with them (tests/warnings), and the kernel objects compile with them too.
+set(headwise_consumer_warnings -Wall -Wextra -Wpedantic -Wconversion -Wsign-conversion -Wshadow)
+
+function(headwise_without_pr105593 target)
   if(HEADWISE_GCC_PR105593)
     target_compile_options(${target} PRIVATE -Wno-uninitialized -Wno-maybe-uninitialized)
   endif()
+endfunction()
+
+function(headwise_warnings target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow
+                         -Werror=return-type)
+  headwise_without_pr105593(${target})
+endfunction()
+
+# The kernel objects: a demanding consumer's warnings.
+function(headwise_consumer_warnings target)
+  target_compile_options(${target} PRIVATE ${headwise_consumer_warnings})
+  headwise_without_pr105593(${target})
 endfunction()
