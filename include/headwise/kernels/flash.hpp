@@ -119,9 +119,10 @@ struct task_rows {
   std::size_t b, hk, i0, i1, nq;  // batch, kv head, query rows [i0, i1)
   std::size_t heads, rows;        // unpruned heads, heads · nq rows of the tall tile
   /// Tall-tile row r: query row i0 + r / heads of active head r % heads. Heads
-  /// interleaved, a micro-tile spans MR / heads query rows, so under a causal mask its
-  /// rows' last keys lie closer together than in head-major order (GQA 32/8 causal
-  /// N512: ~1% fewer Q·Kᵀ and ~2% fewer P·V FLOPs at 12 rows).
+  /// interleaved, a micro-tile spans MR / heads query rows and never two heads' ends,
+  /// so on a causal diagonal its rows' last keys lie closer together than in head-major
+  /// order: GQA 32/8 causal N512 computes 1% fewer Q·Kᵀ and 2% fewer P·V FLOPs at
+  /// AVX-512's 12 rows, 1% each at AVX2's 6 (Zen 3: within ±2%, the same bits).
   std::size_t query(std::size_t r) const { return i0 + r / heads; }
   std::size_t slot(std::size_t r) const { return r % heads; }
 };
@@ -202,9 +203,7 @@ void key_tile(const detail::kernel_call<T, S, Q, O>& c, const tiling& tl, const 
       for (std::size_t r = r0; r < r0 + mr; ++r) nb = std::max(nb, w.extent[t.query(r) - t.i0]);
       if (nb == 0) continue;
     }
-    // fp32 tiles stop at the pack holding key nb (score_tile's one-pack tail): on a
-    // causal diagonal ~3% fewer Q·Kᵀ FLOPs at 12 rows than whole panels (GQA 32/8 N512).
-    const std::size_t nb_pad = detail::round_up(nb, pairs ? tl.kb : simd::ops<P>::width);
+    const std::size_t nb_pad = detail::round_up(nb, tl.kb);
     T alpha[MR];
     for_row_tiles<MR>(mr, [&](auto rows_c, std::size_t r) {
       constexpr std::size_t R = decltype(rows_c)::value;

@@ -144,48 +144,37 @@ void pack_v_rows(const Rows& v, std::size_t b, std::size_t hk, std::size_t j0, s
     convert_row<P>(v.row(b, hk, j0 + c), dv, dv_pad, dst + c * dv_pad, detail::row_scale<T, S>(scale, b, hk, j0 + c));
 }
 
-/// One panel's first NC packs of keys: s[r][0..NC·W) = Σ_d q[r][d] · kp[d][0..NC·W)
-/// (panel row stride KB).
-template <class P, std::size_t MR, std::size_t NC, class T>
-void score_panel(const T* q, std::size_t q_stride, std::size_t dk, const T* kp, T* s, std::size_t s_stride) {
-  using O = simd::ops<P>;
-  constexpr std::size_t W = O::width, KB = tile_vectors * W;
-  P acc[MR][NC];
-  HEADWISE_UNROLL
-  for (std::size_t r = 0; r < MR; ++r)
-    HEADWISE_UNROLL
-    for (std::size_t c = 0; c < NC; ++c) acc[r][c] = P(T(0));
-  for (std::size_t d = 0; d < dk; ++d) {
-    P kv[NC];
-    HEADWISE_UNROLL
-    for (std::size_t c = 0; c < NC; ++c) kv[c] = O::load(kp + d * KB + c * W);
-    HEADWISE_UNROLL
-    for (std::size_t r = 0; r < MR; ++r) {
-      const P qb(q[r * q_stride + d]);
-      HEADWISE_UNROLL
-      for (std::size_t c = 0; c < NC; ++c) acc[r][c] = O::fma(qb, kv[c], acc[r][c]);
-    }
-  }
-  HEADWISE_UNROLL
-  for (std::size_t r = 0; r < MR; ++r)
-    HEADWISE_UNROLL
-    for (std::size_t c = 0; c < NC; ++c) O::store(s + r * s_stride + c * W, acc[r][c]);
-}
-
 /// s[r][0..n_pad) = Σ_d q[r][d] · K[d][·] for MR query rows (row stride q_stride >= dk)
-/// over the packed panels; n_pad is a multiple of W, and a last panel needed only up
-/// to W keys is computed one pack wide (a causal diagonal's micro-tiles end anywhere);
-/// s has row stride s_stride. The backward also calls it for dP = dO·Vᵀ (dO rows, V
-/// packed as panels, dk = Dv).
+/// over n_pad / KB packed panels; s has row stride s_stride. The backward also calls
+/// it for dP = dO·Vᵀ (dO rows, V packed as panels, dk = Dv).
 template <class P, std::size_t MR, class T>
 void score_tile(const T* q, std::size_t q_stride, std::size_t dk, const T* panels, std::size_t n_pad, T* s,
                 std::size_t s_stride) {
-  constexpr std::size_t W = simd::ops<P>::width, KB = tile_vectors * W;
-  static_assert(tile_vectors == 2, "a panel's tail is one pack");
-  std::size_t p0 = 0;
-  for (; p0 + KB <= n_pad; p0 += KB)
-    score_panel<P, MR, tile_vectors>(q, q_stride, dk, panels + p0 * dk, s + p0, s_stride);
-  if (p0 < n_pad) score_panel<P, MR, 1>(q, q_stride, dk, panels + p0 * dk, s + p0, s_stride);
+  using O = simd::ops<P>;
+  constexpr std::size_t W = O::width, NR = tile_vectors, KB = NR * W;
+  for (std::size_t p0 = 0; p0 < n_pad; p0 += KB) {
+    const T* kp = panels + p0 * dk;
+    P acc[MR][NR];
+    HEADWISE_UNROLL
+    for (std::size_t r = 0; r < MR; ++r)
+      HEADWISE_UNROLL
+      for (std::size_t c = 0; c < NR; ++c) acc[r][c] = P(T(0));
+    for (std::size_t d = 0; d < dk; ++d) {
+      P kv[NR];
+      HEADWISE_UNROLL
+      for (std::size_t c = 0; c < NR; ++c) kv[c] = O::load(kp + d * KB + c * W);
+      HEADWISE_UNROLL
+      for (std::size_t r = 0; r < MR; ++r) {
+        const P qb(q[r * q_stride + d]);
+        HEADWISE_UNROLL
+        for (std::size_t c = 0; c < NR; ++c) acc[r][c] = O::fma(qb, kv[c], acc[r][c]);
+      }
+    }
+    HEADWISE_UNROLL
+    for (std::size_t r = 0; r < MR; ++r)
+      HEADWISE_UNROLL
+      for (std::size_t c = 0; c < NR; ++c) O::store(s + r * s_stride + p0 + c * W, acc[r][c]);
+  }
 }
 
 /// One column block of NC packs: o[r][col..] = alpha[r]·o[r][col..] + Σ_j p[r][j]·v[j][col..].
