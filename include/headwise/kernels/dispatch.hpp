@@ -44,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "headwise/detail/backward_plan.hpp"
 #include "headwise/detail/cpu_features.hpp"
 #include "headwise/detail/integer.hpp"
 #include "headwise/detail/kernel_call.hpp"

@@ -20,13 +20,12 @@
 // Task = (batch, kv head): the task owns dk and dv of its kv head and dq of the
 // group's query heads, so every gradient element is summed by one task in one fixed
 // order: no atomics, and the same bits for any thread count. That is B·Hkv tasks (one
-// under MQA with B = 1); when they leave workers idle (plan_tasks), the call runs two
-// passes instead, over tasks of one key tile (dk, dv) and of 256 query rows (dq),
-// each recomputing S, dP and P: 14 instead of 10 N²d FLOPs, each element still
-// summed by one task in the same order, so with the same bits. Measured (Zen 3,
-// AVX2, MQA Hq 8 d 128, B 1, two threads; scripts/kernel-ab --shapes backward): the
-// split 1.26–1.39× the one pass on one worker (the bound is 2/1.4 = 1.43×).
-// Per task: for each key tile of bc keys, K and V packed as panels (score_tile's
+// under MQA with B = 1); when they leave workers idle, each kv head is cut into parts
+// that own a range of query rows (dq) and a range of key tiles (dk, dv) and recompute
+// S, dP and P where one's rows meet another's tiles (detail/backward_plan.hpp): 12
+// instead of 10 N²d FLOPs at two parts, each element still summed by one part in the
+// same order, so with the same bits.
+// Per kv head: for each key tile of bc keys, K and V packed as panels (score_tile's
 // operand) and K as dense rows (dS·K's), dk and dv accumulators zeroed; for each
 // block of bq query rows (shared by the group's heads: the visibility extents are
 // computed once per block and tile), for each unpruned head:
@@ -251,52 +250,54 @@ bool plan_block(const detail::score_rules<T>& rules, block& bk, scratch<T>& w) {
   return any;
 }
 
-/// Which gradients a pass over a key tile adds.
-enum class grads { all, kv, q };
+/// One pass over a key tile of kv head hk: the rows it visits and what it adds.
+struct tile_pass {
+  std::size_t b, hk, j0, n;      // the key tile [j0, j0 + n)
+  std::size_t i_begin, i_end;    // the query rows visited, whole blocks
+  bool kv;                       // dk and dv from every block visited, into w.dk, w.dv
+  std::size_t dq_begin, dq_end;  // dq of the blocks in these rows, into c.dq
+};
 
-/// The key tile [j0, j0 + n) of kv head hk against the query blocks [i_begin, i_end)
-/// of the group's heads: K and V packed once (K rows too when dq is wanted), then per
-/// block and unpruned head, the scores and what `g` asks for, into w.dk and w.dv
-/// (zeroed by the caller) and c.dq.
+/// K and V packed once (K rows too when dq is wanted), then per visited block with a
+/// visible key and per unpruned head of the group: the scores, and what `t` asks for.
 template <class P, class T>
-void key_tile(const detail::backward_call<T>& c, const tiling& tl, std::size_t b, std::size_t hk,
-              std::size_t j0, std::size_t n, std::size_t i_begin, std::size_t i_end, grads g, T q_scale,
+void key_tile(const detail::backward_call<T>& c, const tiling& tl, const tile_pass& t, T q_scale,
               scratch<T>& w) {
-  const std::size_t group = c.group(), h0 = hk * group;
+  const std::size_t group = c.group(), h0 = t.hk * group;
   bool packed = false;
-  for (std::size_t i0 = i_begin; i0 < i_end; i0 += tl.bq) {
-    block bk{b, hk, i0, std::min(tl.bq, i_end - i0), std::int64_t(j0), n, 0, false};
-    if (!plan_block(c.rules, bk, w)) continue;
+  for (std::size_t i0 = t.i_begin; i0 < t.i_end; i0 += tl.bq) {
+    block bk{t.b, t.hk, i0, std::min(tl.bq, t.i_end - i0), std::int64_t(t.j0), t.n, 0, false};
+    const bool dq = t.dq_begin <= i0 && i0 < t.dq_end;
+    if (!(t.kv || dq) || !plan_block(c.rules, bk, w)) continue;
     if (!packed) {
-      pack_k_panels<P>(c.k, b, hk, j0, n, detail::round_up(n, tl.kb), tl.kb, w.k_panels, w.tmp);
-      pack_k_panels<P>(c.v, b, hk, j0, n, detail::round_up(n, tl.kb), tl.kb, w.v_panels, w.tmp);
-      if (g != grads::kv) pack_v_rows<P>(c.k, b, hk, j0, n, tl.dk_pad, w.k_rows);
+      pack_k_panels<P>(c.k, t.b, t.hk, t.j0, t.n, detail::round_up(t.n, tl.kb), tl.kb, w.k_panels, w.tmp);
+      pack_k_panels<P>(c.v, t.b, t.hk, t.j0, t.n, detail::round_up(t.n, tl.kb), tl.kb, w.v_panels, w.tmp);
+      if (t.dq_begin < t.dq_end) pack_v_rows<P>(c.k, t.b, t.hk, t.j0, t.n, tl.dk_pad, w.k_rows);
       packed = true;
     }
     for (std::size_t h = h0; h < h0 + group; ++h) {
       if (c.rules.head_multiplier(h) == T(0)) continue;  // a pruned head: zero gradients, no work
       load_block<P>(c, tl, bk, h, q_scale, w);
       scores_and_slopes<P>(c, tl, bk, h, w);
-      if (g != grads::q) accumulate_kv<P>(tl, bk, w);
-      if (g != grads::kv) accumulate_dq<P>(c, tl, bk, h, w);
+      if (t.kv) accumulate_kv<P>(tl, bk, w);
+      if (dq) accumulate_dq<P>(c, tl, bk, h, w);
     }
   }
 }
 
-/// dk and dv of the key tile at j0 over every query row, written to c.dk and c.dv;
-/// dq too when g is grads::all.
+/// dk and dv of the pass's key tile over every query row (t.kv, all rows), written to
+/// c.dk and c.dv; dq of t's dq rows added on the way.
 template <class P, class T>
-void key_tile_grads(const detail::backward_call<T>& c, const tiling& tl, std::size_t b, std::size_t hk,
-                    std::size_t j0, grads g, T q_scale, scratch<T>& w) {
-  const std::size_t n = std::min(tl.bc, c.k.seq() - j0);
-  std::fill(w.dk, w.dk + n * tl.dk_pad, T(0));
-  std::fill(w.dv, w.dv + n * tl.dv_pad, T(0));
-  key_tile<P>(c, tl, b, hk, j0, n, 0, c.q.seq(), g, q_scale, w);
+void key_tile_grads(const detail::backward_call<T>& c, const tiling& tl, const tile_pass& t, T q_scale,
+                    scratch<T>& w) {
+  std::fill(w.dk, w.dk + t.n * tl.dk_pad, T(0));
+  std::fill(w.dv, w.dv + t.n * tl.dv_pad, T(0));
+  key_tile<P>(c, tl, t, q_scale, w);
   // dk = scale · Σ ds·q, accumulated from the scaled Q rows (q_scale = scale or scale·log2 e)
   const T k_factor = q_scale != T(0) ? c.rules.scale / q_scale : T(0);
-  for (std::size_t jj = 0; jj < n; ++jj) {
-    T* dk_row = c.dk.row(b, hk, j0 + jj);
-    T* dv_row = c.dv.row(b, hk, j0 + jj);
+  for (std::size_t jj = 0; jj < t.n; ++jj) {
+    T* dk_row = c.dk.row(t.b, t.hk, t.j0 + jj);
+    T* dv_row = c.dv.row(t.b, t.hk, t.j0 + jj);
     for (std::size_t d = 0; d < tl.dk; ++d) dk_row[d] = k_factor * w.dk[jj * tl.dk_pad + d];
     for (std::size_t d = 0; d < tl.dv; ++d) dv_row[d] = w.dv[jj * tl.dv_pad + d];
   }
@@ -311,77 +312,45 @@ void zero_dq(const detail::backward_call<T>& c, std::size_t b, std::size_t hk, s
       std::fill(c.dq.row(b, h, i), c.dq.row(b, h, i) + c.dq.dim(), T(0));
 }
 
-/// dq of the query rows [i_begin, i_end) of kv head hk's group (whole blocks), summed
-/// over the key tiles in order: the same sums, in the same order, as grads::all.
+/// Part `part` of kv head hk (detail/backward_plan.hpp): the key tiles in order, each
+/// either its own (dk and dv over every row, dq of its rows) or another part's (dq of
+/// its rows only), so each element is summed in the one pass's order.
 template <class P, class T>
-void query_rows_dq(const detail::backward_call<T>& c, const tiling& tl, std::size_t b, std::size_t hk,
-                   std::size_t i_begin, std::size_t i_end, T q_scale, scratch<T>& w) {
-  zero_dq(c, b, hk, i_begin, i_end);
-  const detail::key_range hull = c.rules.tile_hull(std::int64_t(i_begin), std::int64_t(i_end));
-  const std::size_t first = std::size_t(std::max<std::int64_t>(hull.begin, 0)) / tl.bc * tl.bc;
-  for (std::size_t j0 = first; j0 < std::size_t(std::max<std::int64_t>(hull.end, 0)); j0 += tl.bc)
-    key_tile<P>(c, tl, b, hk, j0, std::min(tl.bc, c.k.seq() - j0), i_begin, i_end, grads::q, q_scale, w);
-}
-
-/// The call's tasks. One pass: a task per (batch, kv head) computes everything, key
-/// tile by key tile. When those B·Hkv tasks leave workers idle, two passes over
-/// smaller tasks instead: one per (batch, kv head, key tile) for dk and dv, one per
-/// (batch, kv head, 4 blocks of query rows) for dq, each recomputing S, dP and
-/// P: 14 instead of 10 N²d FLOPs, so taken only when 1.4× the work over every worker
-/// ends sooner than whole tasks over too few. Each element is summed in the same
-/// order either way, so the bits do not depend on the thread count.
-struct task_plan {
-  bool two_pass = false;
-  std::size_t tasks = 0, dq_tasks = 0;   // two passes: the dq tasks first, then the dk/dv ones
-  std::size_t q_rows = 0, q_ranges = 0;  // per dq task (whole blocks); dq tasks per kv head
-  std::size_t k_tiles = 0;               // dk/dv tasks per kv head
-  unsigned workers = 1;
-};
-
-inline task_plan plan_tasks(std::size_t B, std::size_t Hkv, std::size_t Nq, std::size_t Nk, const tiling& tl,
-                            unsigned threads) {
-  task_plan p;
-  const std::size_t whole = B * Hkv;
-  const std::size_t t = detail::resolve_threads(threads, std::numeric_limits<std::size_t>::max());
-  p.two_pass = 14 * whole < 10 * t * detail::ceil_div(whole, t);
-  if (!p.two_pass) {
-    p.tasks = whole;
-  } else {
-    p.q_rows = 4 * tl.bq;  // four blocks share each packed K/V tile
-    p.q_ranges = detail::ceil_div(Nq, p.q_rows);
-    p.k_tiles = detail::ceil_div(Nk, tl.bc);
-    p.dq_tasks = whole * p.q_ranges;
-    p.tasks = p.dq_tasks + whole * p.k_tiles;
+void run_part(const detail::backward_call<T>& c, const tiling& tl, const detail::backward_parts& parts,
+              std::size_t b, std::size_t hk, std::size_t part, T q_scale, scratch<T>& w) {
+  const std::size_t Nq = c.q.seq(), Nk = c.k.seq();
+  const std::size_t r0 = parts.row_bounds[part], r1 = parts.row_bounds[part + 1];
+  const std::size_t t0 = parts.tile_bounds[part], t1 = parts.tile_bounds[part + 1];
+  zero_dq(c, b, hk, r0, r1);
+  const detail::key_range hull = c.rules.tile_hull(std::int64_t(r0), std::int64_t(r1));
+  for (std::size_t j0 = 0, t = 0; j0 < Nk; j0 += tl.bc, ++t) {
+    const std::size_t n = std::min(tl.bc, Nk - j0);
+    if (t0 <= t && t < t1)
+      key_tile_grads<P>(c, tl, tile_pass{b, hk, j0, n, 0, Nq, true, r0, r1}, q_scale, w);
+    else if (std::int64_t(j0) < hull.end && std::int64_t(j0 + n) > hull.begin)
+      key_tile<P>(c, tl, tile_pass{b, hk, j0, n, r0, r1, false, r0, r1}, q_scale, w);
   }
-  p.workers = detail::resolve_threads(threads, p.tasks);
-  return p;
 }
 
+/// The call's tasks: B·Hkv kv heads of parts.count parts each (one part, the one pass,
+/// when the kv heads keep every worker busy; detail::backward_part_count).
 template <class P, class T>
 void run(const detail::backward_call<T>& c) {
   constexpr std::size_t W = simd::ops<P>::width;
-  const std::size_t Hkv = c.k.heads(), Nq = c.q.seq(), Nk = c.k.seq();
+  const std::size_t Hkv = c.k.heads(), Nq = c.q.seq(), Nk = c.k.seq(), whole = c.q.batch() * Hkv;
   const tiling tl = make_tiling(W, c.q.dim(), c.v.dim());
-  const task_plan tp = plan_tasks(c.q.batch(), Hkv, Nq, Nk, tl, c.threads);
-  detail::workspace_access::reserve_workers(c.scratch, tp.workers, scratch_bytes<T>(tl));
+  const std::size_t s = detail::backward_part_count(
+      whole, c.threads, std::max(detail::ceil_div(Nq, tl.bq), detail::ceil_div(Nk, tl.bc)));
+  const detail::backward_parts parts = detail::plan_backward_parts(c.rules, tl.bq, tl.bc, s, c.scratch);
+  const unsigned workers = detail::resolve_threads(c.threads, whole * s);
+  detail::workspace_access::reserve_workers(c.scratch, workers, scratch_bytes<T>(tl));
   const T q_scale = softmax_row<T>::q_scale(c.rules.scale, c.rules.has_elementwise());
-  detail::parallel_for(tp.tasks, tp.workers, [&](std::size_t task, unsigned worker) {
+  detail::parallel_for(whole * s, workers, [&](std::size_t task, unsigned worker) {
     detail::scratch_carver carver(detail::workspace_access::worker(c.scratch, worker));
     scratch<T> w(carver, tl);
     std::fill(w.ones, w.ones + tile_rows, T(1));
-    if (!tp.two_pass) {
-      const std::size_t b = task / Hkv, hk = task % Hkv;
-      zero_dq(c, b, hk, 0, Nq);
-      for (std::size_t j0 = 0; j0 < Nk; j0 += tl.bc)
-        key_tile_grads<P>(c, tl, b, hk, j0, grads::all, q_scale, w);
-    } else if (task < tp.dq_tasks) {  // dq first, last rows first: under a causal mask those cost most
-      const std::size_t range = tp.q_ranges - 1 - task % tp.q_ranges, bh = task / tp.q_ranges;
-      const std::size_t i_begin = range * tp.q_rows;
-      query_rows_dq<P>(c, tl, bh / Hkv, bh % Hkv, i_begin, std::min(Nq, i_begin + tp.q_rows), q_scale, w);
-    } else {
-      const std::size_t k = task - tp.dq_tasks, bh = k / tp.k_tiles;
-      key_tile_grads<P>(c, tl, bh / Hkv, bh % Hkv, k % tp.k_tiles * tl.bc, grads::kv, q_scale, w);
-    }
+    const std::size_t bh = task / s;
+    run_part<P>(c, tl, parts, bh / Hkv, bh % Hkv, task % s, q_scale, w);
   });
 }
 
