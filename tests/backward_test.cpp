@@ -4,12 +4,11 @@
 //     reference, on shapes around the backward's tiles (64 query rows, 128 keys),
 //     MHA/GQA/MQA, every mask kind, float and double, Dk ≠ Dv, with the tolerance
 //     derived in test_util.hpp (backward_tolerance); every gradient element written;
-//     the same bits at every thread count, so a kv head cut into parts (more threads
-//     than B·Hkv) gives the one pass's bits; the cuts' balance;
+//     the same bits at every thread count, so key tiles run as tasks (threads not
+//     dividing B·Hkv) give the one pass's bits;
 //   - bad arguments throw before anything is written; scratch bounded by the tiles.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -148,12 +147,12 @@ std::vector<kernel_case> rule_cases() {
   return cases;
 }
 
-/// Where the threads outnumber the B·Hkv whole tasks the backward cuts each kv head
-/// into parts of query rows and key tiles (detail/backward_plan.hpp): B 1, MQA (cut at
-/// 2 and 3 threads) and GQA (at 3); causal both ways and a sliding window (parts whose
-/// rows start past key 0); parts of several blocks and tiles (600 × 600, causal), and
-/// parts that own tiles but no rows (40 query rows, one block). The same-bits check
-/// above compares every cut with the one pass.
+/// Where the B·Hkv whole tasks do not share the threads evenly the backward runs key
+/// tiles as tasks, each following the previous tile block by block
+/// (flash_backward.hpp): B 1, MQA (at 2 and 3 threads) and GQA (at 3); causal both
+/// ways and a sliding window (tiles whose first visible row is past row 0); several
+/// blocks and tiles (600 × 600, causal), and one block (40 query rows). The same-bits
+/// check above compares the tile tasks with the one pass.
 std::vector<kernel_case> split_cases() {
   mask_spec window;
   window.causal = causal_mode::top_left, window.left = 100;
@@ -170,64 +169,6 @@ std::vector<kernel_case> split_cases() {
     cases.push_back(c);
   }
   return cases;
-}
-
-/// The plan's cost model (detail/backward_plan.hpp: 10, 8 or 6 per visible pair for a
-/// part's own cells, its tiles' other rows, its rows' other tiles), counted pair by
-/// pair for the cuts it returns: the parts cover every row and tile in order, row cuts
-/// on block bounds, and the largest part costs at most an equal share of the parts'
-/// sum plus one tile of the largest weight (8 per pair for all its rows) and one block
-/// (10 per pair for all its keys): the granularity of the cuts.
-TEST(backward_plan, parts_cover_the_grid_in_balance) {
-  const std::size_t bq = 64, bc = 128;
-  struct shape {
-    std::size_t nq, nk;
-    causal_mode causal;
-    std::int64_t left;
-  };
-  const shape shapes[] = {{2048, 2048, causal_mode::none, -1},        {2048, 2048, causal_mode::bottom_right, -1},
-                          {2048, 2048, causal_mode::top_left, 300},   {64, 2048, causal_mode::none, -1},
-                          {2048, 256, causal_mode::none, -1},         {1000, 3000, causal_mode::bottom_right, -1}};
-  for (const shape& sh : shapes)
-    for (std::size_t s : {2, 3, 4, 8}) {
-      attention_options opt;
-      opt.causal = sh.causal;
-      if (sh.left >= 0) opt.window_left = std::size_t(sh.left);
-      const headwise::detail::score_rules<float> rules(opt, sh.nq, sh.nk, 64);
-      workspace ws;
-      const auto parts = headwise::detail::plan_backward_parts(rules, bq, bc, s, ws);
-      const std::size_t tiles = (sh.nk + bc - 1) / bc;
-      ASSERT_EQ(parts.count, s);
-      ASSERT_EQ(parts.row_bounds[0], 0u);
-      ASSERT_EQ(parts.row_bounds[s], sh.nq);
-      ASSERT_EQ(parts.tile_bounds[0], 0u);
-      ASSERT_EQ(parts.tile_bounds[s], tiles);
-      std::vector<std::int64_t> tile_pairs(tiles, 0), block_pairs((sh.nq + bq - 1) / bq, 0), cost(s, 0);
-      for (std::size_t p = 0; p < s; ++p) {
-        ASSERT_LE(parts.row_bounds[p], parts.row_bounds[p + 1]);
-        ASSERT_LE(parts.tile_bounds[p], parts.tile_bounds[p + 1]);
-        if (p > 0) ASSERT_EQ(parts.row_bounds[p] % bq, 0u);
-      }
-      for (std::size_t i = 0; i < sh.nq; ++i) {
-        std::size_t row_part = 0;
-        while (i >= parts.row_bounds[row_part + 1]) ++row_part;
-        const auto rr = rules.ranges(std::int64_t(i));
-        for (std::size_t j = 0, tile_part = 0; j < tiles; ++j) {
-          while (j >= parts.tile_bounds[tile_part + 1]) ++tile_part;
-          const std::int64_t n = rr.count_in({std::int64_t(j * bc), std::int64_t(std::min(sh.nk, j * bc + bc))});
-          tile_pairs[j] += n, block_pairs[i / bq] += n;
-          for (std::size_t p = 0; p < s; ++p)
-            cost[p] += n * (p == row_part && p == tile_part ? 10 : p == tile_part ? 8 : p == row_part ? 6 : 0);
-        }
-      }
-      std::int64_t sum = 0, largest = 0;
-      for (std::int64_t c : cost) sum += c, largest = std::max(largest, c);
-      const std::int64_t grain = 8 * *std::max_element(tile_pairs.begin(), tile_pairs.end()) +
-                                 10 * *std::max_element(block_pairs.begin(), block_pairs.end());
-      EXPECT_LE(largest, sum / std::int64_t(s) + grain)
-          << sh.nq << "x" << sh.nk << " causal " << int(sh.causal) << " left " << sh.left << ", " << s
-          << " parts";
-    }
 }
 
 INSTANTIATE_TEST_SUITE_P(tiles, backward_kernel, ::testing::ValuesIn(tile_cases()), param_name);

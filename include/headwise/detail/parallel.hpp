@@ -1,8 +1,10 @@
 // headwise/detail/parallel.hpp — a minimal parallel_for over independent tasks.
 //
-// Tasks are indices 0..n-1 handed out through one atomic counter (dynamic
+// Tasks are indices 0..n-1 handed out in order through one atomic counter (dynamic
 // scheduling: causal tiles have unequal cost). Each task owns its output rows,
-// so which worker runs a task never changes a result bit. Worker w gets a
+// so which worker runs a task never changes a result bit. A task may wait for a
+// lower-numbered one (wait_until; the backward's key tiles): that one has been
+// handed out, so it is running or done, and the wait ends. Worker w gets a
 // stable index in [0, workers) to pick its own scratch buffer. The calling
 // thread is worker 0, so threads = 1 runs inline with no thread created.
 //
@@ -70,6 +72,13 @@ bool spin_until(Ready&& ready) {
     }
     if (std::chrono::steady_clock::now() >= deadline) return ready();
   }
+}
+
+/// Spins, then yields, until ready() holds: a task waiting for a lower-numbered task's
+/// progress (parallel_for hands tasks out in order, so that task is running or done).
+template <class Ready>
+void wait_until(Ready&& ready) {
+  while (!spin_until(ready)) std::this_thread::yield();
 }
 
 /// Helper threads shared by every parallel_for of the process (see the top note).

@@ -35,16 +35,17 @@
 // What the per-path headers use, included before any target pragma.
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
-#include "headwise/detail/backward_plan.hpp"
 #include "headwise/detail/cpu_features.hpp"
 #include "headwise/detail/integer.hpp"
 #include "headwise/detail/kernel_call.hpp"

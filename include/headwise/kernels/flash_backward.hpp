@@ -19,12 +19,13 @@
 //
 // Task = (batch, kv head): the task owns dk and dv of its kv head and dq of the
 // group's query heads, so every gradient element is summed by one task in one fixed
-// order: no atomics, and the same bits for any thread count. That is B·Hkv tasks (one
-// under MQA with B = 1); when they leave workers idle, each kv head is cut into parts
-// that own a range of query rows (dq) and a range of key tiles (dk, dv) and recompute
-// S, dP and P where one's rows meet another's tiles (detail/backward_plan.hpp): 12
-// instead of 10 N²d FLOPs at two parts, each element still summed by one part in the
-// same order, so with the same bits.
+// order: no atomics on the data, and the same bits for any thread count. When the
+// B·Hkv tasks do not share the workers evenly (MQA at batch 1), each key tile is a
+// task of its own: it owns its dk and dv, and adds to a block's dq only once the
+// previous tile has (a wavefront: tile j trails tile j − 1 by a block). Every element
+// is summed in the same order with no work done twice (10 N²d FLOPs; cutting a kv
+// head into parts of rows and tiles that recompute where they meet costs 12 at two
+// parts, a split into dq tasks and dk/dv tasks 14), and the bits stay the same.
 // Per kv head: for each key tile of bc keys, K and V packed as panels (score_tile's
 // operand) and K as dense rows (dS·K's), dk and dv accumulators zeroed; for each
 // block of bq query rows (shared by the group's heads: the visibility extents are
@@ -250,59 +251,6 @@ bool plan_block(const detail::score_rules<T>& rules, block& bk, scratch<T>& w) {
   return any;
 }
 
-/// One pass over a key tile of kv head hk: the rows it visits and what it adds.
-struct tile_pass {
-  std::size_t b, hk, j0, n;      // the key tile [j0, j0 + n)
-  std::size_t i_begin, i_end;    // the query rows visited, whole blocks
-  bool kv;                       // dk and dv from every block visited, into w.dk, w.dv
-  std::size_t dq_begin, dq_end;  // dq of the blocks in these rows, into c.dq
-};
-
-/// K and V packed once (K rows too when dq is wanted), then per visited block with a
-/// visible key and per unpruned head of the group: the scores, and what `t` asks for.
-template <class P, class T>
-void key_tile(const detail::backward_call<T>& c, const tiling& tl, const tile_pass& t, T q_scale,
-              scratch<T>& w) {
-  const std::size_t group = c.group(), h0 = t.hk * group;
-  bool packed = false;
-  for (std::size_t i0 = t.i_begin; i0 < t.i_end; i0 += tl.bq) {
-    block bk{t.b, t.hk, i0, std::min(tl.bq, t.i_end - i0), std::int64_t(t.j0), t.n, 0, false};
-    const bool dq = t.dq_begin <= i0 && i0 < t.dq_end;
-    if (!(t.kv || dq) || !plan_block(c.rules, bk, w)) continue;
-    if (!packed) {
-      pack_k_panels<P>(c.k, t.b, t.hk, t.j0, t.n, detail::round_up(t.n, tl.kb), tl.kb, w.k_panels, w.tmp);
-      pack_k_panels<P>(c.v, t.b, t.hk, t.j0, t.n, detail::round_up(t.n, tl.kb), tl.kb, w.v_panels, w.tmp);
-      if (t.dq_begin < t.dq_end) pack_v_rows<P>(c.k, t.b, t.hk, t.j0, t.n, tl.dk_pad, w.k_rows);
-      packed = true;
-    }
-    for (std::size_t h = h0; h < h0 + group; ++h) {
-      if (c.rules.head_multiplier(h) == T(0)) continue;  // a pruned head: zero gradients, no work
-      load_block<P>(c, tl, bk, h, q_scale, w);
-      scores_and_slopes<P>(c, tl, bk, h, w);
-      if (t.kv) accumulate_kv<P>(tl, bk, w);
-      if (dq) accumulate_dq<P>(c, tl, bk, h, w);
-    }
-  }
-}
-
-/// dk and dv of the pass's key tile over every query row (t.kv, all rows), written to
-/// c.dk and c.dv; dq of t's dq rows added on the way.
-template <class P, class T>
-void key_tile_grads(const detail::backward_call<T>& c, const tiling& tl, const tile_pass& t, T q_scale,
-                    scratch<T>& w) {
-  std::fill(w.dk, w.dk + t.n * tl.dk_pad, T(0));
-  std::fill(w.dv, w.dv + t.n * tl.dv_pad, T(0));
-  key_tile<P>(c, tl, t, q_scale, w);
-  // dk = scale · Σ ds·q, accumulated from the scaled Q rows (q_scale = scale or scale·log2 e)
-  const T k_factor = q_scale != T(0) ? c.rules.scale / q_scale : T(0);
-  for (std::size_t jj = 0; jj < t.n; ++jj) {
-    T* dk_row = c.dk.row(t.b, t.hk, t.j0 + jj);
-    T* dv_row = c.dv.row(t.b, t.hk, t.j0 + jj);
-    for (std::size_t d = 0; d < tl.dk; ++d) dk_row[d] = k_factor * w.dk[jj * tl.dk_pad + d];
-    for (std::size_t d = 0; d < tl.dv; ++d) dv_row[d] = w.dv[jj * tl.dv_pad + d];
-  }
-}
-
 /// dq of the query rows [i_begin, i_end) of kv head hk's group set to zero.
 template <class T>
 void zero_dq(const detail::backward_call<T>& c, std::size_t b, std::size_t hk, std::size_t i_begin,
@@ -312,45 +260,94 @@ void zero_dq(const detail::backward_call<T>& c, std::size_t b, std::size_t hk, s
       std::fill(c.dq.row(b, h, i), c.dq.row(b, h, i) + c.dq.dim(), T(0));
 }
 
-/// Part `part` of kv head hk (detail/backward_plan.hpp): the key tiles in order, each
-/// either its own (dk and dv over every row, dq of its rows) or another part's (dq of
-/// its rows only), so each element is summed in the one pass's order.
+/// How far a key tile's pass over the row blocks has come when tiles run as tasks:
+/// blocks [0, value) are done, their dq holding this tile's terms and every earlier one's.
+using tile_progress = std::atomic<std::size_t>;
+
+/// The key tile at j0 of kv head hk over every block of query rows, in order: K and V
+/// packed once, then per block with a visible key and per unpruned head of the group,
+/// the scores, dk and dv accumulated (written to c.dk, c.dv at the end) and the block's
+/// dq added to c.dq (zeroed first by the tile at j0 = 0). With `before`, the previous
+/// tile's progress, a block waits until that tile is done with it, so each dq row sums
+/// the tiles in order, as when one task runs them all; `done` publishes this tile's.
 template <class P, class T>
-void run_part(const detail::backward_call<T>& c, const tiling& tl, const detail::backward_parts& parts,
-              std::size_t b, std::size_t hk, std::size_t part, T q_scale, scratch<T>& w) {
-  const std::size_t Nq = c.q.seq(), Nk = c.k.seq();
-  const std::size_t r0 = parts.row_bounds[part], r1 = parts.row_bounds[part + 1];
-  const std::size_t t0 = parts.tile_bounds[part], t1 = parts.tile_bounds[part + 1];
-  zero_dq(c, b, hk, r0, r1);
-  const detail::key_range hull = c.rules.tile_hull(std::int64_t(r0), std::int64_t(r1));
-  for (std::size_t j0 = 0, t = 0; j0 < Nk; j0 += tl.bc, ++t) {
-    const std::size_t n = std::min(tl.bc, Nk - j0);
-    if (t0 <= t && t < t1)
-      key_tile_grads<P>(c, tl, tile_pass{b, hk, j0, n, 0, Nq, true, r0, r1}, q_scale, w);
-    else if (std::int64_t(j0) < hull.end && std::int64_t(j0 + n) > hull.begin)
-      key_tile<P>(c, tl, tile_pass{b, hk, j0, n, r0, r1, false, r0, r1}, q_scale, w);
+void key_tile(const detail::backward_call<T>& c, const tiling& tl, std::size_t b, std::size_t hk,
+              std::size_t j0, T q_scale, scratch<T>& w, const tile_progress* before, tile_progress* done) {
+  const std::size_t Nq = c.q.seq(), n = std::min(tl.bc, c.k.seq() - j0);
+  const std::size_t group = c.group(), h0 = hk * group;
+  std::fill(w.dk, w.dk + n * tl.dk_pad, T(0));
+  std::fill(w.dv, w.dv + n * tl.dv_pad, T(0));
+  bool packed = false;
+  for (std::size_t i0 = 0, blk = 0; i0 < Nq; i0 += tl.bq, ++blk) {
+    block bk{b, hk, i0, std::min(tl.bq, Nq - i0), std::int64_t(j0), n, 0, false};
+    if (j0 == 0)
+      zero_dq(c, b, hk, i0, i0 + bk.rows);
+    else if (before != nullptr)
+      detail::wait_until([&] { return before->load(std::memory_order_acquire) > blk; });
+    if (plan_block(c.rules, bk, w)) {
+      if (!packed) {
+        pack_k_panels<P>(c.k, b, hk, j0, n, detail::round_up(n, tl.kb), tl.kb, w.k_panels, w.tmp);
+        pack_k_panels<P>(c.v, b, hk, j0, n, detail::round_up(n, tl.kb), tl.kb, w.v_panels, w.tmp);
+        pack_v_rows<P>(c.k, b, hk, j0, n, tl.dk_pad, w.k_rows);
+        packed = true;
+      }
+      for (std::size_t h = h0; h < h0 + group; ++h) {
+        if (c.rules.head_multiplier(h) == T(0)) continue;  // a pruned head: zero gradients, no work
+        load_block<P>(c, tl, bk, h, q_scale, w);
+        scores_and_slopes<P>(c, tl, bk, h, w);
+        accumulate_kv<P>(tl, bk, w);
+        accumulate_dq<P>(c, tl, bk, h, w);
+      }
+    }
+    if (done != nullptr) done->store(blk + 1, std::memory_order_release);
+  }
+  // dk = scale · Σ ds·q, accumulated from the scaled Q rows (q_scale = scale or scale·log2 e)
+  const T k_factor = q_scale != T(0) ? c.rules.scale / q_scale : T(0);
+  for (std::size_t jj = 0; jj < n; ++jj) {
+    T* dk_row = c.dk.row(b, hk, j0 + jj);
+    T* dv_row = c.dv.row(b, hk, j0 + jj);
+    for (std::size_t d = 0; d < tl.dk; ++d) dk_row[d] = k_factor * w.dk[jj * tl.dk_pad + d];
+    for (std::size_t d = 0; d < tl.dv; ++d) dv_row[d] = w.dv[jj * tl.dv_pad + d];
   }
 }
 
-/// The call's tasks: B·Hkv kv heads of parts.count parts each (one part, the one pass,
-/// when the kv heads keep every worker busy; detail::backward_part_count).
+/// The call's tasks: whole kv heads (B·Hkv of them) when they share the workers evenly;
+/// else key tiles, each following the previous tile of its kv head block by block
+/// (parallel_for hands tasks out in order, so the tile it waits for is running or done).
 template <class P, class T>
 void run(const detail::backward_call<T>& c) {
   constexpr std::size_t W = simd::ops<P>::width;
   const std::size_t Hkv = c.k.heads(), Nq = c.q.seq(), Nk = c.k.seq(), whole = c.q.batch() * Hkv;
   const tiling tl = make_tiling(W, c.q.dim(), c.v.dim());
-  const std::size_t s = detail::backward_part_count(
-      whole, c.threads, std::max(detail::ceil_div(Nq, tl.bq), detail::ceil_div(Nk, tl.bc)));
-  const detail::backward_parts parts = detail::plan_backward_parts(c.rules, tl.bq, tl.bc, s, c.scratch);
-  const unsigned workers = detail::resolve_threads(c.threads, whole * s);
+  const std::size_t tiles = detail::ceil_div(Nk, tl.bc);
+  if (tiles == 0) {  // no keys: no dk or dv, zero dq
+    for (std::size_t bh = 0; bh < whole; ++bh) zero_dq(c, bh / Hkv, bh % Hkv, 0, Nq);
+    return;
+  }
+  const unsigned t = detail::resolve_threads(c.threads, std::numeric_limits<std::size_t>::max());
+  const bool by_tile = whole % t != 0 && tiles > 1;
+  const std::size_t tasks = by_tile ? whole * tiles : whole;
+  const unsigned workers = detail::resolve_threads(c.threads, tasks);
   detail::workspace_access::reserve_workers(c.scratch, workers, scratch_bytes<T>(tl));
+  tile_progress* progress = nullptr;
+  if (by_tile) {
+    void* shared = detail::workspace_access::shared(c.scratch, whole * tiles * sizeof(tile_progress));
+    progress = static_cast<tile_progress*>(shared);
+    for (std::size_t i = 0; i < whole * tiles; ++i) new (progress + i) tile_progress(0);
+  }
   const T q_scale = softmax_row<T>::q_scale(c.rules.scale, c.rules.has_elementwise());
-  detail::parallel_for(whole * s, workers, [&](std::size_t task, unsigned worker) {
+  detail::parallel_for(tasks, workers, [&](std::size_t task, unsigned worker) {
     detail::scratch_carver carver(detail::workspace_access::worker(c.scratch, worker));
     scratch<T> w(carver, tl);
     std::fill(w.ones, w.ones + tile_rows, T(1));
-    const std::size_t bh = task / s;
-    run_part<P>(c, tl, parts, bh / Hkv, bh % Hkv, task % s, q_scale, w);
+    if (!by_tile) {
+      for (std::size_t j0 = 0; j0 < Nk; j0 += tl.bc)
+        key_tile<P>(c, tl, task / Hkv, task % Hkv, j0, q_scale, w, nullptr, nullptr);
+      return;
+    }
+    const std::size_t bh = task / tiles, j = task % tiles;
+    tile_progress* row = progress + bh * tiles;
+    key_tile<P>(c, tl, bh / Hkv, bh % Hkv, j * tl.bc, q_scale, w, j ? row + j - 1 : nullptr, row + j);
   });
 }
 
