@@ -364,7 +364,7 @@ BENCHMARK(BM_headwise_flash_f16)
 
 /// The backward on the README's S2 (H8 N1024, d 64 and 128) and causal S3 (H8 N2048
 /// d128), 1 and 2 threads; and MQA (Hkv 1, one whole task at B 1), where two threads
-/// take the two-pass split (flash_backward.hpp).
+/// run its key tiles as tasks (flash_backward.hpp).
 void backward_shapes(benchmark::internal::Benchmark* b) {
   b->Apply(square_heads);
   for (std::int64_t t : {1, 2}) b->Args({8, 8, 2048, 128, 1, 0, t});

@@ -211,7 +211,7 @@ std::vector<shape> prefill_shapes() {
 }
 
 /// attention_backward on BM_headwise_backward's shapes: S2, S3 and MQA (Hkv 1: one
-/// whole task at B 1, so two threads take flash_backward.hpp's two-pass split).
+/// whole task at B 1, so two threads run its key tiles as tasks: flash_backward.hpp).
 std::vector<shape> backward_shapes() {
   std::vector<shape> out;
   for (shape s : prefill_shapes())
