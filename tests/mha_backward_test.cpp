@@ -191,21 +191,23 @@ TEST_P(mha_backward, gradients_match_central_differences) {
   EXPECT_GT(checked, 400u);
 }
 
-// MHA, GQA and MQA × RoPE off / neox / interleaved × causal or not.
+// MHA, GQA and MQA × RoPE off / neox / interleaved, causal or not in turn: every
+// pair of heads, RoPE and mask appears (9 cases; the 18 of the full grid took 82 s of
+// the ASan test run).
 std::vector<backward_case> backward_cases() {
   std::vector<backward_case> cases;
   static const std::string names[] = {"mha", "gqa", "mqa"};
   static const char* rope_names[] = {"norope", "neox", "interleaved"};
   static std::vector<std::string> storage;
-  storage.reserve(18);
+  storage.reserve(9);
   const std::size_t kv[] = {4, 2, 1};
   const rope_style ropes[] = {rope_style::none, rope_style::neox, rope_style::interleaved};
   for (int g = 0; g < 3; ++g)
-    for (int r = 0; r < 3; ++r)
-      for (bool causal : {true, false}) {
-        storage.push_back(names[g] + "_" + rope_names[r] + (causal ? "_causal" : "_full"));
-        cases.push_back({storage.back().c_str(), 4, kv[g], ropes[r], causal});
-      }
+    for (int r = 0; r < 3; ++r) {
+      const bool causal = (g + r) % 2 == 0;
+      storage.push_back(names[g] + "_" + rope_names[r] + (causal ? "_causal" : "_full"));
+      cases.push_back({storage.back().c_str(), 4, kv[g], ropes[r], causal});
+    }
   return cases;
 }
 INSTANTIATE_TEST_SUITE_P(shapes, mha_backward, ::testing::ValuesIn(backward_cases()),
