@@ -44,7 +44,8 @@
 // ~8 vector ops per score (exp, subtraction, two products, two transposes).
 // Memory: O(N·d) in the gradients; scratch per worker bounded by the tiles: 3 K/V
 // copies and 2 accumulators of bc rows, the Q/dA/dq blocks of bq rows, 5 score tiles
-// of bq × bc (593 KiB at d 128, 377 at d 64; float), independent of N.
+// of bq × bc (593 KiB at d 128, 377 at d 64; float), independent of N. Key tiles as
+// tasks add one shared counter per tile: 8 bytes per 128 keys and kv head.
 // Per-path header (kernels/paths.hpp): no include guard, namespace headwise::<path>.
 #ifndef HEADWISE_ISA_NS
 #error "headwise/kernels/* is internal: include <headwise/headwise.hpp>"
