@@ -270,6 +270,26 @@ TEST(backward_checks, bad_arguments_throw_before_writing) {
   EXPECT_TRUE(untouched());
 }
 
+// No keys (Nk 0): nothing to differentiate, every dq element set to zero and nothing
+// before it written, on one thread and on three (more threads than the one kv head: the key tiles' path).
+TEST(backward_checks, no_keys_gives_zero_dq) {
+  tensor<float> q(1, 2, 3, 4), out(1, 2, 3, 4), dout(1, 2, 3, 4), k(1, 1, 0, 4), v(1, 1, 0, 4);
+  tensor<float> dk(1, 1, 0, 4), dv(1, 1, 0, 4);
+  fill_uniform(q, 1), fill_uniform(dout, 2);
+  std::vector<float> lse(2 * 3, -std::numeric_limits<float>::infinity());
+  for (unsigned threads : {1u, 3u}) {
+    tensor<float> dq(1, 2, 3, 4);
+    std::fill(dq.storage.begin(), dq.storage.end(), 7.0f);
+    attention_options opt;
+    opt.threads = threads;
+    attention_backward(q.cview(), k.cview(), v.cview(), out.cview(),
+                       lse_view(static_cast<const float*>(lse.data()), 1, 2, 3), dout.cview(), dq.view, dk.view,
+                       dv.view, opt);
+    EXPECT_EQ(dq.storage[0], 7.0f) << threads << " threads: wrote the element before dq";
+    for (std::size_t e = 1; e < dq.storage.size(); ++e) EXPECT_EQ(dq.storage[e], 0.0f) << threads << " threads";
+  }
+}
+
 // No N×N buffer: the workspace after a backward at N 512 and N 2048 (d 64, one head)
 // holds the same bytes (the scratch is sized by the tiles, not N), and at N 16384 the
 // tiling gives every worker together far under 16 MiB.
